@@ -1,0 +1,364 @@
+package fabric
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// DefaultAging is how long the switch remembers where a MAC address lives
+// (the 802.1D default).
+const DefaultAging = 300 * time.Second
+
+// portQueueLen bounds each port's receive queue, in frames. A full queue
+// drops, as a switch's egress buffer does.
+const portQueueLen = 2048
+
+// deliverBatch is the most frames handed to a Receiver in one call.
+const deliverBatch = 64
+
+// Switch is a learning Ethernet switch joining any number of ports.
+//
+// Frames are learned and forwarded on the sender's goroutine; each
+// destination port queues a copy and delivers it on its own goroutine, so
+// a device never runs another device's receive path and two devices
+// sending to each other cannot deadlock.
+type Switch struct {
+	log   *logrus.Entry
+	aging time.Duration
+	bufs  framePool
+
+	capture atomic.Pointer[Capture]
+
+	mu    sync.Mutex // guards ports and table
+	ports []*SwitchPort
+	table map[[6]byte]macEntry
+}
+
+type macEntry struct {
+	port *SwitchPort
+	seen time.Time
+}
+
+// NewSwitch returns a switch with no ports.
+func NewSwitch(log *logrus.Entry) *Switch {
+	return &Switch{
+		log:   log.WithField("component", "fabric"),
+		aging: DefaultAging,
+		table: make(map[[6]byte]macEntry),
+	}
+}
+
+// SetCapture makes every frame that enters the switch go to c as well
+// (nil stops capturing). It returns the capture it replaced, which the
+// caller closes.
+func (s *Switch) SetCapture(c *Capture) *Capture {
+	return s.capture.Swap(c)
+}
+
+// NewPort adds a port named name (used in logs and statistics). Its
+// administrative link state starts up.
+func (s *Switch) NewPort(name string) *SwitchPort {
+	p := &SwitchPort{
+		sw:     s,
+		name:   name,
+		queue:  make(chan *frame, portQueueLen),
+		notify: make(chan struct{}, 1),
+	}
+	p.adminUp.Store(true)
+	s.mu.Lock()
+	s.ports = append(s.ports, p)
+	s.mu.Unlock()
+	return p
+}
+
+// Ports lists the switch's ports in creation order.
+func (s *Switch) Ports() []*SwitchPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*SwitchPort(nil), s.ports...)
+}
+
+// Close detaches every port. It is idempotent.
+func (s *Switch) Close() {
+	for _, p := range s.Ports() {
+		p.Detach()
+	}
+}
+
+// forward learns the sources of frames sent by src and queues a copy of
+// each frame for every port it must reach.
+func (s *Switch) forward(src *SwitchPort, frames [][]byte) {
+	if c := s.capture.Load(); c != nil {
+		c.write(frames)
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range frames {
+		if len(f) < MinFrame || len(f) > MaxFrame {
+			src.stats.txErrors.Add(1)
+			continue
+		}
+		src.stats.txFrames.Add(1)
+		src.stats.txBytes.Add(uint64(len(f)))
+		var dst, srcMAC [6]byte
+		copy(dst[:], f[0:6])
+		copy(srcMAC[:], f[6:12])
+		if srcMAC[0]&1 == 0 {
+			s.table[srcMAC] = macEntry{port: src, seen: now}
+		}
+		if dst[0]&1 == 0 {
+			if e, ok := s.table[dst]; ok && now.Sub(e.seen) < s.aging {
+				if e.port != src {
+					e.port.enqueue(&s.bufs, f)
+				}
+				continue
+			}
+		}
+		for _, p := range s.ports {
+			if p != src {
+				p.enqueue(&s.bufs, f)
+			}
+		}
+	}
+}
+
+// forget drops the MAC entries that point at p.
+func (s *Switch) forget(p *SwitchPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for mac, e := range s.table {
+		if e.port == p {
+			delete(s.table, mac)
+		}
+	}
+}
+
+// PortStats are a port's counters. Tx is what the device sent into the
+// switch, Rx what the switch delivered to the device.
+type PortStats struct {
+	TxFrames, TxBytes, TxErrors, TxDropped uint64
+	RxFrames, RxBytes, RxDropped           uint64
+}
+
+type portCounters struct {
+	txFrames, txBytes, txErrors, txDropped atomic.Uint64
+	rxFrames, rxBytes, rxDropped           atomic.Uint64
+}
+
+// SwitchPort is one port of a Switch. It implements Port.
+type SwitchPort struct {
+	sw    *Switch
+	name  string
+	queue chan *frame
+	stats portCounters
+
+	adminUp  atomic.Bool
+	attached atomic.Bool
+
+	notify chan struct{} // wakes the delivery goroutine for link events
+
+	mu          sync.Mutex // guards recv, stop, done, pendingLink
+	recv        Receiver
+	stop        chan struct{}
+	done        chan struct{}
+	pendingLink []bool
+}
+
+var _ Port = (*SwitchPort)(nil)
+
+// Name returns the port's name.
+func (p *SwitchPort) Name() string { return p.name }
+
+// Send implements Port.
+func (p *SwitchPort) Send(frames [][]byte) {
+	if !p.LinkUp() {
+		p.stats.txDropped.Add(uint64(len(frames)))
+		return
+	}
+	p.sw.forward(p, frames)
+}
+
+// LinkUp implements Port.
+func (p *SwitchPort) LinkUp() bool { return p.attached.Load() && p.adminUp.Load() }
+
+// SetLink sets the port's administrative link state, as pulling or
+// plugging the cable would; the attached receiver sees LinkChanged.
+func (p *SwitchPort) SetLink(up bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.adminUp.Swap(up) == up || p.recv == nil {
+		return
+	}
+	p.pendingLink = append(p.pendingLink, up)
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns the port's counters.
+func (p *SwitchPort) Stats() PortStats {
+	c := &p.stats
+	return PortStats{
+		TxFrames: c.txFrames.Load(), TxBytes: c.txBytes.Load(),
+		TxErrors: c.txErrors.Load(), TxDropped: c.txDropped.Load(),
+		RxFrames: c.rxFrames.Load(), RxBytes: c.rxBytes.Load(),
+		RxDropped: c.rxDropped.Load(),
+	}
+}
+
+// Attach implements Port. The first call r sees is LinkChanged with the
+// carrier at attach time.
+func (p *SwitchPort) Attach(r Receiver) {
+	p.Detach()
+	p.drain() // frames a racing sender queued after the last Detach
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.recv = r
+	p.stop = make(chan struct{})
+	p.done = make(chan struct{})
+	p.pendingLink = append(p.pendingLink[:0], p.adminUp.Load())
+	p.attached.Store(true)
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+	go p.runDeliver(r, p.stop, p.done)
+	p.sw.log.WithField("port", p.name).Debug("port attached")
+}
+
+// Detach implements Port.
+func (p *SwitchPort) Detach() {
+	p.mu.Lock()
+	stop, done := p.stop, p.done
+	p.recv, p.stop, p.done = nil, nil, nil
+	p.attached.Store(false)
+	p.mu.Unlock()
+	if stop == nil {
+		return
+	}
+	close(stop)
+	<-done
+	p.sw.forget(p)
+	p.drain()
+	p.sw.log.WithField("port", p.name).Debug("port detached")
+}
+
+// drain drops the frames queued for a receiver that is gone.
+func (p *SwitchPort) drain() {
+	for {
+		select {
+		case f := <-p.queue:
+			p.stats.rxDropped.Add(1)
+			p.sw.bufs.put(f)
+		default:
+			return
+		}
+	}
+}
+
+// enqueue queues a copy of f for delivery, or drops it.
+func (p *SwitchPort) enqueue(pool *framePool, f []byte) {
+	if !p.LinkUp() {
+		p.stats.rxDropped.Add(1)
+		return
+	}
+	fr := pool.get(len(f))
+	copy(fr.b, f)
+	select {
+	case p.queue <- fr:
+	default:
+		p.stats.rxDropped.Add(1)
+		pool.put(fr)
+	}
+}
+
+// runDeliver hands queued frames and link events to r until stop closes.
+func (p *SwitchPort) runDeliver(r Receiver, stop, done chan struct{}) {
+	defer close(done)
+	log := p.sw.log.WithField("port", p.name)
+	log.Debug("delivery started")
+	defer log.Debug("delivery stopped")
+	batch := make([]*frame, 0, deliverBatch)
+	views := make([][]byte, 0, deliverBatch)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-p.notify:
+			p.mu.Lock()
+			events := append([]bool(nil), p.pendingLink...)
+			p.pendingLink = p.pendingLink[:0]
+			p.mu.Unlock()
+			for _, up := range events {
+				r.LinkChanged(up)
+			}
+		case f := <-p.queue:
+			batch = append(batch[:0], f)
+		drain:
+			for len(batch) < deliverBatch {
+				select {
+				case f := <-p.queue:
+					batch = append(batch, f)
+				default:
+					break drain
+				}
+			}
+			views = views[:0]
+			var bytes uint64
+			for _, f := range batch {
+				views = append(views, f.b)
+				bytes += uint64(len(f.b))
+			}
+			r.Deliver(views)
+			p.stats.rxFrames.Add(uint64(len(batch)))
+			p.stats.rxBytes.Add(bytes)
+			for i, f := range batch {
+				p.sw.bufs.put(f)
+				batch[i], views[i] = nil, nil
+			}
+		}
+	}
+}
+
+// frame is a pooled copy of one frame; b is resliced to the frame length.
+type frame struct {
+	b   []byte
+	big bool
+}
+
+// smallFrame fits every frame of a 1500-byte MTU with a VLAN tag.
+const smallFrame = 1536
+
+// framePool keeps two size classes so that small frames do not pin
+// jumbo-sized buffers.
+type framePool struct {
+	small, big sync.Pool
+}
+
+func (fp *framePool) get(n int) *frame {
+	if n <= smallFrame {
+		if f, ok := fp.small.Get().(*frame); ok {
+			f.b = f.b[:n]
+			return f
+		}
+		return &frame{b: make([]byte, n, smallFrame)}
+	}
+	if f, ok := fp.big.Get().(*frame); ok {
+		f.b = f.b[:n]
+		return f
+	}
+	return &frame{b: make([]byte, n, MaxFrame), big: true}
+}
+
+func (fp *framePool) put(f *frame) {
+	if f.big {
+		fp.big.Put(f)
+	} else {
+		fp.small.Put(f)
+	}
+}
