@@ -6,6 +6,7 @@ package pci
 import (
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/msi"
+	"github.com/myriemu/myriemu/wcbar"
 	"github.com/sirupsen/logrus"
 )
 
@@ -76,24 +77,15 @@ const (
 type BAR struct {
 	Size  uint64
 	Flags BARFlags
-	// Mmap, if non-nil, lets the client map parts of the BAR into the
-	// guest directly (wcbar.Window implements it). Accesses outside its
-	// areas, and every access while the client has the mmap switched off,
-	// still arrive through ReadBAR/WriteBAR and must see the same memory.
-	Mmap Mappable
+	// Window, if non-nil, is memory behind the BAR that the client may
+	// mmap into the guest (its Areas; the rest traps). Its size equals
+	// Size. Accesses outside its areas, and every access while the client
+	// has the mmap switched off, still arrive through ReadBAR/WriteBAR and
+	// must be served from the same memory (Window.ReadAt/WriteAt).
+	Window *wcbar.Window
 }
 
-// Mappable is memory behind a BAR that the client may mmap.
-type Mappable interface {
-	// Fd is the file the client maps, from offset 0. The caller sends a
-	// duplicate; the Mappable keeps ownership.
-	Fd() int
-	// Areas are the page-aligned, sorted, non-overlapping ranges the
-	// client may mmap; everything else traps.
-	Areas() []Area
-}
-
-// Area is a range of a BAR.
+// Area is a range of a BAR (a sparse-mmap area in RegionInfo).
 type Area struct{ Offset, Size uint64 }
 
 // PMCap is the power-management capability (D0 only, No_Soft_Reset set).
