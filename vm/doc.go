@@ -1,0 +1,2 @@
+// Package vm runs QEMU guests with vfio-user devices and drives them over QMP.
+package vm
