@@ -153,14 +153,14 @@ func (f *Function) RegionInfo(index uint32) (RegionInfo, error) {
 		if b.Window == nil {
 			return ri, nil
 		}
-		areas := b.Window.Areas()
-		if len(areas) == 0 {
-			// Everything trapped: an MMAP flag without areas would mean
-			// "map the whole BAR" to the client.
+		areas, fd := b.Window.Areas(), b.Window.Fd()
+		if len(areas) == 0 || fd < 0 {
+			// Everything trapped (an MMAP flag without areas would mean
+			// "map the whole BAR" to the client), or the window closed.
 			return ri, nil
 		}
 		ri.Flags |= RegionMmap
-		ri.Fd = b.Window.Fd()
+		ri.Fd = fd
 		if len(areas) == 1 && areas[0].Offset == 0 && areas[0].Size == b.Size {
 			return ri, nil
 		}
