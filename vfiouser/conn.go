@@ -56,8 +56,9 @@ type conn struct {
 	nextID  uint16
 	pending map[uint16]*dmaWaiter
 
-	warns warnLimiter
-	wg    sync.WaitGroup
+	attached bool // Attach succeeded: teardown owes one Detach
+	warns    warnLimiter
+	wg       sync.WaitGroup
 	// stats, for tests and debugging
 	protocolErrors atomic.Uint64
 }
@@ -97,14 +98,26 @@ func (c *conn) serve() {
 			c.regions[i] = regionLimit{size: info.Size, flags: info.Flags}
 		}
 	}
-	if err := c.f.Attach(c.mem); err != nil {
+	if err := c.attach(); err != nil {
 		c.log.WithError(err).Error("function refused the client; dropping it")
 		c.markClosed()
 		return
 	}
+	c.attached = true
 	c.wg.Add(1)
 	go c.runReader()
 	c.wg.Wait()
+}
+
+// attach calls Function.Attach; a panic there is a refusal, not a crash.
+func (c *conn) attach() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.WithFields(logrus.Fields{"panic": r, "stack": string(debug.Stack())}).Error("panic in Attach")
+			err = fmt.Errorf("vfiouser: attach: panic: %v", r)
+		}
+	}()
+	return c.f.Attach(c.mem)
 }
 
 // teardown runs after the reader is gone: detach the function (which
@@ -112,10 +125,12 @@ func (c *conn) serve() {
 func (c *conn) teardown() {
 	c.shutdown()
 	c.markClosed()
-	func() {
-		defer c.recoverTo("detach")
-		c.f.Detach()
-	}()
+	if c.attached {
+		func() {
+			defer c.recoverTo("detach")
+			c.f.Detach()
+		}()
+	}
 	if err := c.mem.Close(); err != nil {
 		c.log.WithError(err).Warn("closing the DMA map failed")
 	}

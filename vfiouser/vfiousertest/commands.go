@@ -321,7 +321,7 @@ func regionAccess(index uint32, off uint64, count int, data []byte) []byte {
 func (c *Client) ReadRegion(index uint32, off uint64, p []byte) error {
 	req := regionAccess(index, off, len(p), nil)
 	_, err := c.do(vfiouser.CmdRegionRead, req, nil, func(r Reply) error {
-		if err := exactSize(16+len(p))(r); err != nil {
+		if err := exactSize(16 + len(p))(r); err != nil {
 			return err
 		}
 		if !bytes.Equal(r.Payload[:16], req) {

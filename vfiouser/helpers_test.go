@@ -1,0 +1,167 @@
+package vfiouser_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/myriemu/myriemu/vfiouser"
+	"github.com/myriemu/myriemu/vfiouser/vfiousertest"
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
+)
+
+// testServer is a running server with a fake function.
+type testServer struct {
+	*vfiouser.Server
+	Path string
+	Fake *vfiouser.FakeFunction
+	Log  *logtest.Hook
+}
+
+// socketDir returns a short-lived directory with a short path (sun_path
+// holds 107 bytes; t.TempDir paths can be longer).
+func socketDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "vu")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func testLogger() (*logrus.Entry, *logtest.Hook) {
+	l, hook := logtest.NewNullLogger()
+	l.SetLevel(logrus.DebugLevel)
+	return l.WithFields(logrus.Fields{"component": "vfiouser", "device": "fake"}), hook
+}
+
+// startServer listens on a fresh socket and serves a new FakeFunction
+// until the test ends.
+func startServer(tb testing.TB, name string) *testServer {
+	tb.Helper()
+	fake, err := vfiouser.NewFakeFunction()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(fake.Close)
+	return startServerWith(tb, name, fake, 0)
+}
+
+func startServerWith(tb testing.TB, name string, fake *vfiouser.FakeFunction, maxXfer int) *testServer {
+	tb.Helper()
+	log, hook := testLogger()
+	path := filepath.Join(socketDir(tb), name+".sock")
+	s, err := vfiouser.Listen(vfiouser.Config{Path: path, Function: fake, Log: log, MaxDataXfer: maxXfer})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+		if err := <-done; !errors.Is(err, vfiouser.ErrServerClosed) {
+			tb.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+		cancel()
+	})
+	return &testServer{Server: s, Path: path, Fake: fake, Log: hook}
+}
+
+// dial connects a client; at the end of the test it must have seen no
+// protocol violation.
+func dial(tb testing.TB, path string) *vfiousertest.Client {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := vfiousertest.Dial(ctx, path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			tb.Errorf("client saw protocol violations: %v", err)
+		}
+	})
+	return c
+}
+
+// negotiated dials and negotiates.
+func negotiated(tb testing.TB, path string) *vfiousertest.Client {
+	tb.Helper()
+	c := dial(tb, path)
+	if err := c.Negotiate(); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// ourGoroutines are the goroutines of this package and its client.
+var ourGoroutines = []string{
+	"vfiouser.(*conn).runReader",
+	"vfiouser.(*Server).Serve",
+	"vfiousertest.(*Client).runReader",
+}
+
+// checkLeaks fails the test if any of ourGoroutines is still running when
+// the test (and its other cleanups) ends; it waits for them to settle.
+// Register it first so it runs last.
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() {
+		var leaked []string
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			leaked = leakedGoroutines()
+			if len(leaked) == 0 {
+				return
+			}
+		}
+		t.Errorf("leaked goroutines:\n%s", strings.Join(leaked, "\n\n"))
+	})
+}
+
+func leakedGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		for _, name := range ourGoroutines {
+			if bytes.Contains(g, []byte(name)) {
+				out = append(out, string(g))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or 5 s pass.
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	tb.Fatalf("timed out waiting for %s", what)
+}
+
+// hasLog reports whether a log entry at level with message msg was seen.
+func hasLog(h *logtest.Hook, level logrus.Level, msg string) bool {
+	for _, e := range h.AllEntries() {
+		if e.Level == level && e.Message == msg {
+			return true
+		}
+	}
+	return false
+}
