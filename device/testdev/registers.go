@@ -243,6 +243,9 @@ const (
 	// CauseDMAFailed: any other DMA failure (client gone, message DMA
 	// error, no client attached).
 	CauseDMAFailed Cause = 8
+	// CauseNotReadable: a device read from a map the client made
+	// write-only.
+	CauseNotReadable Cause = 9
 )
 
 func (c Cause) String() string {
@@ -265,6 +268,8 @@ func (c Cause) String() string {
 		return "not-registered"
 	case CauseDMAFailed:
 		return "dma-failed"
+	case CauseNotReadable:
+		return "not-readable"
 	}
 	return fmt.Sprintf("Cause(%d)", uint8(c))
 }

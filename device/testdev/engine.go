@@ -1,0 +1,238 @@
+package testdev
+
+import (
+	"errors"
+	"hash/crc32"
+	"sync/atomic"
+
+	"github.com/myriemu/myriemu/dma"
+	"github.com/sirupsen/logrus"
+)
+
+// pageSize bounds every piece the engine moves: a piece never crosses a
+// 4 KiB IOVA boundary, so the first failing piece starts at the first byte
+// that could not be accessed (client maps are page-granular).
+const pageSize = 4096
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// job is a DMA op as the registers were at the doorbell.
+type job struct {
+	gen      uint64
+	op       Op
+	src, dst uint64
+	length   uint32
+	pattern  uint32
+}
+
+// outcome is how an op ended.
+type outcome struct {
+	cause      Cause
+	result     uint32 // CRC-32C, when cause is CauseNone
+	done       uint32 // bytes completed
+	fail       uint64 // first inaccessible IOVA, for DMA faults
+	faultWrite bool
+	err        error // the DMA error behind a fault, for the log
+}
+
+// doorbellLocked handles a write to RegDMADoorbell (README.md, "Running an
+// op").
+func (d *Device) doorbellLocked() (warning, bool) {
+	r := &d.r
+	if r.status&StatusBusy != 0 {
+		r.status |= StatusOverrun
+		r.cntErrors++
+		return warning{msg: "guest rang the DMA doorbell while busy",
+			fields: logrus.Fields{"op": Op(r.op)}}, true
+	}
+	j := &job{gen: d.gen.Load(), op: Op(r.op), src: r.src, dst: r.dst, length: r.length, pattern: r.pattern}
+	r.status = StatusBusy
+	r.result, r.fail, r.doneBytes = 0, 0, 0
+	if !d.attached {
+		return d.completeLocked(j, outcome{cause: CauseDMAFailed, err: dma.ErrClosed})
+	}
+	d.pending = j
+	select {
+	case d.kick <- struct{}{}:
+	default: // the engine has a kick to see already
+	}
+	return warning{}, false
+}
+
+// runEngine is the DMA engine: it runs the op a doorbell left pending. It
+// is the only goroutine that touches guest memory.
+func (d *Device) runEngine(mem dma.Space, kick <-chan struct{}, quit <-chan struct{}) {
+	defer d.wg.Done()
+	d.log.Debug("DMA engine started")
+	defer d.log.Debug("DMA engine stopped")
+	e := engine{mem: mem, win: d.win, gen: &d.gen}
+	for {
+		select {
+		case <-quit:
+			return
+		case <-kick:
+		}
+		d.mu.Lock()
+		j := d.pending
+		d.pending = nil
+		d.mu.Unlock()
+		if j == nil {
+			continue
+		}
+		out, ok := e.run(j)
+		if !ok {
+			continue // cancelled by Reset or Detach
+		}
+		d.mu.Lock()
+		w, warn := d.completeLocked(j, out)
+		d.mu.Unlock()
+		if warn {
+			d.warnf(w)
+		}
+	}
+}
+
+// completeLocked publishes the outcome of j, unless j was cancelled: status,
+// counters, IRQStatus.DMA and the completion interrupt, in that order.
+func (d *Device) completeLocked(j *job, out outcome) (warning, bool) {
+	if d.gen.Load() != j.gen {
+		return warning{}, false
+	}
+	r := &d.r
+	r.status = StatusDone | r.status&StatusOverrun
+	r.doneBytes = out.done
+	if out.cause == CauseNone {
+		r.result = out.result
+		r.cntOps++
+	} else {
+		r.status |= StatusError | uint32(out.cause)<<StatusCauseShift
+		r.fail = out.fail
+		if out.faultWrite {
+			r.status |= StatusFaultWrite
+		}
+		r.cntErrors++
+	}
+	r.irqStatus |= IRQStatusDMA
+	if r.irqCtrl&IRQCtrlDMAEnable != 0 {
+		d.raiseLocked(int(r.irqCtrl >> IRQCtrlDMAVectorShift & IRQCtrlVectorMask))
+	}
+	if out.cause == CauseNone {
+		return warning{}, false
+	}
+	f := logrus.Fields{"op": j.op, "cause": out.cause, "src": hex(j.src), "dst": hex(j.dst), "len": j.length}
+	if out.err != nil {
+		f["iova"] = hex(out.fail)
+		f["error"] = out.err.Error()
+	}
+	return warning{msg: "guest DMA op failed", fields: f}, true
+}
+
+// engine runs one op at a time; its buffers belong to runEngine.
+type engine struct {
+	mem dma.Space
+	win window
+	gen *atomic.Uint64
+	buf [pageSize]byte
+	pat [pageSize + 4]byte
+}
+
+// run performs j. ok is false if j was cancelled before it ended.
+func (e *engine) run(j *job) (out outcome, ok bool) {
+	n := uint64(j.length)
+	readsGuest := j.op == OpCopy || j.op == OpChecksum || j.op == OpGuestToWindow
+	writesGuest := j.op == OpCopy || j.op == OpFill || j.op == OpWindowToGuest
+	switch {
+	case j.op < OpCopy || j.op > OpGuestToWindow:
+		return outcome{cause: CauseBadOp}, true
+	case n == 0 || n > MaxDMALen,
+		readsGuest && j.src+n-1 < j.src,
+		writesGuest && j.dst+n-1 < j.dst:
+		return outcome{cause: CauseBadLength}, true
+	case j.op == OpWindowToGuest && !inWindow(j.src, n),
+		j.op == OpGuestToWindow && !inWindow(j.dst, n):
+		return outcome{cause: CauseWindowRange}, true
+	}
+	if j.op == OpFill {
+		for i := range e.pat {
+			e.pat[i] = byte(j.pattern >> (8 * (i % 4)))
+		}
+	}
+	var crc uint32
+	for done := uint64(0); done < n; {
+		if e.gen.Load() != j.gen {
+			return outcome{}, false
+		}
+		src, dst := j.src+done, j.dst+done
+		k := n - done
+		if readsGuest {
+			k = min(k, pageSize-src%pageSize)
+		}
+		if writesGuest {
+			k = min(k, pageSize-dst%pageSize)
+		}
+		var p []byte
+		switch j.op {
+		case OpFill:
+			p = e.pat[done%4 : done%4+k]
+		default:
+			p = e.buf[:k]
+			var err error
+			if j.op == OpWindowToGuest {
+				_, err = e.win.ReadAt(p, src)
+			} else {
+				_, err = e.mem.ReadAt(p, src)
+			}
+			if err != nil {
+				return fault(err, src, k, done, false), true
+			}
+		}
+		crc = crc32.Update(crc, castagnoli, p)
+		var err error
+		switch j.op {
+		case OpCopy, OpFill, OpWindowToGuest:
+			_, err = e.mem.WriteAt(p, dst)
+		case OpGuestToWindow:
+			_, err = e.win.WriteAt(p, dst)
+		}
+		if err != nil {
+			return fault(err, dst, k, done, true), true
+		}
+		done += k
+	}
+	return outcome{result: crc, done: uint32(n)}, true
+}
+
+// inWindow reports whether [off, off+n) lies inside the window (off is the
+// full 64-bit register pair, so a nonzero HI half fails).
+func inWindow(off, n uint64) bool {
+	return off <= WindowSize && n <= WindowSize-off
+}
+
+// fault is the outcome of a failed access to the piece [addr, addr+k) after
+// done bytes moved. The IOVA reported is the piece start, or the address
+// the DMA error names if that lies inside the piece.
+func fault(err error, addr, k, done uint64, write bool) outcome {
+	out := outcome{cause: causeOf(err), done: uint32(done), fail: addr, faultWrite: write, err: err}
+	var de *dma.Error
+	if errors.As(err, &de) && de.Addr > addr && de.Addr < addr+k {
+		out.fail = de.Addr
+	}
+	return out
+}
+
+// causeOf maps a DMA error to its Cause.
+func causeOf(err error) Cause {
+	switch {
+	case errors.Is(err, dma.ErrBusMasterOff):
+		return CauseBusMaster
+	case errors.Is(err, dma.ErrUnmapped):
+		return CauseUnmapped
+	case errors.Is(err, dma.ErrReadOnly):
+		return CauseReadOnly
+	case errors.Is(err, dma.ErrNotRegistered):
+		return CauseNotRegistered
+	case errors.Is(err, dma.ErrNotReadable):
+		return CauseNotReadable
+	}
+	return CauseDMAFailed
+}

@@ -1,0 +1,274 @@
+package testdev
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// regs is the BAR0 register file (constants are not stored). Its zero
+// value is the reset state.
+type regs struct {
+	scratch   uint32
+	src, dst  uint64
+	length    uint32
+	op        uint32
+	pattern   uint32
+	status    uint32
+	result    uint32
+	fail      uint64
+	doneBytes uint32
+
+	irqCtrl   uint32
+	irqStatus uint32
+
+	cntOps, cntErrors, cntIRQs, cntWin uint32
+
+	winSeq, winResult, winStatus uint32
+}
+
+// ReadBAR serves trapped reads: BAR0 registers, the non-MSI-X part of
+// BAR2 (zeros), and BAR4 window memory.
+func (d *Device) ReadBAR(bar int, off uint64, p []byte) error {
+	if err := checkAccess(bar, off, len(p)); err != nil {
+		return err
+	}
+	switch bar {
+	case RegsBAR:
+		d.mu.Lock()
+		forEachReg(off, len(p), func(reg uint64, lo, hi int, pos int) {
+			var b [4]byte
+			binary.LittleEndian.PutUint32(b[:], d.readRegLocked(reg))
+			copy(p[pos:], b[lo:hi])
+		})
+		d.mu.Unlock()
+	case MSIXBAR:
+		clear(p)
+	case WindowBAR:
+		if _, err := d.win.ReadAt(p, off); err != nil {
+			return fmt.Errorf("testdev: BAR%d read %d@%#x: %w", bar, len(p), off, err)
+		}
+	}
+	return nil
+}
+
+// WriteBAR serves trapped writes; see ReadBAR.
+func (d *Device) WriteBAR(bar int, off uint64, p []byte) error {
+	if err := checkAccess(bar, off, len(p)); err != nil {
+		return err
+	}
+	switch bar {
+	case RegsBAR:
+		var warns []warning
+		d.mu.Lock()
+		forEachReg(off, len(p), func(reg uint64, lo, hi int, pos int) {
+			var b [4]byte
+			var mask uint32
+			copy(b[lo:hi], p[pos:])
+			for i := lo; i < hi; i++ {
+				mask |= 0xff << (8 * i)
+			}
+			if w, ok := d.writeRegLocked(reg, binary.LittleEndian.Uint32(b[:]), mask); ok {
+				warns = append(warns, w)
+			}
+		})
+		d.mu.Unlock()
+		for _, w := range warns {
+			d.warnf(w)
+		}
+	case MSIXBAR:
+		// The MSI-X table and PBA are served by pci.Function; the rest of
+		// the BAR has nothing behind it.
+	case WindowBAR:
+		if _, err := d.win.WriteAt(p, off); err != nil {
+			return fmt.Errorf("testdev: BAR%d write %d@%#x: %w", bar, len(p), off, err)
+		}
+	}
+	return nil
+}
+
+var barSizes = map[int]uint64{RegsBAR: RegsSize, MSIXBAR: MSIXSize, WindowBAR: WindowSize}
+
+// checkAccess refuses an access outside the BARs: pci.Function never sends
+// one, but the device does not rely on it.
+func checkAccess(bar int, off uint64, n int) error {
+	size, ok := barSizes[bar]
+	if !ok || n < 1 || off >= size || uint64(n) > size-off {
+		return fmt.Errorf("testdev: BAR%d access %d@%#x: %w", bar, n, off, unix.EINVAL)
+	}
+	return nil
+}
+
+// forEachReg calls fn for each 32-bit register that [off, off+n) covers,
+// lowest first, with the byte range [lo, hi) inside the register and the
+// position of byte lo in the caller's buffer.
+func forEachReg(off uint64, n int, fn func(reg uint64, lo, hi, pos int)) {
+	end := off + uint64(n)
+	for reg := off &^ 3; reg < end; reg += 4 {
+		lo, hi := 0, 4
+		if reg < off {
+			lo = int(off - reg)
+		}
+		if reg+4 > end {
+			hi = int(end - reg)
+		}
+		fn(reg, lo, hi, int(reg+uint64(lo)-off))
+	}
+}
+
+// readRegLocked returns register reg's value. No register has read side
+// effects.
+func (d *Device) readRegLocked(reg uint64) uint32 {
+	r := &d.r
+	switch reg {
+	case RegID:
+		return IDValue
+	case RegVersion:
+		return VersionValue
+	case RegScratch:
+		return r.scratch
+	case RegMaxDMALen:
+		return MaxDMALen
+	case RegWinSize:
+		return WindowSize
+	case RegIRQMode:
+		if d.attached {
+			return uint32(d.host.IRQ.Mode())
+		}
+		return IRQModeNone
+	case RegDMASrcLo:
+		return uint32(r.src)
+	case RegDMASrcHi:
+		return uint32(r.src >> 32)
+	case RegDMADstLo:
+		return uint32(r.dst)
+	case RegDMADstHi:
+		return uint32(r.dst >> 32)
+	case RegDMALen:
+		return r.length
+	case RegDMAOp:
+		return r.op
+	case RegDMAPattern:
+		return r.pattern
+	case RegDMAStatus:
+		return r.status
+	case RegDMAResult:
+		return r.result
+	case RegDMAFailLo:
+		return uint32(r.fail)
+	case RegDMAFailHi:
+		return uint32(r.fail >> 32)
+	case RegDMADoneBytes:
+		return r.doneBytes
+	case RegIRQCtrl:
+		return r.irqCtrl
+	case RegIRQStatus:
+		return r.irqStatus
+	case RegCntDMAOps:
+		return r.cntOps
+	case RegCntDMAErrors:
+		return r.cntErrors
+	case RegCntIRQs:
+		return r.cntIRQs
+	case RegCntWinDoorbells:
+		return r.cntWin
+	case RegWinSeq:
+		return r.winSeq
+	case RegWinResult:
+		return r.winResult
+	case RegWinStatus:
+		return r.winStatus
+	}
+	return 0 // doorbells, IRQRaise and unlisted offsets
+}
+
+// writeRegLocked applies a write of the bytes of v selected by mask to
+// register reg. It returns a warning to log (after unlocking) for a guest
+// mistake.
+func (d *Device) writeRegLocked(reg uint64, v, mask uint32) (warning, bool) {
+	r := &d.r
+	merge := func(old uint32) uint32 { return old&^mask | v&mask }
+	switch reg {
+	case RegScratch:
+		r.scratch = merge(r.scratch)
+	case RegDMASrcLo:
+		r.src = r.src&^0xffffffff | uint64(merge(uint32(r.src)))
+	case RegDMASrcHi:
+		r.src = uint64(merge(uint32(r.src>>32)))<<32 | r.src&0xffffffff
+	case RegDMADstLo:
+		r.dst = r.dst&^0xffffffff | uint64(merge(uint32(r.dst)))
+	case RegDMADstHi:
+		r.dst = uint64(merge(uint32(r.dst>>32)))<<32 | r.dst&0xffffffff
+	case RegDMALen:
+		r.length = merge(r.length)
+	case RegDMAOp:
+		r.op = merge(r.op)
+	case RegDMAPattern:
+		r.pattern = merge(r.pattern)
+	case RegDMADoorbell:
+		return d.doorbellLocked()
+	case RegIRQCtrl:
+		r.irqCtrl = merge(r.irqCtrl) & IRQCtrlWritable
+		d.updateLineLocked()
+	case RegIRQStatus:
+		r.irqStatus &^= v & mask
+		d.updateLineLocked()
+	case RegIRQRaise:
+		vec := v & mask
+		if vec >= NumVectors {
+			return warning{msg: "guest raised an invalid vector", fields: logrus.Fields{"vector": vec}}, true
+		}
+		r.irqStatus |= IRQStatusSoft
+		d.raiseLocked(int(vec))
+	}
+	return warning{}, false
+}
+
+// levelLocked is the INTx level IRQStatus and IRQCtrl call for.
+func (d *Device) levelLocked() bool {
+	active := uint32(IRQStatusSoft)
+	if d.r.irqCtrl&IRQCtrlDMAEnable != 0 {
+		active |= IRQStatusDMA
+	}
+	if d.r.irqCtrl&IRQCtrlWinEnable != 0 {
+		active |= IRQStatusWin
+	}
+	return d.r.irqStatus&active != 0
+}
+
+// raiseLocked signals vector for an event that has just set its IRQStatus
+// bit: an MSI-X/MSI message, or INTx asserted.
+func (d *Device) raiseLocked(vector int) {
+	if !d.attached {
+		return
+	}
+	d.r.cntIRQs++
+	d.line = true
+	d.host.IRQ.Raise(vector)
+}
+
+// updateLineLocked follows a change of IRQStatus or IRQCtrl: INTx is
+// lowered when no enabled source is left, and asserted when enabling a
+// source whose status bit is already set. MSI and MSI-X only signal events.
+func (d *Device) updateLineLocked() {
+	level := d.levelLocked()
+	switch {
+	case !level:
+		d.lowerLineLocked()
+	case !d.line && d.attached && d.host.IRQ.Mode() == IRQModeINTx:
+		d.raiseLocked(0)
+	}
+}
+
+// lowerLineLocked deasserts INTx if the device raised it.
+func (d *Device) lowerLineLocked() {
+	if !d.line {
+		return
+	}
+	d.line = false
+	if d.attached {
+		d.host.IRQ.Lower()
+	}
+}
