@@ -1,0 +1,130 @@
+package wcbar
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"sync/atomic"
+	"time"
+)
+
+// Poller pacing. Doorbells come in bursts (a driver posts a batch, rings,
+// posts more), so after a change the poller keeps polling flat out for a
+// short while; idle, it backs off to sleeps of pollMaxSleep so an idle
+// device costs about a thousand cheap wake-ups a second, not a core.
+const (
+	pollSpin     = 20 * time.Microsecond
+	pollMinSleep = 20 * time.Microsecond
+	pollMaxSleep = time.Millisecond
+)
+
+// Watch calls fn with the new value, on the poller goroutine, whenever the
+// 4-aligned word at off changes: a doorbell in an mmappable area, which the
+// guest rings with a plain store that nobody is told about. Stores by
+// anyone count (the guest's, WriteAt, Store32), and a value changed and
+// changed back between two polls is not seen, so a doorbell should carry a
+// producer index, not a toggle. fn must not call Watch, Start, Stop or
+// Close.
+//
+// Register every watch before Start. Watch panics on a misaligned or
+// out-of-range offset, a nil fn, or while the poller runs: those are bugs
+// in the device model, not guest behaviour.
+func (w *Window) Watch(off uint64, fn func(v uint32)) {
+	if off%4 != 0 || off > w.size-4 || fn == nil {
+		panic(fmt.Sprintf("wcbar: Watch(%#x) on a %#x-byte window: offset must be 4-aligned and inside, fn non-nil", off, w.size))
+	}
+	w.ctl.Lock()
+	defer w.ctl.Unlock()
+	if w.stop != nil {
+		panic("wcbar: Watch while the poller runs; register watches before Start")
+	}
+	w.watches = append(w.watches, watch{off: off, fn: fn})
+}
+
+// Start starts the poller (runPoll) if there are watches and it is not
+// running. A window can be started again after Stop (client reconnects).
+func (w *Window) Start() {
+	w.ctl.Lock()
+	defer w.ctl.Unlock()
+	if w.stop != nil || len(w.watches) == 0 {
+		return
+	}
+	w.mu.RLock()
+	closed := w.closed
+	w.mu.RUnlock()
+	if closed {
+		return
+	}
+	// Take the baseline before Start returns: a store right after Start
+	// must count as a change, whenever the goroutine gets to run.
+	ws := slices.Clone(w.watches)
+	last := make([]uint32, len(ws))
+	for i, wt := range ws {
+		last[i] = atomic.LoadUint32(word32(w.mem, wt.off))
+	}
+	w.stop = make(chan struct{})
+	w.wg.Add(1)
+	go w.runPoll(ws, last, w.stop)
+}
+
+// Stop stops the poller and waits for it (and any fn it is running) to
+// return. Idempotent.
+func (w *Window) Stop() {
+	w.ctl.Lock()
+	defer w.ctl.Unlock()
+	if w.stop == nil {
+		return
+	}
+	close(w.stop)
+	w.wg.Wait()
+	w.stop = nil
+}
+
+// runPoll polls the watched words until stop is closed. Close unmaps only
+// after Stop joined it, so it reads the mapping without the lock.
+func (w *Window) runPoll(ws []watch, last []uint32, stop <-chan struct{}) {
+	defer w.wg.Done()
+	w.log.WithField("watches", len(ws)).Debug("poller started")
+	defer w.log.Debug("poller stopped")
+
+	words := make([]*uint32, len(ws))
+	for i, wt := range ws {
+		words[i] = word32(w.mem, wt.off)
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+
+	lastChange := time.Now()
+	var sleep time.Duration // 0 while spinning
+	for {
+		w.polls.Add(1)
+		changed := false
+		for i, p := range words {
+			if v := atomic.LoadUint32(p); v != last[i] {
+				last[i] = v
+				ws[i].fn(v)
+				changed = true
+			}
+		}
+		if changed {
+			lastChange, sleep = time.Now(), 0
+		}
+		if sleep == 0 && time.Since(lastChange) < pollSpin {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			runtime.Gosched() // two cores are shared with QEMU's vCPU
+			continue
+		}
+		sleep = min(max(2*sleep, pollMinSleep), pollMaxSleep)
+		timer.Reset(sleep)
+		select {
+		case <-stop:
+			return
+		case <-timer.C:
+		}
+	}
+}
