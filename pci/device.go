@@ -88,7 +88,9 @@ type BAR struct {
 // Area is a range of a BAR (a sparse-mmap area in RegionInfo).
 type Area struct{ Offset, Size uint64 }
 
-// PMCap is the power-management capability (D0 only, No_Soft_Reset set).
+// PMCap is the power-management capability: D0 and D3hot (D1/D2 writes
+// are ignored), no PME, No_Soft_Reset set. The power state is stored
+// only; the function keeps working in D3hot.
 type PMCap struct{}
 
 // MSICap is the MSI capability.

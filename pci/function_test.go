@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,9 @@ import (
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/msi/msitest"
+	"github.com/myriemu/myriemu/wcbar"
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/sys/unix"
 )
 
@@ -436,5 +440,130 @@ func TestSpecIsCopied(t *testing.T) {
 	got.MSI.Vectors = 1
 	if f.spec.MSIX.Vectors != 3 || f.spec.MSI.Vectors != 4 {
 		t.Errorf("function spec changed through a caller's pointer")
+	}
+}
+
+func newWindow(t *testing.T, size uint64, traps ...[2]uint64) *wcbar.Window {
+	t.Helper()
+	w, err := wcbar.New("pci-test", size, testLog())
+	if err != nil {
+		t.Fatalf("wcbar.New: %v", err)
+	}
+	t.Cleanup(func() { w.Close() })
+	for _, tr := range traps {
+		w.Trap(tr[0], tr[1])
+	}
+	return w
+}
+
+func TestWindowRegionInfo(t *testing.T) {
+	const size = 64 << 10
+	rwm := RegionRead | RegionWrite | RegionMmap
+	tests := []struct {
+		name  string
+		traps [][2]uint64
+		want  func(fd int) RegionInfo
+	}{
+		{"whole BAR mappable", nil, func(fd int) RegionInfo {
+			return RegionInfo{Size: size, Flags: rwm, Fd: fd}
+		}},
+		{"last page trapped", [][2]uint64{{size - 4096, 4}}, func(fd int) RegionInfo {
+			return RegionInfo{Size: size, Flags: rwm, Fd: fd, Sparse: []Area{{0, size - 4096}}}
+		}},
+		{"middle trapped", [][2]uint64{{0x2000, 0x1000}}, func(fd int) RegionInfo {
+			return RegionInfo{Size: size, Flags: rwm, Fd: fd, Sparse: []Area{{0, 0x2000}, {0x3000, size - 0x3000}}}
+		}},
+		{"all trapped", [][2]uint64{{0, size}}, func(int) RegionInfo {
+			return RegionInfo{Size: size, Flags: RegionRead | RegionWrite, Fd: -1}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWindow(t, size, tt.traps...)
+			s := minimalSpec()
+			s.BARs[2] = BAR{Size: size, Flags: BARMem64 | BARPrefetch, Window: w}
+			f, _ := newTestFunction(t, s)
+			got, err := f.RegionInfo(2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want(w.Fd()), got); diff != "" {
+				t.Errorf("region info (-want +got):\n%s", diff)
+			}
+			w.Close()
+			if got, _ := f.RegionInfo(2); got.Flags&RegionMmap != 0 || got.Fd != -1 {
+				t.Errorf("region info of a closed window: %+v, want no mmap", got)
+			}
+		})
+	}
+}
+
+func TestWindowValidation(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(s *Spec, w *wcbar.Window)
+		traps [][2]uint64
+		want  string
+	}{
+		{"size mismatch", func(s *Spec, w *wcbar.Window) { s.BARs[0] = BAR{Size: 128 << 10, Window: w} }, nil,
+			"BAR0 size 0x20000 but its window has size 0x10000"},
+		{"on an I/O BAR", func(s *Spec, w *wcbar.Window) { s.BARs[0] = BAR{Size: 256, Flags: BARIO, Window: w} }, nil,
+			"cannot have a mappable window"},
+		{"MSI-X table mappable", func(s *Spec, w *wcbar.Window) {
+			s.BARs[0] = BAR{Size: 64 << 10, Window: w}
+			s.MSIX = &MSIXCap{Vectors: 4, TableOffset: 0x1000, PBAOffset: 0x3000}
+		}, [][2]uint64{{0x3000, 8}}, "MSI-X table [0x1000, 0x1040) overlaps mmappable area [0x0, 0x3000)"},
+		{"MSI-X PBA mappable", func(s *Spec, w *wcbar.Window) {
+			s.BARs[0] = BAR{Size: 64 << 10, Window: w}
+			s.MSIX = &MSIXCap{Vectors: 4, TableOffset: 0x1000, PBAOffset: 0x2000}
+		}, [][2]uint64{{0x1000, 0x40}}, "MSI-X PBA [0x2000, 0x2008) overlaps mmappable area [0x2000, 0x10000)"},
+		{"MSI-X trapped", func(s *Spec, w *wcbar.Window) {
+			s.BARs[0] = BAR{Size: 64 << 10, Window: w}
+			s.MSIX = &MSIXCap{Vectors: 4, TableOffset: 0x1000, PBAOffset: 0x1800}
+		}, [][2]uint64{{0x1000, 0x1000}}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWindow(t, 64<<10, tt.traps...)
+			s := minimalSpec()
+			tt.edit(&s, w)
+			_, err := NewFunction(newFakeDevice(s), testLog())
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("NewFunction: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("NewFunction error %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestWarnings checks client misuse is logged, with component=pci, and
+// rate-limited rather than once per access.
+func TestWarnings(t *testing.T) {
+	logger, hook := logtest.NewNullLogger()
+	f, err := NewFunction(newFakeDevice(fullSpec()), logrus.NewEntry(logger).WithField("device", "t0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		f.ReadRegion(RegionConfig, 4096, make([]byte, 4))
+		f.WriteRegion(2, 0x1000, make([]byte, 8)) // PBA
+	}
+	entries := hook.AllEntries()
+	if len(entries) != 1 {
+		t.Fatalf("%d log entries for 200 bad accesses, want 1 (rate-limited)", len(entries))
+	}
+	e := entries[0]
+	if e.Level != logrus.WarnLevel || e.Data["component"] != "pci" || e.Data["device"] != "t0" {
+		t.Errorf("log entry %v %q %v, want a Warn with component=pci device=t0", e.Level, e.Message, e.Data)
+	}
+	// After the interval the next one is logged with the suppressed count.
+	f.warnings.mu.Lock()
+	f.warnings.next = time.Time{}
+	f.warnings.mu.Unlock()
+	f.ReadRegion(RegionConfig, 4096, make([]byte, 4))
+	if entries = hook.AllEntries(); len(entries) != 2 || entries[1].Data["suppressed"] != 199 {
+		t.Errorf("second warning %v, want one with suppressed=199", entries[len(entries)-1].Data)
 	}
 }
