@@ -567,3 +567,36 @@ func TestWarnings(t *testing.T) {
 		t.Errorf("second warning %v, want one with suppressed=199", entries[len(entries)-1].Data)
 	}
 }
+
+// TestConcurrentRaise reads the live bits (STATUS.INTERRUPT, MSI pending,
+// PBA) while device workers raise and lower interrupts; run with -race.
+func TestConcurrentRaise(t *testing.T) {
+	f, _ := newTestFunction(t, fullSpec())
+	if err := f.SetIRQs(uint32(msi.MSIX), msi.DataEventfd|msi.ActionTrigger, 0, 1, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			f.irq.Raise(i % 3)
+			f.irq.Lower()
+		}
+	}()
+	for range 200 {
+		cfgRead(t, f, 0, configSizePCIe)
+		if err := f.ReadRegion(2, 0x1000, make([]byte, 8)); err != nil {
+			t.Fatal(err)
+		}
+		cfgWrite16(t, f, regCommand, cmdMaster|cmdINTxDisable)
+		f.Reset()
+	}
+	close(done)
+	<-stopped
+}
