@@ -33,6 +33,15 @@ type FakeFunction struct {
 	OnWrite func(index uint32, off uint64, p []byte) error
 	// AttachErr is returned by Attach.
 	AttachErr error
+	// injectPanics enables the panic at FakePanicOffset.
+	injectPanics bool
+}
+
+// InjectPanics makes a BAR0 write at FakePanicOffset panic.
+func (f *FakeFunction) InjectPanics() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.injectPanics = true
 }
 
 // SetOnWrite sets OnWrite safely while a client is connected.
@@ -49,7 +58,8 @@ type SetIRQCall struct {
 	Data                       []byte
 }
 
-// Magic offsets in BAR0: a write there panics / fails with EIO.
+// Magic offsets in BAR0: a write there panics (after InjectPanics) /
+// fails with EIO.
 const (
 	FakePanicOffset = 0xf00
 	FakeEIOOffset   = 0xf04
@@ -183,7 +193,10 @@ func (f *FakeFunction) ReadRegion(index uint32, off uint64, p []byte) error {
 }
 
 func (f *FakeFunction) WriteRegion(index uint32, off uint64, p []byte) error {
-	if index == 0 && off == FakePanicOffset {
+	f.mu.Lock()
+	inject := f.injectPanics
+	f.mu.Unlock()
+	if inject && index == 0 && off == FakePanicOffset {
 		panic("fake: injected panic")
 	}
 	if index == 0 && off == FakeEIOOffset {

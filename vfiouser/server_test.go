@@ -621,6 +621,7 @@ func regionAccessBytes(index uint32, off uint64, count uint32) []byte {
 func TestPanicDropsOnlyThatClient(t *testing.T) {
 	checkLeaks(t)
 	s := startServer(t, "panic")
+	s.Fake.InjectPanics()
 	other := startServer(t, "other")
 	oc := negotiated(t, other.Path)
 
