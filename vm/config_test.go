@@ -169,7 +169,7 @@ func TestParseQueryPCI(t *testing.T) {
 		{Bus: 1, Slot: 0, Function: 0, VendorID: 0x1234, DeviceID: 0x7e57, Class: 0x00ff, QdevID: "td0",
 			Regions: []PCIRegion{
 				{BAR: 0, Type: "memory", Address: 0xfe800000, Size: 4096},
-				{BAR: 4, Type: "memory", Address: 0xfe000000, Size: 1 << 20, Prefetch: true, Mem64: true},
+				{BAR: 4, Type: "memory", Address: -1, Size: 1 << 20, Prefetch: true, Mem64: true},
 			}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -192,5 +192,5 @@ func queryPCIReply(id string) string {
   "pci_bridge":{"bus":{"number":1,"secondary":1,"subordinate":1,"io_range":{"base":0,"limit":0},"memory_range":{"base":0,"limit":0},"prefetchable_range":{"base":0,"limit":0}},
    "devices":[{"bus":1,"slot":0,"function":0,"class_info":{"class":255},"id":{"vendor":4660,"device":32343},"irq":10,"irq_pin":1,"qdev_id":"` + id + `",
     "regions":[{"bar":0,"type":"memory","address":4269801472,"size":4096,"prefetch":false,"mem_type_64":false},
-               {"bar":4,"type":"memory","address":4261412864,"size":1048576,"prefetch":true,"mem_type_64":true}]}]}}]}]`
+               {"bar":4,"type":"memory","address":-1,"size":1048576,"prefetch":true,"mem_type_64":true}]}]}}]}]`
 }

@@ -17,9 +17,10 @@ type PCIDevice struct {
 
 // PCIRegion is one BAR as QEMU has it programmed.
 type PCIRegion struct {
-	BAR     int
-	Type    string // "memory" or "io"
-	Address uint64
+	BAR  int
+	Type string // "memory" or "io"
+	// Address is where the BAR is mapped, -1 while it is unassigned.
+	Address int64
 	Size    uint64
 	Prefetch,
 	Mem64 bool
@@ -54,7 +55,7 @@ type qPCIDevice struct {
 	Regions []struct {
 		BAR      int    `json:"bar"`
 		Type     string `json:"type"`
-		Address  uint64 `json:"address"`
+		Address  int64  `json:"address"`
 		Size     uint64 `json:"size"`
 		Prefetch bool   `json:"prefetch"`
 		Mem64    bool   `json:"mem_type_64"`

@@ -1,0 +1,325 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/myriemu/myriemu/guestdrv/image"
+	"github.com/myriemu/myriemu/guestdrv/result"
+	"github.com/myriemu/myriemu/vm"
+)
+
+// Default timeouts. A TCG boot to /init takes about 4-6 s on an idle 2-core
+// machine, but several times that on a loaded one, so reaching /init gets
+// its own generous bound and the scenario's bound starts from there.
+const (
+	DefaultBootTimeout  = 180 * time.Second
+	DefaultGuestTimeout = 120 * time.Second
+)
+
+// GuestModule is an out-of-tree module from guestdrv/modules/<Name>.
+type GuestModule struct {
+	Name string
+	Args string
+}
+
+// Guest describes one guest boot.
+type Guest struct {
+	// Name names the guest's files and QMP socket; [A-Za-z0-9_.-].
+	Name string
+	// Programs are guest program packages relative to the repo
+	// ("./guestdrv/cmd/e2e-probe"), built static and put in /bin.
+	Programs []string
+	// Modules are in-tree kernel modules loaded (with their dependencies,
+	// in order) before the scenario; ModuleArgs gives their parameters.
+	Modules    []string
+	ModuleArgs map[string]string
+	// GuestModules are built from guestdrv/modules and loaded next.
+	GuestModules []GuestModule
+	// Firmware files for /lib/firmware.
+	Firmware map[string][]byte
+	// Scenario is the busybox sh script /init runs.
+	Scenario string
+	// Devices are the vfio-user devices to attach.
+	Devices   []vm.Device
+	MemoryMiB int
+	// Append is added to the kernel command line.
+	Append string
+	// BootTimeout bounds QEMU's start to the E2E-BOOT line of /init; 0
+	// means DefaultBootTimeout.
+	BootTimeout time.Duration
+	// Timeout bounds the rest, E2E-BOOT to QEMU's exit (the scenario and
+	// poweroff); 0 means DefaultGuestTimeout.
+	Timeout time.Duration
+	// Require lists result names that must be printed.
+	Require []string
+	// Dir keeps console.log, qemu-stderr.log and qemu-cmdline.txt; "" puts
+	// them in the Env's scratch directory.
+	Dir string
+}
+
+// Run is what happened to one guest.
+type Run struct {
+	Guest       string
+	Console     *result.Console
+	ConsoleText string
+	QEMUStderr  string
+	CommandLine string
+	// PCI is QEMU's own view (query-pci) right after start.
+	PCI []vm.PCIDevice
+	// TimedOut is set when QEMU was killed at BootTimeout or Timeout.
+	TimedOut    bool
+	BootTimeout time.Duration
+	Timeout     time.Duration
+	Elapsed     time.Duration // QEMU start to exit
+	BootTime    time.Duration // QEMU start to E2E-BOOT; 0 if never seen
+	Dir         string
+	// Err is nil if the guest passed: it booted, its devices were there,
+	// it finished in time and its results pass (result.Console.Verdict).
+	Err error
+}
+
+// RunGuest builds the guest's image, boots it and waits for it to power
+// off or time out; QEMU is always gone when it returns.
+func (e *Env) RunGuest(ctx context.Context, g Guest) *Run {
+	r := &Run{Guest: g.Name, BootTimeout: g.BootTimeout, Timeout: g.Timeout, Dir: g.Dir}
+	if r.BootTimeout == 0 {
+		r.BootTimeout = DefaultBootTimeout
+	}
+	if r.Timeout == 0 {
+		r.Timeout = DefaultGuestTimeout
+	}
+	r.Err = e.runGuest(ctx, g, r)
+	return r
+}
+
+func (e *Env) runGuest(ctx context.Context, g Guest, r *Run) error {
+	if g.Name == "" || strings.ContainsAny(g.Name, "/ ,") {
+		return fmt.Errorf("harness: bad guest name %q", g.Name)
+	}
+	scratch := filepath.Join(e.Work, "guest-"+g.Name)
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return fmt.Errorf("harness: %w", err)
+	}
+	if r.Dir == "" {
+		r.Dir = scratch
+	}
+	if err := os.MkdirAll(r.Dir, 0o755); err != nil {
+		return fmt.Errorf("harness: %w", err)
+	}
+	initrd, err := e.buildImage(ctx, g, scratch)
+	if err != nil {
+		return err
+	}
+
+	binary := e.QEMU
+	binary.Env = append(append([]string(nil), binary.Env...), EnvRunTag+"="+e.Tag)
+	cfg := vm.Config{
+		Binary:    binary,
+		Kernel:    e.Rootfs.Kernel(),
+		Initrd:    initrd,
+		Append:    g.Append,
+		MemoryMiB: g.MemoryMiB,
+		Devices:   g.Devices,
+		QMPSocket: filepath.Join(scratch, "qmp.sock"),
+	}
+	m, err := vm.New(cfg, nil)
+	if err != nil {
+		return err
+	}
+	r.CommandLine = m.CommandLine()
+	_ = os.WriteFile(filepath.Join(r.Dir, "qemu-cmdline.txt"), []byte(r.CommandLine+"\n"), 0o644)
+	consoleFile, err := os.Create(filepath.Join(r.Dir, "console.log"))
+	if err != nil {
+		return fmt.Errorf("harness: %w", err)
+	}
+	defer consoleFile.Close()
+	stderrFile, err := os.Create(filepath.Join(r.Dir, "qemu-stderr.log"))
+	if err != nil {
+		return fmt.Errorf("harness: %w", err)
+	}
+	defer stderrFile.Close()
+	booted := make(chan struct{})
+	console := &lockedBuffer{file: consoleFile}
+	console.onLine = func(line string) {
+		if strings.Contains(line, result.PrefixBoot+" ") && booted != nil {
+			close(booted)
+			booted = nil // guarded by console.mu
+		}
+	}
+	bootSeen := booted
+	stderr := &lockedBuffer{file: stderrFile}
+	m.Console, m.Stderr = console, stderr
+	defer func() {
+		_ = m.Kill() // no-op when QEMU is already gone
+		r.ConsoleText = console.String()
+		r.QEMUStderr = stderr.String()
+		r.Console = result.ParseString(r.ConsoleText)
+	}()
+
+	// runCtx bounds QMP calls; the boot and scenario bounds are below.
+	runCtx, cancel := context.WithTimeout(ctx, r.BootTimeout+r.Timeout)
+	defer cancel()
+	start := time.Now()
+	if err := m.Start(runCtx); err != nil {
+		r.Elapsed = time.Since(start)
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			r.TimedOut = true
+		}
+		return fmt.Errorf("QEMU did not start: %w", err)
+	}
+	var missing []string
+	qctx, qcancel := context.WithTimeout(runCtx, 30*time.Second)
+	r.PCI, err = m.PCIDevices(qctx)
+	qcancel()
+	if err != nil && !errors.Is(err, vm.ErrExited) {
+		missing = append(missing, fmt.Sprintf("query-pci failed: %v", err))
+	}
+	for _, d := range g.Devices {
+		if !hasQdev(r.PCI, d.ID) && err == nil {
+			missing = append(missing, fmt.Sprintf("QEMU's query-pci does not list device %s", d.ID))
+		}
+	}
+
+	var timedOut string
+	bootTimer := time.NewTimer(r.BootTimeout - time.Since(start))
+	defer bootTimer.Stop()
+	var scenario <-chan time.Time
+wait:
+	for {
+		select {
+		case <-m.Exited():
+			break wait
+		case <-bootSeen:
+			bootSeen = nil
+			r.BootTime = time.Since(start)
+			bootTimer.Stop()
+			t := time.NewTimer(r.Timeout)
+			defer t.Stop()
+			scenario = t.C
+		case <-bootTimer.C:
+			timedOut = fmt.Sprintf("guest %s did not reach /init (E2E-BOOT) within %v: QEMU killed", g.Name, r.BootTimeout)
+			break wait
+		case <-scenario:
+			timedOut = fmt.Sprintf("guest %s did not power off within %v of E2E-BOOT: QEMU killed", g.Name, r.Timeout)
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	if timedOut != "" || ctx.Err() != nil {
+		_ = m.Kill()
+	}
+	werr := m.Wait(context.Background()) // QEMU is gone or killed: returns at once
+	r.Elapsed = time.Since(start)
+	r.TimedOut = timedOut != ""
+	// The deferred function fills Console; parse here too for the verdict.
+	verdict := result.ParseString(console.String()).Verdict(g.Require...)
+	var problems []string
+	if r.TimedOut {
+		problems = append(problems, timedOut)
+	} else if ctx.Err() != nil {
+		problems = append(problems, fmt.Sprintf("guest %s: %v", g.Name, ctx.Err()))
+	} else if werr != nil {
+		problems = append(problems, fmt.Sprintf("QEMU exited with an error: %v", werr))
+	}
+	problems = append(problems, missing...)
+	if verdict != nil {
+		problems = append(problems, verdict.Error())
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(problems, "\n"))
+}
+
+func hasQdev(devs []vm.PCIDevice, id string) bool {
+	for _, d := range devs {
+		if d.QdevID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Env) buildImage(ctx context.Context, g Guest, scratch string) (string, error) {
+	programs, err := e.GuestPrograms(ctx, g.Programs...)
+	if err != nil {
+		return "", err
+	}
+	spec := image.Spec{
+		Rootfs:     e.Rootfs,
+		Modules:    g.Modules,
+		ModuleArgs: g.ModuleArgs,
+		Programs:   programs,
+		Firmware:   g.Firmware,
+		Scenario:   g.Scenario,
+	}
+	for _, gm := range g.GuestModules {
+		ko, err := e.GuestModule(ctx, gm.Name)
+		if err != nil {
+			return "", err
+		}
+		spec.ExtraModules = append(spec.ExtraModules, image.Module{Path: ko, Args: gm.Args})
+	}
+	out := filepath.Join(scratch, "initrd.gz")
+	if err := image.Build(spec, out); err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+// Report renders a failed (or any) run for a human: the verdict, the QEMU
+// command line, the guest console, QEMU's stderr and the server logs.
+func (r *Run) Report(servers ...*Server) string {
+	var b strings.Builder
+	status := "PASSED"
+	if r.Err != nil {
+		status = "FAILED"
+	}
+	fmt.Fprintf(&b, "=== guest %s %s after %.1fs (reached /init after %.1fs; timeouts: boot %v, scenario %v)\n",
+		r.Guest, status, r.Elapsed.Seconds(), r.BootTime.Seconds(), r.BootTimeout, r.Timeout)
+	if r.Err != nil {
+		fmt.Fprintf(&b, "%s\n", indent(r.Err.Error()))
+	}
+	fmt.Fprintf(&b, "--- QEMU command line:\n%s\n", indent(r.CommandLine))
+	fmt.Fprintf(&b, "--- guest console:\n%s\n", indent(tail(strings.ReplaceAll(r.ConsoleText, "\r", ""), 400)))
+	if strings.TrimSpace(r.QEMUStderr) != "" {
+		fmt.Fprintf(&b, "--- QEMU stderr:\n%s\n", indent(tail(r.QEMUStderr, 100)))
+	}
+	for _, s := range servers {
+		if s == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "--- server %s log (%s):\n%s\n", s.Name, strings.Join(s.Argv, " "), indent(tail(s.Log(), 200)))
+	}
+	if r.Dir != "" {
+		fmt.Fprintf(&b, "--- files kept in %s\n", r.Dir)
+	}
+	return b.String()
+}
+
+func indent(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return "    (empty)"
+	}
+	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
+}
+
+// tail keeps the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) <= n {
+		return strings.Join(lines, "\n")
+	}
+	return fmt.Sprintf("(%d earlier lines cut)\n", len(lines)-n) + strings.Join(lines[len(lines)-n:], "\n")
+}
+
+var _ io.Writer = (*lockedBuffer)(nil)
