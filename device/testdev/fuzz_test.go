@@ -2,6 +2,10 @@ package testdev
 
 import (
 	"encoding/binary"
+	"github.com/myriemu/myriemu/dma"
+	"github.com/myriemu/myriemu/dma/dmatest"
+	"github.com/myriemu/myriemu/msi"
+	"github.com/myriemu/myriemu/pci"
 	"testing"
 )
 
@@ -25,8 +29,9 @@ func fuzzRecord(kind byte, off uint16, size byte, value uint64) []byte {
 }
 
 // FuzzRegisterWrites drives BAR0 with random accesses, resets and window
-// doorbells. Invariants: no panic, no error for an in-range access, no byte
-// outside the mapped RAM ever changes, constant registers stay constant,
+// doorbells against a real dma.Map over memfd RAM. Invariants: no panic,
+// no error for an in-range access, no byte outside the writable map ever
+// changes (the rest of its memfd, a read-only map), constant registers stay constant,
 // reserved IRQ_CTRL bits stay 0, DMA_STATUS is never BUSY and DONE at once,
 // and the engine always comes back to idle.
 func FuzzRegisterWrites(f *testing.F) {
@@ -60,11 +65,12 @@ func FuzzRegisterWrites(f *testing.F) {
 		fuzzRecord(1, RegIRQRaise, 0, 3), fuzzRecord(2, RegIRQStatus, 3, 0xff), fuzzRecord(4, 0xffe, 7, 0)))
 	f.Add(cat(w(RegIRQCtrl, IRQCtrlWinEnable), fuzzRecord(7, 0, 0, 0x100<<32|0x10),
 		fuzzRecord(7, 0, 0, 0x10<<32|(WindowSize-4))))
+	f.Add(cat(op(OpCopy, ramIOVA, roIOVA-0x10, 0x20, 0), wait, op(OpCopy, roIOVA, ramIOVA, pageSize, 0), wait))
 	f.Add(cat(op(OpFill, 0, 1<<64-8, 16, 0), wait, op(Op(9), 0, 0, 0, 0), wait,
 		op(OpCopy, ramIOVA, ramIOVA, MaxDMALen+1, 0), wait))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := newRig(t)
+		r, check := newFuzzRig(t)
 		seq := uint32(0)
 		checkStatus := func() {
 			s := r.read(t, RegDMAStatus)
@@ -107,7 +113,7 @@ func FuzzRegisterWrites(f *testing.F) {
 		r.waitIdle(t)
 		checkStatus()
 		r.d.Detach() // joins the engine: nothing moves after this
-		r.mem.checkCanaries(t)
+		check()
 		for reg, want := range map[uint64]uint32{RegID: IDValue, RegVersion: VersionValue,
 			RegMaxDMALen: MaxDMALen, RegWinSize: WindowSize} {
 			if got := r.read(t, reg); got != want {
@@ -118,4 +124,53 @@ func FuzzRegisterWrites(f *testing.F) {
 			t.Errorf("IRQ_CTRL %#x has reserved bits", got)
 		}
 	})
+}
+
+const roIOVA = ramIOVA + ramSize + pageSize // after a one-page hole
+
+// newFuzzRig attaches a device to a real dma.Map (bus mastering on) with
+// ramSize writable bytes at ramIOVA, taken from the middle of a memfd whose
+// first and last pages hold canaries, and a read-only page at roIOVA.
+// check fails the test if anything but the writable map changed.
+func newFuzzRig(t *testing.T) (r *rig, check func()) {
+	ram := dmatest.NewRAM(t, ramSize+2*pageSize)
+	ro := dmatest.NewRAM(t, pageSize)
+	for _, b := range [][]byte{ram.Bytes(), ro.Bytes()} {
+		for i := range b {
+			b[i] = canary(i)
+		}
+	}
+	m := dma.NewMap(nil)
+	t.Cleanup(func() { m.Close() })
+	for _, mp := range []dma.Mapping{
+		{IOVA: ramIOVA, Size: ramSize, Offset: pageSize, Fd: ram.Fd(), Prot: dma.ProtRead | dma.ProtWrite},
+		{IOVA: roIOVA, Size: pageSize, Fd: ro.Fd(), Prot: dma.ProtRead},
+	} {
+		if err := m.Add(mp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.SetBusMaster(true)
+	r = &rig{irq: &fakeIRQ{mode: msi.ModeMSIX}, win: &fakeWindow{}}
+	r.d = newDevice("td0", r.win, testLog(t))
+	if err := r.d.Attach(pci.Host{Mem: m, IRQ: r.irq}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.d.Detach)
+	return r, func() {
+		t.Helper()
+		b := ram.Bytes()
+		for _, i := range []int{0, len(b) - pageSize} {
+			for j := i; j < i+pageSize; j++ {
+				if b[j] != canary(j) {
+					t.Fatalf("memfd byte %#x outside the map changed", j)
+				}
+			}
+		}
+		for j, v := range ro.Bytes() {
+			if v != canary(j) {
+				t.Fatalf("read-only map byte %#x changed", j)
+			}
+		}
+	}
 }
