@@ -514,3 +514,25 @@ func TestStackReconnect(t *testing.T) {
 		time.Sleep(100 * time.Microsecond)
 	}
 }
+
+func TestStackDisconnectMidOp(t *testing.T) {
+	leaktest.Check(t)
+	// The client leaves while the engine waits for its DMA replies: the
+	// server must still detach the device (the engine gives up) and serve
+	// the next client.
+	s := newStack(t, true)
+	s.start(t, OpCopy, stackIOVA, stackIOVA+MaxDMALen, MaxDMALen, 0)
+	if st := s.read(t, RegDMAStatus); st != StatusBusy {
+		t.Fatalf("status %#x right after the doorbell, want BUSY", st)
+	}
+	if err := s.c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.c = s.dial(t, s.srv.Path())
+	if got := s.read(t, RegDMAStatus); got != 0 {
+		t.Errorf("status %#x for the next client, want 0", got)
+	}
+	if got := s.read(t, RegID); got != IDValue {
+		t.Errorf("ID %#x for the next client", got)
+	}
+}
