@@ -46,6 +46,9 @@ func sg(op Op, s Space, buf []byte, segs []Segment) error {
 			break
 		}
 		n := min(seg.Len, len(buf))
+		if n == 0 {
+			continue
+		}
 		var err error
 		if op == Read {
 			_, err = s.ReadAt(buf[:n], seg.Addr)
