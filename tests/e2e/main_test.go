@@ -20,8 +20,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 		os.Exit(1)
 	}
-	fmt.Fprintf(os.Stderr, "e2e: rootfs %s (qemu %s, kernel %s); QEMU: %s\n",
-		env.Rootfs.Dir, env.Rootfs.Stamp["qemu"], env.Rootfs.KernelABI, env.QEMU.Desc)
+	fmt.Fprintf(os.Stderr, "e2e: rootfs %s (kernel %s); %s, the %s\n",
+		env.Rootfs.Dir, env.Rootfs.KernelABI, env.QEMUVersion, env.QEMU.Desc)
 	code := m.Run()
 	// Whatever the tests did, nothing they started may outlive them.
 	left, err := env.Leftovers()

@@ -44,6 +44,8 @@ type Env struct {
 	Cache  string
 	Rootfs *image.Rootfs
 	QEMU   vm.Binary
+	// QEMUVersion is the first line of "QEMU -version".
+	QEMUVersion string
 	// Work is a scratch directory (sockets, images), removed by Close. Kept
 	// short: UNIX socket paths are limited to 107 bytes.
 	Work string
@@ -97,7 +99,7 @@ func NewEnv() (*Env, error) {
 		return nil, fmt.Errorf("harness: %w", err)
 	}
 	return &Env{
-		Repo: repo, Cache: cache, Rootfs: rootfs, QEMU: qemu, Work: work,
+		Repo: repo, Cache: cache, Rootfs: rootfs, QEMU: qemu, QEMUVersion: qemuVersion(qemu), Work: work,
 		Tag: hex.EncodeToString(tag[:]), programs: map[string]string{},
 	}, nil
 }
@@ -161,6 +163,16 @@ func hasVFIOUser(b vm.Binary) error {
 		return fmt.Errorf("%s has no vfio-user-pci device (QEMU >= 10.1 needed)", b.Desc)
 	}
 	return nil
+}
+
+func qemuVersion(b vm.Binary) string {
+	cmd := exec.Command(b.Path, append(append([]string(nil), b.Args...), "-version")...)
+	cmd.Env = append(os.Environ(), b.Env...)
+	out, err := cmd.Output()
+	if err != nil {
+		return "unknown version"
+	}
+	return firstLine(string(out))
 }
 
 func firstLine(s string) string {

@@ -71,7 +71,8 @@ type Run struct {
 	ConsoleText string
 	QEMUStderr  string
 	CommandLine string
-	// PCI is QEMU's own view (query-pci) right after start.
+	// PCI is QEMU's own view (query-pci) when the guest reached /init;
+	// queried only for guests with Devices.
 	PCI []vm.PCIDevice
 	// TimedOut is set when QEMU was killed at BootTimeout or Timeout.
 	TimedOut    bool
@@ -174,20 +175,8 @@ func (e *Env) runGuest(ctx context.Context, g Guest, r *Run) error {
 		}
 		return fmt.Errorf("QEMU did not start: %w", err)
 	}
-	var missing []string
-	qctx, qcancel := context.WithTimeout(runCtx, 30*time.Second)
-	r.PCI, err = m.PCIDevices(qctx)
-	qcancel()
-	if err != nil && !errors.Is(err, vm.ErrExited) {
-		missing = append(missing, fmt.Sprintf("query-pci failed: %v", err))
-	}
-	for _, d := range g.Devices {
-		if !hasQdev(r.PCI, d.ID) && err == nil {
-			missing = append(missing, fmt.Sprintf("QEMU's query-pci does not list device %s", d.ID))
-		}
-	}
-
 	var timedOut string
+	var queryErr error
 	bootTimer := time.NewTimer(r.BootTimeout - time.Since(start))
 	defer bootTimer.Stop()
 	var scenario <-chan time.Time
@@ -203,6 +192,11 @@ wait:
 			t := time.NewTimer(r.Timeout)
 			defer t.Stop()
 			scenario = t.C
+			// The firmware has numbered the buses behind the root ports
+			// by now (before it, query-pci cannot see those devices).
+			if len(g.Devices) > 0 {
+				r.PCI, queryErr = e.queryDevices(runCtx, m, g.Devices)
+			}
 		case <-bootTimer.C:
 			timedOut = fmt.Sprintf("guest %s did not reach /init (E2E-BOOT) within %v: QEMU killed", g.Name, r.BootTimeout)
 			break wait
@@ -229,7 +223,15 @@ wait:
 	} else if werr != nil {
 		problems = append(problems, fmt.Sprintf("QEMU exited with an error: %v", werr))
 	}
-	problems = append(problems, missing...)
+	if queryErr != nil {
+		problems = append(problems, queryErr.Error())
+	} else if r.BootTime > 0 {
+		for _, d := range g.Devices {
+			if !hasQdev(r.PCI, d.ID) {
+				problems = append(problems, fmt.Sprintf("QEMU's query-pci does not list device %s", d.ID))
+			}
+		}
+	}
 	if verdict != nil {
 		problems = append(problems, verdict.Error())
 	}
@@ -237,6 +239,31 @@ wait:
 		return nil
 	}
 	return errors.New(strings.Join(problems, "\n"))
+}
+
+// queryDevices runs query-pci until every device is listed (QEMU numbers
+// the buses behind root ports when the firmware does), for at most 10 s.
+func (e *Env) queryDevices(ctx context.Context, m *vm.Machine, devs []vm.Device) ([]vm.PCIDevice, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		pci, err := m.PCIDevices(ctx)
+		if err != nil {
+			return pci, fmt.Errorf("query-pci: %w", err)
+		}
+		all := true
+		for _, d := range devs {
+			all = all && hasQdev(pci, d.ID)
+		}
+		if all {
+			return pci, nil
+		}
+		select {
+		case <-ctx.Done():
+			return pci, nil // the caller reports the missing ones
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func hasQdev(devs []vm.PCIDevice, id string) bool {
