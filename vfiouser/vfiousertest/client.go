@@ -304,8 +304,8 @@ func (c *Client) do(cmd vfiouser.Command, payload []byte, fds []int, check func(
 		return Reply{}, err
 	}
 	r, err := c.wait(id, cl)
-	if err == nil {
-		err = c.violationsSince(before)
+	if v := c.violationsSince(before); v != nil {
+		err = errors.Join(err, v)
 	}
 	return r, err
 }
