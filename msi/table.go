@@ -223,9 +223,11 @@ func hasDuplicate(fds []int) bool {
 	return false
 }
 
+// closeFds closes each distinct fd once: closing a number twice could
+// close an unrelated file that took the number in between.
 func closeFds(fds []int) {
-	for _, fd := range fds {
-		if fd >= 0 {
+	for i, fd := range fds {
+		if fd >= 0 && !slices.Contains(fds[:i], fd) {
 			unix.Close(fd)
 		}
 	}
