@@ -16,6 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Layout of the package: transport (transport.go: framing and fds, one
+// message at a time), messages (protocol.go: views with Valid), dispatch
+// (conn.go: one reader per connection, in-order handling, errno replies and
+// NO_REPLY in one place), handlers (handlers.go) and message DMA
+// (dmamsg.go). It knows the function only through the Function interface.
+// Protocol facts follow shared/reference/vfio-user-notes.md (QEMU 11.1.3).
+
 // conn is one client connection. Its reader goroutine (runReader) reads
 // and handles commands strictly in order and routes replies to the
 // server's own DMA_READ/DMA_WRITE requests back to their waiters.

@@ -1,11 +1,5 @@
 // Package vfiouser serves one PCI function to a vfio-user client (QEMU's
 // vfio-user-pci) over a UNIX socket.
-//
-// The package is transport (transport.go: framing and fds), messages
-// (protocol.go: views with Valid) and dispatch (conn.go: one reader per
-// connection, in-order handling, errno replies and NO_REPLY in one place,
-// message DMA). It knows the function only through the Function interface.
-// Protocol facts follow shared/reference/vfio-user-notes.md (QEMU 11.1.3).
 package vfiouser
 
 import (

@@ -1,36 +1,5 @@
 // Package vfiousertest implements a vfio-user client that behaves like
-// QEMU 11.1.3's vfio-user-pci ("fake QEMU"), for testing vfio-user servers
-// and the device models behind them without QEMU.
-//
-// A test dials the server's socket, negotiates, maps guest RAM and then
-// drives the device:
-//
-//	c, err := vfiousertest.Dial(ctx, "/run/dev.sock")
-//	if err != nil { t.Fatal(err) }
-//	defer func() {
-//		if err := c.Close(); err != nil { t.Error(err) } // protocol violations
-//	}()
-//	if err := c.Negotiate(); err != nil { t.Fatal(err) }
-//	ram := dmatest.NewRAM(t, 1<<20)
-//	if err := c.MapRAM(ram, 0); err != nil { t.Fatal(err) }
-//	id, err := c.ReadConfig(0, 4)
-//	evs, err := c.EnableMSIX(t, 4) // eventfds the device signals
-//
-// The client is strict where QEMU is: every reply is checked (id, command,
-// reply flag, exact size per shared/reference/vfio-user-notes.md table 1.2,
-// no fds except the one on a region-info reply with the MMAP flag), a reply
-// to a NO_REPLY message or to no request at all is a violation, and so is
-// a reply later than the timeout (5 s, as QEMU's x-msg-timeout). A call
-// that sees a violation returns it; Err and Close return every violation
-// seen, including those seen by the reader between calls.
-//
-// The client serves the server's DMA_READ and DMA_WRITE requests from the
-// RAM it mapped (with or without fd, as QEMU serves any guest address), on
-// its own reader goroutine, which Close joins. Raw, RawCall and friends send
-// malformed input for robustness tests.
-//
-// Methods may be called from several goroutines; like QEMU, requests are
-// numbered from one 16-bit counter and replies are paired by id.
+// QEMU 11.1.3's vfio-user-pci, for testing vfio-user servers and devices.
 package vfiousertest
 
 import (
@@ -101,7 +70,38 @@ type ServerCaps struct {
 	WriteMultiple bool
 }
 
-// Client is a vfio-user client connection.
+// Client is a vfio-user client connection: a fake QEMU. See README.md
+// and TestDeviceTestExample for a device test written with it.
+//
+// A test dials the server's socket, negotiates, maps guest RAM and then
+// drives the device:
+//
+//	c, err := vfiousertest.Dial(ctx, "/run/dev.sock")
+//	if err != nil { t.Fatal(err) }
+//	defer func() {
+//		if err := c.Close(); err != nil { t.Error(err) } // protocol violations
+//	}()
+//	if err := c.Negotiate(); err != nil { t.Fatal(err) }
+//	ram := dmatest.NewRAM(t, 1<<20)
+//	if err := c.MapRAM(ram, 0); err != nil { t.Fatal(err) }
+//	id, err := c.ReadConfig(0, 4)
+//	evs, err := c.EnableMSIX(t, 4) // eventfds the device signals
+//
+// The client is strict where QEMU is: every reply is checked (id, command,
+// reply flag, exact size per shared/reference/vfio-user-notes.md table 1.2,
+// no fds except the one on a region-info reply with the MMAP flag), a reply
+// to a NO_REPLY message or to no request at all is a violation, and so is
+// a reply later than the timeout (5 s, as QEMU's x-msg-timeout). A call
+// that sees a violation returns it; Err and Close return every violation
+// seen, including those seen by the reader between calls.
+//
+// The client serves the server's DMA_READ and DMA_WRITE requests from the
+// RAM it mapped (with or without fd, as QEMU serves any guest address), on
+// its own reader goroutine, which Close joins. Raw, RawCall and friends send
+// malformed input for robustness tests.
+//
+// Methods may be called from several goroutines; like QEMU, requests are
+// numbered from one 16-bit counter and replies are paired by id.
 type Client struct {
 	fd int
 	// Timeout is how long a call waits for its reply; DefaultTimeout
