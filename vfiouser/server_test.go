@@ -708,6 +708,14 @@ func TestListenErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("live socket: %v, want \"in use\"", err)
 	}
+	// Telling live from stale must not connect to the live server: a
+	// phantom client would be accepted before ours (one at a time, in
+	// order) and attach the function.
+	lc := negotiated(t, live.Path)
+	if a, _, _ := fake.Counts(); a != 1 {
+		t.Errorf("function attached %d times for one client: the probe connected", a)
+	}
+	lc.Close()
 
 	// Not a socket.
 	plain := filepath.Join(dir, "plain")
