@@ -525,6 +525,79 @@ func TestMessageDMA(t *testing.T) {
 	fake.SetOnWrite(nil)
 }
 
+// TestMessageDMAConcurrent: several device workers use message DMA at
+// once while the client keeps sending commands; every reply reaches its
+// own waiter.
+func TestMessageDMAConcurrent(t *testing.T) {
+	checkLeaks(t)
+	s := startServer(t, "dmaconc")
+	c := negotiated(t, s.Path)
+	ram := dmatest.NewRAM(t, 64<<10)
+	if err := c.MapRAMNoFD(ram, 0); err != nil {
+		t.Fatal(err)
+	}
+	mem := s.Fake.Mem()
+	const workers, rounds = 4, 50
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			base := uint64(w) * 16 << 10
+			buf := make([]byte, 1000)
+			back := make([]byte, len(buf))
+			for r := range rounds {
+				for i := range buf {
+					buf[i] = byte(w*rounds + r + i)
+				}
+				if _, err := mem.WriteAt(buf, base+uint64(r)*8); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := mem.ReadAt(back, base+uint64(r)*8); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(buf, back) {
+					errs <- fmt.Errorf("worker %d round %d: data differs", w, r)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 100 {
+		if _, err := c.ReadConfig(0, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if r, w := c.DMAStats(); r != workers*rounds || w != workers*rounds {
+		t.Errorf("%d reads %d writes, want %d each", r, w, workers*rounds)
+	}
+}
+
+// TestPeerMaxMsgFDsZero: a client that takes no fds gets region info
+// without MMAP and without an fd.
+func TestPeerMaxMsgFDsZero(t *testing.T) {
+	checkLeaks(t)
+	s := startServer(t, "nofds")
+	c := dial(t, s.Path)
+	if err := c.NegotiateJSON(`{"capabilities":{"max_msg_fds":0,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true}}`); err != nil {
+		t.Fatal(err)
+	}
+	ri, err := c.RegionInfo(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ri.Close()
+	if ri.Fd != -1 || ri.Flags&vfiousertest.RegionFlagMmap != 0 || len(ri.Sparse) != 0 {
+		t.Errorf("region info %+v, want no MMAP, no fd, no caps", ri)
+	}
+}
+
 func TestMessageDMAFailsOnDisconnect(t *testing.T) {
 	checkLeaks(t)
 	s := startServer(t, "dmadisc")
