@@ -310,8 +310,12 @@ func (r *Run) Report(servers ...*Server) string {
 	if r.Err != nil {
 		status = "FAILED"
 	}
-	fmt.Fprintf(&b, "=== guest %s %s after %.1fs (reached /init after %.1fs; timeouts: boot %v, scenario %v)\n",
-		r.Guest, status, r.Elapsed.Seconds(), r.BootTime.Seconds(), r.BootTimeout, r.Timeout)
+	boot := "never reached /init"
+	if r.BootTime > 0 {
+		boot = fmt.Sprintf("reached /init after %.1fs", r.BootTime.Seconds())
+	}
+	fmt.Fprintf(&b, "=== guest %s %s after %.1fs (%s; timeouts: boot %v, scenario %v)\n",
+		r.Guest, status, r.Elapsed.Seconds(), boot, r.BootTimeout, r.Timeout)
 	if r.Err != nil {
 		fmt.Fprintf(&b, "%s\n", indent(r.Err.Error()))
 	}
