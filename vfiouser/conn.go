@@ -66,8 +66,6 @@ type conn struct {
 	attached bool // Attach succeeded: teardown owes one Detach
 	warns    warnLimiter
 	wg       sync.WaitGroup
-	// stats, for tests and debugging
-	protocolErrors atomic.Uint64
 }
 
 // regionLimit is what the reader checks region accesses against.
@@ -96,6 +94,7 @@ func newConn(s *Server, fd int) *conn {
 // client is gone (or the connection was dropped).
 func (c *conn) serve() {
 	c.log.Info("client connected")
+	c.s.stats.clients.Add(1)
 	c.mem = dma.NewMap(c.log)
 	c.mem.SetMessenger(c)
 	c.numRegions, c.numIRQs = c.f.DeviceInfo()
@@ -153,6 +152,7 @@ func (c *conn) teardown() {
 
 func (c *conn) recoverTo(what string) {
 	if r := recover(); r != nil {
+		c.s.stats.panics.Add(1)
 		c.log.WithFields(logrus.Fields{"panic": r, "stack": string(debug.Stack()), "during": what}).
 			Error("panic while serving a client; dropping it")
 	}
@@ -276,7 +276,7 @@ func (c *conn) protocolErrorMaybe(h Header, err error) {
 
 // protocolError counts and (rate-limited) logs a client mistake.
 func (c *conn) protocolError(h Header, err error) {
-	c.protocolErrors.Add(1)
+	c.s.stats.protocolErrors.Add(1)
 	if n, ok := c.warns.allow(time.Now()); ok {
 		e := c.log.WithFields(logrus.Fields{"cmd": h.Command, "id": h.ID, "size": h.Size, "flags": h.Flags}).WithError(err)
 		if n > 0 {

@@ -230,8 +230,11 @@ func TestMalformedMessages(t *testing.T) {
 	if otherErr != nil || otherOps == 0 {
 		t.Errorf("second server: %d reads, error %v", otherOps, otherErr)
 	}
-	if hasLog(s.Log, logrus.ErrorLevel, "panic while serving a client; dropping it") {
+	if hasLog(s.Log, logrus.ErrorLevel, "panic while serving a client; dropping it") || s.Stats().Panics != 0 {
 		t.Error("a malformed message caused a panic")
+	}
+	if st := s.Stats(); st.ProtocolErrors < 40 {
+		t.Errorf("stats %+v: want at least 40 protocol errors counted", st)
 	}
 	if !hasLog(s.Log, logrus.WarnLevel, "client protocol error") {
 		t.Error("no Warn for client protocol errors")

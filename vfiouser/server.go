@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/myriemu/myriemu/dma"
@@ -87,6 +88,24 @@ type Server struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	stats struct{ clients, protocolErrors, panics atomic.Uint64 }
+}
+
+// Stats counts what a server has seen since Listen.
+type Stats struct {
+	Clients        uint64 // connections accepted
+	ProtocolErrors uint64 // malformed or out-of-range client messages
+	Panics         uint64 // handler panics recovered (each dropped its client)
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Clients:        s.stats.clients.Load(),
+		ProtocolErrors: s.stats.protocolErrors.Load(),
+		Panics:         s.stats.panics.Load(),
+	}
 }
 
 type fileID struct{ dev, ino uint64 }

@@ -708,6 +708,9 @@ func TestPanicDropsOnlyThatClient(t *testing.T) {
 		t.Error("panic not logged at Error")
 	}
 	waitFor(t, "detach after panic", func() bool { _, d, _ := s.Fake.Counts(); return d == 1 })
+	if st := s.Stats(); st.Panics != 1 || st.Clients != 1 {
+		t.Errorf("stats %+v, want 1 panic, 1 client", st)
+	}
 	// The same server takes the next client; the other server never noticed.
 	c2 := negotiated(t, s.Path)
 	if _, err := c2.DeviceInfo(); err != nil {
