@@ -2,6 +2,7 @@ package vfiouser
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/myriemu/myriemu/dma"
 	"golang.org/x/sys/unix"
@@ -14,6 +15,14 @@ import (
 // routes each reply (reply flag + id + command) to its waiter.
 
 var _ dma.Messenger = (*conn)(nil)
+
+// dmaReplyTimeout bounds the wait for the client's answer. QEMU answers
+// message DMA in its main loop, which cannot run while a vCPU waits for
+// our reply to some command; if a handler on the reader (a reset, say)
+// waits for a device worker that waits here, only this timeout breaks the
+// cycle, and it must do so well inside QEMU's own 5 s (notes 1.4). A reply
+// arriving later is dropped as a reply to no request.
+const dmaReplyTimeout = 2 * time.Second
 
 // dmaWaiter is one outstanding DMA_READ/DMA_WRITE request.
 type dmaWaiter struct {
@@ -91,7 +100,23 @@ func (c *conn) dmaChunk(cmd Command, addr uint64, p []byte) error {
 		c.dmaMu.Unlock()
 		return errConnClosed
 	}
-	if err := <-w.done; err != nil {
+	t := time.NewTimer(c.s.dmaTimeout)
+	defer t.Stop()
+	var err error
+	select {
+	case err = <-w.done:
+	case <-t.C:
+		c.dmaMu.Lock()
+		if c.pending[id] == w {
+			delete(c.pending, id)
+			err = fmt.Errorf("no reply within %v: %w", c.s.dmaTimeout, unix.ETIMEDOUT)
+		}
+		c.dmaMu.Unlock()
+		if err == nil { // the reply won the race
+			err = <-w.done
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("vfiouser: %v %d@%#x: %w", cmd, len(p), addr, err)
 	}
 	return nil

@@ -48,6 +48,8 @@ func newTestConn(tb testing.TB) *testConn {
 		log:    logrus.NewEntry(l),
 		texts:  versionReplies(MinMaxDataXfer),
 		maxMsg: MinMaxDataXfer + 4096,
+
+		dmaTimeout: dmaReplyTimeout,
 	}
 	c := newConn(s, fds[0])
 	c.mem = dma.NewMap(nil)

@@ -76,8 +76,9 @@ type Server struct {
 	lfd    int
 	sockID fileID // the socket file we bound, so Close unlinks only ours
 
-	texts  [][]byte // VERSION reply texts
-	maxMsg int
+	texts      [][]byte // VERSION reply texts
+	maxMsg     int
+	dmaTimeout time.Duration
 
 	mu        sync.Mutex
 	serving   bool
@@ -166,6 +167,8 @@ func Listen(cfg Config) (*Server, error) {
 		sockID: fileID{uint64(st.Dev), st.Ino},
 		texts:  versionReplies(cfg.MaxDataXfer),
 		maxMsg: cfg.MaxDataXfer + 4096,
+
+		dmaTimeout: dmaReplyTimeout,
 	}, nil
 }
 

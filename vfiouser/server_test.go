@@ -598,6 +598,60 @@ func TestPeerMaxMsgFDsZero(t *testing.T) {
 	}
 }
 
+// TestMessageDMATimeout: a client that never answers a DMA request makes
+// the device's access fail with ETIMEDOUT in bounded time (so a reset that
+// waits for the device worker cannot outlive QEMU's 5 s); the late reply
+// is then dropped as a stray, with no reply sent.
+func TestMessageDMATimeout(t *testing.T) {
+	checkLeaks(t)
+	s := startServer(t, "dmato")
+	vfiouser.SetDMATimeout(s.Server, 100*time.Millisecond)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: s.Path}); err != nil {
+		t.Fatal(err)
+	}
+	r := newRawConn(fd)
+	p := append([]byte{0, 0, 0, 0}, vfiousertest.QEMUVersionJSON...)
+	p = append(p, 0)
+	msg := make([]byte, 16+len(p))
+	vfiouser.Header{Command: vfiouser.CmdVersion, Size: uint32(len(msg))}.Put(msg)
+	copy(msg[16:], p)
+	r.send(t, msg)
+	r.recv(t)
+	m := make([]byte, 48)
+	vfiouser.Header{ID: 1, Command: vfiouser.CmdDMAMap, Size: 48}.Put(m)
+	le.PutUint32(m[16:], 32)
+	le.PutUint32(m[20:], 3)
+	le.PutUint64(m[40:], 0x1000)
+	r.send(t, m)
+	if h := r.recv(t); h.IsError() {
+		t.Fatalf("DMA_MAP: %v", h)
+	}
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { _, err := s.Fake.Mem().ReadAt(make([]byte, 4), 0); done <- err }()
+	req := r.recv(t) // the DMA_READ, never answered in time
+	if req.Command != vfiouser.CmdDMARead {
+		t.Fatalf("got %v, want a DMA_READ request", req)
+	}
+	if err := <-done; !errors.Is(err, unix.ETIMEDOUT) || time.Since(start) > 5*time.Second {
+		t.Fatalf("unanswered DMA: %v after %v, want ETIMEDOUT", err, time.Since(start))
+	}
+	// The late reply is dropped; the connection keeps working.
+	late := make([]byte, 36)
+	vfiouser.Header{ID: req.ID, Command: vfiouser.CmdDMARead, Size: 36, Flags: vfiouser.FlagTypeReply}.Put(late)
+	le.PutUint64(late[24:], 4)
+	r.send(t, late)
+	r.send(t, readMsg(2))
+	if h := r.recv(t); h.ID != 2 || h.IsError() {
+		t.Errorf("after the late reply: %v, want the reply to request 2", h)
+	}
+}
+
 func TestMessageDMAFailsOnDisconnect(t *testing.T) {
 	checkLeaks(t)
 	s := startServer(t, "dmadisc")
