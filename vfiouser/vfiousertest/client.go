@@ -110,11 +110,15 @@ type Client struct {
 
 	sendMu sync.Mutex
 
+	// ramMu guards rams and keeps their mappings alive while the reader
+	// copies: Unmap and Close unmap them under the write lock.
+	ramMu sync.RWMutex
+	rams  []ramMap // sorted by iova; the client's own mappings
+
 	mu         sync.Mutex
 	nextID     uint16
 	calls      map[uint16]*call
 	posted     map[uint16]bool // NO_REPLY ids whose reply would be a violation
-	rams       []ramMap        // sorted by iova
 	violations []error
 	closed     bool
 	caps       ServerCaps
@@ -185,6 +189,12 @@ func (c *Client) Close() error {
 	c.once.Do(func() {
 		unix.Shutdown(c.fd, unix.SHUT_RDWR)
 		c.wg.Wait()
+		c.ramMu.Lock()
+		for _, r := range c.rams {
+			unix.Munmap(r.mem)
+		}
+		c.rams = nil
+		c.ramMu.Unlock()
 		c.sendMu.Lock()
 		unix.Close(c.fd)
 		c.fd = -1
@@ -559,27 +569,30 @@ func (c *Client) serveRequest(h vfiouser.Header, p []byte, fds []int) {
 		reply(nil, unix.EINVAL)
 		return
 	}
-	mem := c.ram(addr, count)
+	out := make([]byte, 16, 16+count)
+	copy(out, p[:16])
+	c.ramMu.RLock()
+	mem := c.ramLocked(addr, count)
+	if mem != nil {
+		if h.Command == vfiouser.CmdDMARead {
+			c.dmaReads.Add(1)
+			out = append(out, mem...)
+		} else {
+			c.dmaWrites.Add(1)
+			copy(mem, p[16:])
+		}
+	}
+	c.ramMu.RUnlock()
 	if mem == nil {
 		reply(nil, unix.EFAULT)
 		return
 	}
-	out := make([]byte, 16, 16+count)
-	copy(out, p[:16])
-	if h.Command == vfiouser.CmdDMARead {
-		c.dmaReads.Add(1)
-		out = append(out, mem...)
-	} else {
-		c.dmaWrites.Add(1)
-		copy(mem, p[16:])
-	}
 	reply(out, 0)
 }
 
-// ram returns the mapped RAM bytes for [addr, addr+n), or nil.
-func (c *Client) ram(addr, n uint64) []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// ramLocked returns the mapped RAM bytes for [addr, addr+n), or nil.
+// The caller holds ramMu.
+func (c *Client) ramLocked(addr, n uint64) []byte {
 	i := sort.Search(len(c.rams), func(i int) bool { return c.rams[i].iova+uint64(len(c.rams[i].mem)) > addr })
 	if i == len(c.rams) || addr < c.rams[i].iova {
 		return nil

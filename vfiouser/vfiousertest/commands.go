@@ -496,19 +496,18 @@ func (c *Client) Reset() error {
 }
 
 // MapRAM maps ram at iova with its memfd (DMA_MAP, flags R|W, offset 0),
-// as QEMU does for shared guest RAM. The client also serves DMA_READ/WRITE
-// for the range from ram.
+// as QEMU does for shared guest RAM. The client also serves DMA_READ and
+// DMA_WRITE for the range, from its own mapping of the memfd, so ram may
+// be closed before the client.
 func (c *Client) MapRAM(ram *dmatest.RAM, iova uint64) error {
-	fd := ram.Fd()
-	defer unix.Close(fd)
-	return c.mapRAM(ram.Bytes(), iova, 0, fd)
+	return c.mapRAM(ram, iova, true)
 }
 
 // MapRAMNoFD maps ram at iova without an fd, as QEMU does for anonymous
 // RAM: the server can reach it only by DMA_READ/DMA_WRITE messages, which
-// the client serves from ram.
+// the client serves from its own mapping of ram.
 func (c *Client) MapRAMNoFD(ram *dmatest.RAM, iova uint64) error {
-	return c.mapRAM(ram.Bytes(), iova, 0, -1)
+	return c.mapRAM(ram, iova, false)
 }
 
 // MapFD sends a DMA_MAP of [iova, iova+size) with fd at offset (fd -1:
@@ -533,14 +532,25 @@ func dmaMapPayload(iova, size, offset uint64, flags uint32) []byte {
 	return p
 }
 
-func (c *Client) mapRAM(mem []byte, iova, offset uint64, fd int) error {
-	if err := c.MapFD(iova, uint64(len(mem)), offset, fd, vfiouser.DMAMapRead|vfiouser.DMAMapWrite); err != nil {
+func (c *Client) mapRAM(ram *dmatest.RAM, iova uint64, withFD bool) error {
+	fd := ram.Fd()
+	defer unix.Close(fd)
+	mem, err := unix.Mmap(fd, 0, ram.Size(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("vfiousertest: mmap RAM: %w", err)
+	}
+	send := fd
+	if !withFD {
+		send = -1
+	}
+	if err := c.MapFD(iova, uint64(len(mem)), 0, send, vfiouser.DMAMapRead|vfiouser.DMAMapWrite); err != nil {
+		unix.Munmap(mem)
 		return err
 	}
-	c.mu.Lock()
+	c.ramMu.Lock()
 	c.rams = append(c.rams, ramMap{iova: iova, mem: mem})
 	sort.Slice(c.rams, func(i, j int) bool { return c.rams[i].iova < c.rams[j].iova })
-	c.mu.Unlock()
+	c.ramMu.Unlock()
 	return nil
 }
 
@@ -569,15 +579,17 @@ func (c *Client) unmap(iova, size uint64, flags uint32) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
+	c.ramMu.Lock()
 	keep := c.rams[:0]
 	for _, r := range c.rams {
 		if flags&vfiouser.DMAUnmapAll == 0 && (r.iova < iova || r.iova+uint64(len(r.mem)) > iova+size) {
 			keep = append(keep, r)
+		} else {
+			unix.Munmap(r.mem)
 		}
 	}
 	c.rams = keep
-	c.mu.Unlock()
+	c.ramMu.Unlock()
 	return nil
 }
 
