@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/myriemu/myriemu/fabric"
 )
@@ -16,6 +17,8 @@ import (
 type Port struct {
 	Sent chan []byte // every frame passed to Send, copied
 
+	dropped atomic.Uint64
+
 	mu   sync.Mutex
 	recv fabric.Receiver
 	up   bool
@@ -23,16 +26,24 @@ type Port struct {
 
 var _ fabric.Port = (*Port)(nil)
 
-// NewPort returns a port whose Sent channel buffers n frames; Send blocks
-// when it is full, so size it for the test.
+// NewPort returns a port whose Sent channel buffers n frames. Like a real
+// port, Send never blocks: frames that do not fit are dropped and counted
+// (Dropped), so size n for the test.
 func NewPort(n int) *Port { return &Port{Sent: make(chan []byte, n), up: true} }
 
 // Send implements fabric.Port.
 func (p *Port) Send(frames [][]byte) {
 	for _, f := range frames {
-		p.Sent <- append([]byte(nil), f...)
+		select {
+		case p.Sent <- append([]byte(nil), f...):
+		default:
+			p.dropped.Add(1)
+		}
 	}
 }
+
+// Dropped reports how many sent frames did not fit in Sent.
+func (p *Port) Dropped() uint64 { return p.dropped.Load() }
 
 // Attach implements fabric.Port.
 func (p *Port) Attach(r fabric.Receiver) {
