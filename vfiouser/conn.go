@@ -79,7 +79,7 @@ func newConn(s *Server, fd int) *conn {
 		s:       s,
 		f:       s.cfg.Function,
 		fd:      fd,
-		log:     s.log.WithField("client", fd),
+		log:     s.log.WithField("client", s.stats.clients.Add(1)),
 		rx:      newReceiver(fd, s.maxMsg),
 		out:     make([]byte, HeaderSize, 256),
 		fdOpen:  true,
@@ -94,7 +94,6 @@ func newConn(s *Server, fd int) *conn {
 // client is gone (or the connection was dropped).
 func (c *conn) serve() {
 	c.log.Info("client connected")
-	c.s.stats.clients.Add(1)
 	c.mem = dma.NewMap(c.log)
 	c.mem.SetMessenger(c)
 	c.numRegions, c.numIRQs = c.f.DeviceInfo()
