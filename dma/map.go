@@ -460,24 +460,27 @@ func (m *Map) store32Atomic(addr uint64, v uint32) (ok bool) {
 	if uintptr(p)%4 != 0 {
 		return false // the client's file offset misaligned the host address
 	}
-	defer m.catchFault(&ok)
 	old := debug.SetPanicOnFault(true)
-	defer debug.SetPanicOnFault(old)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if e := recover(); e != nil {
+			m.fault(e)
+			ok = false
+		}
+	}()
 	atomic.StoreUint32((*uint32)(p), v)
 	return true
 }
 
-// catchFault turns a memory fault inside a live map (the client truncated
-// its file; a SIGBUS would otherwise kill every device in the process) into
-// a failed access. Deferred by the copy paths, with SetPanicOnFault on.
-func (m *Map) catchFault(ok *bool) {
-	if e := recover(); e != nil {
-		if _, fault := e.(interface{ Addr() uintptr }); !fault {
-			panic(e)
-		}
-		m.faults.Add(1)
-		*ok = false
+// fault handles a value recovered during a copy with SetPanicOnFault on:
+// a memory fault inside a live map (the client truncated its file; the
+// SIGBUS would otherwise kill every device in the process) is counted and
+// the access fails; anything else is a bug and panics on.
+func (m *Map) fault(e any) {
+	if _, isFault := e.(interface{ Addr() uintptr }); !isFault {
+		panic(e)
 	}
+	m.faults.Add(1)
 }
 
 // gate runs the checks every access passes before it looks at the map.
@@ -540,20 +543,19 @@ func (m *Map) transferPrefix(op Op, p []byte, addr uint64, total int) (int, erro
 // message map: then msgLen is how much of the rest of p lies in that map.
 func (m *Map) copyShared(op Op, p []byte, addr uint64) (n, msgLen int, err error) {
 	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if m.closedLocked {
-		return 0, 0, ErrClosed
-	}
-	ok := true
+	old := debug.SetPanicOnFault(true)
+	// One deferred function (not four): this runs on every access.
 	defer func() {
-		if !ok {
+		debug.SetPanicOnFault(old)
+		m.mu.RUnlock()
+		if e := recover(); e != nil {
+			m.fault(e)
 			err = ErrUnmapped
 		}
 	}()
-	defer m.catchFault(&ok)
-	old := debug.SetPanicOnFault(true)
-	defer debug.SetPanicOnFault(old)
-
+	if m.closedLocked {
+		return 0, 0, ErrClosed
+	}
 	i := m.find(addr)
 	for n < len(p) {
 		a := addr + uint64(n)
