@@ -976,3 +976,69 @@ func TestErrno(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelinedInOrder: QEMU pipelines (async DMA_MAP bursts, posted
+// writes). Commands are handled and answered strictly in arrival order.
+func TestPipelinedInOrder(t *testing.T) {
+	checkLeaks(t)
+	s := startServer(t, "pipe")
+	c := negotiated(t, s.Path)
+	for i := range 2000 {
+		var v [4]byte
+		le.PutUint32(v[:], uint32(i))
+		if err := c.PostWriteRegion(0, uint64(i%256)*4, v[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make([]byte, 1024)
+	if err := c.ReadRegion(0, 0, got); err != nil {
+		t.Fatal(err)
+	}
+	for j := range 256 {
+		want := uint32(1792 + j) // the last i < 2000 with i%256 == j
+		if j >= 2000%256 {
+			want -= 256
+		}
+		if v := le.Uint32(got[4*j:]); v != want {
+			t.Fatalf("word %d = %d, want %d (the last write to it)", j, v, want)
+		}
+	}
+
+	// A burst of DMA_MAPs sent without waiting, as QEMU's memory listener
+	// does: the replies come back in the same order.
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	c.Close()
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: s.Path}); err != nil {
+		t.Fatal(err)
+	}
+	r := newRawConn(fd)
+	p := append([]byte{0, 0, 0, 0}, vfiousertest.QEMUVersionJSON...)
+	p = append(p, 0)
+	var burst []byte
+	v := make([]byte, 16+len(p))
+	vfiouser.Header{ID: 1000, Command: vfiouser.CmdVersion, Size: uint32(len(v))}.Put(v)
+	copy(v[16:], p)
+	burst = append(burst, v...)
+	for i := range 100 {
+		m := make([]byte, 48)
+		vfiouser.Header{ID: uint16(i), Command: vfiouser.CmdDMAMap, Size: 48}.Put(m)
+		le.PutUint32(m[16:], 32)
+		le.PutUint32(m[20:], 3)
+		le.PutUint64(m[32:], uint64(i)<<20)
+		le.PutUint64(m[40:], 1<<20)
+		burst = append(burst, m...)
+	}
+	r.send(t, burst)
+	if h := r.recv(t); h.ID != 1000 || h.IsError() {
+		t.Fatalf("first reply %v, want VERSION's", h)
+	}
+	for i := range 100 {
+		if h := r.recv(t); h.ID != uint16(i) || h.Command != vfiouser.CmdDMAMap || h.IsError() || h.Size != 16 {
+			t.Fatalf("reply %d: %v", i, h)
+		}
+	}
+}
