@@ -431,8 +431,10 @@ func (m *Map) Store32(addr uint64, v uint32) error {
 	if err := m.gate(Write, addr, 4); err != nil {
 		return err
 	}
-	if addr%4 == 0 && m.store32Atomic(addr, v) {
-		return nil
+	if addr%4 == 0 {
+		if done, err := m.store32Atomic(addr, v); done {
+			return err
+		}
 	}
 	var b [4]byte
 	binary.NativeEndian.PutUint32(b[:], v)
@@ -440,36 +442,36 @@ func (m *Map) Store32(addr uint64, v uint32) error {
 	return err
 }
 
-// store32Atomic does the fast path of Store32, reporting false when it does
+// store32Atomic does the fast path of Store32. done is false when it does
 // not apply (and it then changed nothing).
-func (m *Map) store32Atomic(addr uint64, v uint32) (ok bool) {
+func (m *Map) store32Atomic(addr uint64, v uint32) (done bool, err error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.closedLocked {
-		return false
+		return false, nil
 	}
 	i := m.find(addr)
 	if i >= len(m.regions) {
-		return false
+		return false, nil
 	}
 	r := m.regions[i]
 	if r.iova > addr || r.last-addr < 3 || r.file == nil || r.prot&ProtWrite == 0 {
-		return false
+		return false, nil
 	}
 	p := unsafe.Pointer(&r.mem[addr-r.iova])
 	if uintptr(p)%4 != 0 {
-		return false // the client's file offset misaligned the host address
+		return false, nil // the client's file offset misaligned the host address
 	}
 	old := debug.SetPanicOnFault(true)
 	defer func() {
 		debug.SetPanicOnFault(old)
 		if e := recover(); e != nil {
 			m.fault(e)
-			ok = false
+			done, err = true, &Error{Op: Write, Addr: addr, Len: 4, Err: ErrUnmapped}
 		}
 	}()
 	atomic.StoreUint32((*uint32)(p), v)
-	return true
+	return true, nil
 }
 
 // fault handles a value recovered during a copy with SetPanicOnFault on:
