@@ -144,8 +144,10 @@ type ramMap struct {
 }
 
 // Dial connects to the server's socket and starts the client's reader.
+// While the server's backlog is full (it serves one client at a time) it
+// retries until ctx is done.
 func Dial(ctx context.Context, path string) (*Client, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("vfiousertest: socket: %w", err)
 	}
@@ -157,11 +159,19 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 		if err == unix.EINTR {
 			continue
 		}
-		// A listener with a full backlog refuses (EAGAIN) until it accepts.
+		// A listener with a full backlog refuses a non-blocking connect
+		// with EAGAIN until it accepts.
 		if err == unix.EAGAIN && ctx.Err() == nil {
 			time.Sleep(time.Millisecond)
 			continue
 		}
+		unix.Close(fd)
+		if ctxErr := ctx.Err(); ctxErr != nil && err == unix.EAGAIN {
+			err = ctxErr
+		}
+		return nil, fmt.Errorf("vfiousertest: connect %s: %w", path, err)
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("vfiousertest: connect %s: %w", path, err)
 	}

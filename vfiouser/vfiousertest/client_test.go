@@ -2,6 +2,7 @@ package vfiousertest
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"runtime"
@@ -421,4 +422,43 @@ func TestClientClosedServer(t *testing.T) {
 	if _, err := c.DeviceInfo(); !errors.Is(err, ErrClosed) {
 		t.Errorf("after close: %v, want ErrClosed", err)
 	}
+}
+
+func TestDialFullBacklogHonoursContext(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/s"
+	if len(path) > 100 {
+		t.Skip("temp path too long for sun_path")
+	}
+	l, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(l)
+	if err := unix.Bind(l, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(l, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the backlog: nobody accepts.
+	var held []*Client
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 4 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		c, err := Dial(ctx, path)
+		cancel()
+		if err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("got %v, want the context's deadline", err)
+			}
+			return
+		}
+		held = append(held, c)
+	}
+	t.Error("four connects to a listener with backlog 0 all succeeded")
 }
