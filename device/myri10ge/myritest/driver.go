@@ -199,6 +199,13 @@ type Driver struct {
 	mode        IRQMode // enabled interrupts, 0 when none
 	running     int
 
+	// Watchdog (§7.4).
+	watchdogPause  uint32
+	watchdogResets int
+	resetRecovered bool // myri10ge_reset_recover spent
+	rebooted       bool
+	savedCommand   uint16 // pci_save_state's Command register
+
 	// Interface state.
 	mtu        int
 	smallBytes int

@@ -64,6 +64,7 @@ type fakeDev struct {
 	onSendStop   func(s int)
 	stagingFault bool // corrupt the firmware staging area
 	noConfirm    bool // never confirm dummy RDMA
+	noTx         bool // ignore send doorbells
 }
 
 type fakeCmd struct {
@@ -283,7 +284,7 @@ func (f *fakeDev) WriteBAR0(off uint64, p []byte) error {
 		}
 	case off >= fkSend && off < fkSend+uint64(f.slices)*0x4000:
 		s := int((off - fkSend) / 0x4000)
-		if n == 4 && (off-fkSend)%16 == 0xC && p[3] != 0 {
+		if n == 4 && (off-fkSend)%16 == 0xC && p[3] != 0 && !f.noTx {
 			f.transmit(s)
 		}
 	case off >= OffSendStop && off < OffSendStop+64*uint64(f.slices):

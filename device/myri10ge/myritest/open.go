@@ -307,15 +307,19 @@ func (d *Driver) Close(ctx context.Context) error {
 		s.tx.stopped = true
 	}
 	oldDown := d.downCnt
-	c := d.freshCmd()
-	downErr := d.sendCmd(ctx, CmdEthernetDown, &c, false)
-	if downErr != nil {
-		d.logf(Err, "Couldn't bring down link")
+	var downErr error
+	rebooted := d.rebooted
+	if !rebooted { // a rebooted NIC is not told
+		c := d.freshCmd()
+		downErr = d.sendCmd(ctx, CmdEthernetDown, &c, false)
+		if downErr != nil {
+			d.logf(Err, "Couldn't bring down link")
+		}
 	}
 	d.mu.Unlock()
 
 	var waitErr error
-	if !isFatal(downErr) {
+	if !isFatal(downErr) && !rebooted {
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		for d.downCount() == oldDown {
 			ev, err := d.serviceInterrupt(wctx, 0, true)
@@ -334,7 +338,7 @@ func (d *Driver) Close(ctx context.Context) error {
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if waitErr == nil && d.downCnt == oldDown && !isFatal(downErr) {
+	if waitErr == nil && d.downCnt == oldDown && !isFatal(downErr) && !rebooted {
 		d.logf(Err, "never got down irq")
 		waitErr = fmt.Errorf("%w: no interrupt with link_down set within 1 s of ETHERNET_DOWN (never got down irq)", ErrTimeout)
 	}

@@ -106,6 +106,11 @@ func (d *Driver) Probe(ctx context.Context) error {
 	}
 	mode := d.mode
 	d.freeIRQ()
+	// pci_save_state, for the watchdog's restore.
+	var err2 error
+	if d.savedCommand, err2 = d.cfgRead16(pciCommand); err2 != nil {
+		return err2
+	}
 	d.probed = true
 	if mode == ModeMSIX {
 		d.logf(Info, "%d MSI-X IRQs, tx bndry %d, fw %s, MTRR Disabled, WC Enabled", d.numSlices, d.txBoundary, d.fwName)
