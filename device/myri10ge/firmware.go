@@ -1,0 +1,70 @@
+package myri10ge
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+)
+
+// The "firmware" the driver sees is just the SRAM image at power-on: a
+// header pointer at 0x3C, a firmware header it adopts (§3.5) and the
+// EEPROM strings it parses for the MAC (§3.3). Everything else the real
+// firmware does is the Go code of this package.
+const (
+	offHeader        = 0x000100 // where the running firmware's header lives
+	offEEPROMStrings = 0x1DFE00 // header.string_specs: the driver's "sram_size" (§12.3)
+	sramSize         = 0x200000
+)
+
+// FirmwareNames are the files the driver asks for (§3.4). With a file
+// present the driver loads it instead of adopting the running firmware;
+// the multi-slice (RSS) mode only works that way (§1.4, §9).
+var FirmwareNames = []string{
+	"myri10ge_eth_z8e.dat",
+	"myri10ge_ethp_z8e.dat",
+	"myri10ge_rss_eth_z8e.dat",
+	"myri10ge_rss_ethp_z8e.dat",
+}
+
+// putHeader writes a valid mcp_gen_header at b[0:hdrSize].
+func putHeader(b []byte) {
+	be := binary.BigEndian
+	clear(b[:hdrSize])
+	be.PutUint32(b[hdrOffLength:], hdrSize)
+	be.PutUint32(b[hdrOffType:], mcpTypeETH)
+	copy(b[hdrOffVersion:hdrOffVersion+hdrVersionLen-1], fwVersion)
+	be.PutUint32(b[hdrOffSRAMSize:], sramSize)
+	be.PutUint32(b[hdrOffStringSpecs:], offEEPROMStrings)
+	be.PutUint32(b[hdrOffStringLen:], eepromStringsSize)
+}
+
+// eepromStrings returns the 256-byte EEPROM string block: serial number,
+// MAC and product code, NUL-terminated, ended by an empty string and
+// zero-filled (the driver's parser may run one string past the end).
+// MAC= is not last, so the parser's look-ahead stays in the block.
+func eepromStrings(mac net.HardwareAddr, serial uint32) []byte {
+	b := make([]byte, eepromStringsSize)
+	s := fmt.Sprintf("SN=%d\x00MAC=%s\x00PC=10G-PCIE-8B-S\x00\x00", serial, mac)
+	copy(b, s)
+	return b
+}
+
+// putSRAMImage lays the power-on SRAM contents into bar0.
+func putSRAMImage(bar0 []byte, mac net.HardwareAddr, serial uint32) {
+	binary.BigEndian.PutUint32(bar0[offHeaderPtr:], offHeader)
+	putHeader(bar0[offHeader:])
+	copy(bar0[offEEPROMStrings:], eepromStrings(mac, serial))
+}
+
+// FirmwareImage returns a firmware file the driver accepts (§3.8): 256
+// bytes of our own making (no Myricom code), a multiple of 8 so the
+// driver's 8-byte PIO copy loses no tail, with the header pointer at 0x3C
+// and a valid header at 0x40. The device acknowledges the handoff without
+// running it: its firmware is this package.
+func FirmwareImage() []byte {
+	const hdrOff = 0x40
+	b := make([]byte, 256)
+	binary.BigEndian.PutUint32(b[offHeaderPtr:], hdrOff)
+	putHeader(b[hdrOff:])
+	return b
+}

@@ -1,0 +1,265 @@
+// Package myri10ge emulates a Myricom Myri-10G PCIe NIC (14c1:0008) for the
+// unmodified Linux myri10ge driver: the SRAM image the driver adopts as
+// running firmware, the command mailbox, send and receive rings, the
+// interrupt block with its token protocol, and the wire through a fabric
+// port.
+//
+// The reference for everything here is
+// shared/reference/myri10ge-device-interface.md; comments cite its sections
+// as §N. The driver's source is the final word.
+package myri10ge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/myriemu/myriemu/fabric"
+	"github.com/myriemu/myriemu/internal/ratelog"
+	"github.com/myriemu/myriemu/pci"
+	"github.com/sirupsen/logrus"
+)
+
+// PCI identity (§1.1).
+const (
+	VendorID    = 0x14C1 // Myricom
+	DeviceID    = 0x0008 // Z8E
+	classEthNIC = 0x020000
+	revision    = 0x01 // "Myri10G-PCIE-8B"
+)
+
+const (
+	bar0Size = 16 << 20 // the driver hard-codes PIO targets up to 0xFC0200 (§1.2)
+	// BAR2 holds the MSI-X table (at 0) and PBA (at msixPBAOff), as on real
+	// boards; never in the write-combined BAR0.
+	msixBARSize = 8 << 10
+	msixPBAOff  = 0x1000
+
+	// MaxSlices is the most slices (RSS queues, MSI-X vectors) a NIC
+	// offers; the driver's own limit (MYRI10GE_MAX_SLICES).
+	MaxSlices = 32
+)
+
+// Config describes one emulated NIC.
+type Config struct {
+	Name   string           // for logs, e.g. "myri0"
+	MAC    net.HardwareAddr // permanent address in the EEPROM; unicast
+	Serial uint32           // EEPROM serial number
+	// Slices is what GET_MAX_RSS_QUEUES answers and the MSI-X table size
+	// (1..MaxSlices). The driver only uses more than one slice when
+	// loaded with myri10ge_max_slices != 1 and a firmware file present.
+	Slices int
+	Port   fabric.Port
+	Log    *logrus.Entry
+}
+
+func (c Config) validate() error {
+	if len(c.MAC) != 6 {
+		return fmt.Errorf("myri10ge: MAC %q: need 6 bytes", c.MAC)
+	}
+	if c.MAC[0]&1 != 0 || [6]byte(c.MAC) == [6]byte{} {
+		return fmt.Errorf("myri10ge: MAC %s: need a unicast, non-zero address", c.MAC)
+	}
+	if c.Slices < 1 || c.Slices > MaxSlices {
+		return fmt.Errorf("myri10ge: %d slices: need 1..%d", c.Slices, MaxSlices)
+	}
+	if c.Port == nil {
+		return errors.New("myri10ge: no fabric port")
+	}
+	return nil
+}
+
+// NIC is one emulated Myri-10G. It implements pci.Device.
+//
+// All firmware state lives under mu: BAR writes (the protocol reader),
+// received frames (the port's delivery goroutine) and coalescing timers
+// take it in turn, as the single-threaded firmware of the real card would.
+type NIC struct {
+	cfg  Config
+	log  *logrus.Entry
+	warn *ratelog.Limiter
+
+	mu       sync.Mutex
+	bar0     []byte // the SRAM and PIO windows, big-endian structures
+	host     pci.Host
+	attached bool
+	epoch    uint64 // bumped by every reset and detach; stale timers compare it
+	fw       fwState
+	slices   []*slice
+	stats    Stats
+	drops    dropCounters
+	vendor   vendorWindow
+}
+
+var _ pci.Device = (*NIC)(nil)
+
+// New returns a NIC in its power-on state.
+func New(cfg Config) (*NIC, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	n := &NIC{
+		cfg:  cfg,
+		log:  cfg.Log.WithField("component", "myri10ge"),
+		warn: ratelog.New(10*time.Second, 5),
+		bar0: make([]byte, bar0Size),
+	}
+	n.slices = make([]*slice, cfg.Slices)
+	for i := range n.slices {
+		n.slices[i] = newSlice(i)
+	}
+	n.mu.Lock()
+	n.powerOnLocked()
+	n.mu.Unlock()
+	return n, nil
+}
+
+// Spec implements pci.Device (§1).
+func (n *NIC) Spec() pci.Spec {
+	var s pci.Spec
+	s.VendorID, s.DeviceID = VendorID, DeviceID
+	s.SubsystemVendorID, s.SubsystemID = VendorID, DeviceID
+	s.Revision = revision
+	s.Class = classEthNIC
+	s.BARs[0] = pci.BAR{Size: bar0Size, Flags: pci.BARMem64 | pci.BARPrefetch}
+	s.BARs[2] = pci.BAR{Size: msixBARSize, Flags: pci.BARMem64}
+	s.InterruptPin = 1 // INTx is the driver's fallback when MSI fails
+	s.PM = &pci.PMCap{}
+	s.MSI = &pci.MSICap{Vectors: 1, Addr64: true}
+	s.Vendor = &pci.VendorCap{Length: vendorCapLen, Handler: &n.vendor}
+	// A x4 link keeps the driver on its simple firmware selection path
+	// (width < 8: no UNALIGNED_TEST, §3.4).
+	s.PCIe = &pci.PCIeCap{MaxPayload: 256, LinkWidth: 4, LinkSpeed: 2}
+	s.MSIX = &pci.MSIXCap{
+		Vectors:  n.cfg.Slices,
+		TableBAR: 2, TableOffset: 0,
+		PBABAR: 2, PBAOffset: msixPBAOff,
+	}
+	return s
+}
+
+// ReadBAR implements pci.Device. BAR0 reads have memory semantics; the
+// data path never reads it (§2.3).
+func (n *NIC) ReadBAR(bar int, off uint64, p []byte) error {
+	switch bar {
+	case 0:
+		if off > bar0Size || uint64(len(p)) > bar0Size-off {
+			return fmt.Errorf("myri10ge: BAR0 read %d@%#x: out of range", len(p), off)
+		}
+		n.mu.Lock()
+		copy(p, n.bar0[off:])
+		n.mu.Unlock()
+		return nil
+	case 2:
+		// BAR2 outside the MSI-X table and PBA reads as zero.
+		clear(p)
+		return nil
+	}
+	return fmt.Errorf("myri10ge: read of absent BAR %d", bar)
+}
+
+// WriteBAR implements pci.Device: the bytes are stored, then a write that
+// completes a trigger runs it (§2.4).
+func (n *NIC) WriteBAR(bar int, off uint64, p []byte) error {
+	switch bar {
+	case 0:
+		if off > bar0Size || uint64(len(p)) > bar0Size-off {
+			return fmt.Errorf("myri10ge: BAR0 write %d@%#x: out of range", len(p), off)
+		}
+		n.mu.Lock()
+		copy(n.bar0[off:], p)
+		n.bar0WrittenLocked(off, len(p))
+		n.mu.Unlock()
+		return nil
+	case 2:
+		return nil // nothing but the MSI-X table lives in BAR2
+	}
+	return fmt.Errorf("myri10ge: write of absent BAR %d", bar)
+}
+
+// Attach implements pci.Device: the NIC joins the wire.
+func (n *NIC) Attach(h pci.Host) error {
+	n.mu.Lock()
+	n.host = h
+	if h.Log != nil {
+		n.log = h.Log.WithField("component", "myri10ge")
+	}
+	n.attached = true
+	n.epoch++
+	n.mu.Unlock()
+	n.cfg.Port.Attach(n)
+	n.log.Info("NIC attached")
+	return nil
+}
+
+// Detach implements pci.Device: off the wire, timers void, host forgotten.
+func (n *NIC) Detach() {
+	n.cfg.Port.Detach() // waits for a Deliver in flight
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.attached {
+		return
+	}
+	n.attached = false
+	n.epoch++
+	for _, s := range n.slices {
+		s.stopTimer()
+	}
+	n.host = pci.Host{}
+	n.log.Info("NIC detached")
+}
+
+// Reset implements pci.Device: back to power-on (the SRAM image reloads,
+// as after a board reset).
+func (n *NIC) Reset() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.powerOnLocked()
+}
+
+// powerOnLocked puts BAR0 and the firmware in their power-on state.
+func (n *NIC) powerOnLocked() {
+	clear(n.bar0)
+	putSRAMImage(n.bar0, n.cfg.MAC, n.cfg.Serial)
+	n.vendor.reset()
+	n.resetFirmwareLocked()
+}
+
+// Close takes the NIC off the wire for good. Call it after the last
+// Detach; the NIC cannot be attached again.
+func (n *NIC) Close() error {
+	n.cfg.Port.Detach()
+	return nil
+}
+
+// Stats returns a snapshot of the NIC's counters.
+func (n *NIC) Stats() Stats {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stats
+}
+
+// Stats are the NIC's counters, for tests, the control socket and logs.
+type Stats struct {
+	Commands      uint64 // mailbox commands executed
+	UnknownCmds   uint64 // answered UNKNOWN
+	FailedCmds    uint64 // answered with an error status
+	TxPackets     uint64 // packets (or TSO chains) taken from send rings
+	TxFrames      uint64 // frames put on the wire
+	TxBytes       uint64
+	TxDropped     uint64 // taken but not sent: link down, not running, malformed
+	RxFrames      uint64 // frames written to guest buffers
+	RxBytes       uint64
+	RxDropped     uint64 // every receive drop, whatever the cause
+	Interrupts    uint64 // interrupt blocks written and vectors raised
+	GuestErrors   uint64 // protocol violations by the guest driver
+	DMAErrors     uint64 // DMA that failed (unmapped, bus master off, ...)
+	Handoffs      uint64 // firmware files loaded
+	LinkUpEvents  uint64
+	LinkDownEvnts uint64
+}

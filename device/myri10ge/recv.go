@@ -1,0 +1,222 @@
+package myri10ge
+
+import "encoding/binary"
+
+// dropCounters are the firmware's receive drop counters, reported in the
+// interrupt block (§6.1) and reset by CMD_RESET.
+type dropCounters struct {
+	unicastFiltered, multicastFiltered uint32
+	linkError                          uint32 // arrived while the data path was stopped
+	runt, overrun                      uint32
+	noSmall, noBig                     uint32
+}
+
+// recvRingWrittenLocked looks at a store into a receive ring. The driver
+// posts buffers in aligned groups of 8: it copies the group with the
+// first entry's addr_low set to 0xFFFFFFFF, then stores the real addr_low
+// (§5.2). A store that leaves a group's first addr_low valid is the
+// doorbell for those 8 buffers.
+func (n *NIC) recvRingWrittenLocked(s *slice, big bool, rel uint64, size int) {
+	if rel >= rxRingBytes {
+		return
+	}
+	base := smallRingOff(s.idx)
+	ring := &s.rx[ringSmall]
+	if big {
+		base, ring = bigRingOff(s.idx), &s.rx[ringBig]
+	}
+	const groupBytes = recvGroup * recvDescSize
+	for g := rel / groupBytes; g*groupBytes < rel+uint64(size) && g < rxRingEntries/recvGroup; g++ {
+		lowEnd := g*groupBytes + sendOffAddrLow + 3 // last byte of entry 8g's addr_low
+		if !covers(rel, size, lowEnd) || n.be32(base+g*groupBytes+4) == recvInvalidLow {
+			continue
+		}
+		want := (ring.posted / recvGroup) % (rxRingEntries / recvGroup)
+		switch {
+		case uint32(g) != want:
+			n.guestErrorLocked("receive buffers posted out of order", "group", g)
+		case ring.avail()+recvGroup > rxRingEntries:
+			n.guestErrorLocked("receive ring overfilled", "posted", ring.avail())
+		default:
+			ring.posted += recvGroup
+		}
+	}
+}
+
+// Deliver implements fabric.Receiver: frames from the wire.
+func (n *NIC) Deliver(frames [][]byte) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	touched := uint64(0)
+	for _, f := range frames {
+		if s := n.receiveLocked(f); s != nil {
+			touched |= 1 << s.idx
+		}
+	}
+	for _, s := range n.slices {
+		if touched&(1<<s.idx) != 0 {
+			n.maybeInterruptLocked(s)
+		}
+	}
+}
+
+// accepts is the receive filter (§5.3 step 1).
+func (n *NIC) accepts(dst []byte) bool {
+	d := [6]byte(dst)
+	switch {
+	case n.fw.promisc:
+		return true
+	case d[0]&1 == 0:
+		if d != n.fw.mac {
+			n.drops.unicastFiltered++
+			return false
+		}
+		return true
+	case d == [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} || n.fw.allMulti:
+		return true
+	}
+	if _, ok := n.fw.mcast[d]; ok {
+		return true
+	}
+	n.drops.multicastFiltered++
+	return false
+}
+
+// receiveLocked writes one frame into the guest's buffers and its rx_done
+// slot (§5.3). It returns the slice that got it, or nil for a drop.
+func (n *NIC) receiveLocked(f []byte) *slice {
+	switch {
+	case !n.attached || !n.fw.running:
+		n.drops.linkError++
+	case len(f) < 14:
+		n.drops.runt++
+	case len(f) > n.fw.maxFrame:
+		n.drops.overrun++
+	case !n.accepts(f[:6]):
+	default:
+		s := n.steerLocked(f)
+		if n.fillLocked(s, f) {
+			n.stats.RxFrames++
+			n.stats.RxBytes += uint64(len(f))
+			return s
+		}
+	}
+	n.stats.RxDropped++
+	return nil
+}
+
+// fillLocked copies f into slice s's buffers: the small ring for frames of
+// up to small_bytes, else the big ring in chunks of the big buffer size,
+// always behind the 2-byte pad (§5.3 steps 3-6). The other ring is never
+// used as a fallback: the driver picks the ring by length the same way.
+func (n *NIC) fillLocked(s *slice, f []byte) bool {
+	if s.halted {
+		return false
+	}
+	if !s.rxDoneSet {
+		n.guestErrorLocked("frame for a slice without an rx_done ring", "slice", s.idx)
+		return false
+	}
+	ringIdx, base, chunk := ringSmall, smallRingOff(s.idx), n.fw.smallBytes+rxPad
+	if len(f) > n.fw.smallBytes {
+		ringIdx, base, chunk = ringBig, bigRingOff(s.idx), n.fw.bigBytes
+	}
+	r := &s.rx[ringIdx]
+	need := uint32((len(f) + rxPad + chunk - 1) / chunk)
+	if r.avail() < need {
+		if ringIdx == ringSmall {
+			n.drops.noSmall++
+		} else {
+			n.drops.noBig++
+		}
+		return false
+	}
+	// The pad bytes are the driver's to ignore; only the frame is written.
+	stream := -rxPad // frame offset at the start of the current buffer
+	for j := uint32(0); j < need; j++ {
+		e := base + uint64((r.consumed+j)%rxRingEntries)*recvDescSize
+		addr := host64(n.be32(e), n.be32(e+4))
+		lo, hi := max(stream, 0), min(stream+chunk, len(f))
+		if _, err := n.host.Mem.WriteAt(f[lo:hi], addr+uint64(lo-stream)); err != nil {
+			n.dmaFailedLocked(err, "receive buffer")
+			n.haltLocked(s)
+			return false
+		}
+		stream += chunk
+	}
+	r.consumed += need
+
+	slot := s.rxDoneAddr + uint64(s.rxDoneIdx%uint32(n.fw.intrqSlots))*slotSize
+	var w [4]byte
+	binary.BigEndian.PutUint16(w[0:], rxChecksum(f))
+	binary.BigEndian.PutUint16(w[2:], uint16(len(f)))
+	if err := n.storeHostLocked(slot, w); err != nil {
+		n.dmaFailedLocked(err, "rx_done slot")
+		n.haltLocked(s)
+		return false
+	}
+	s.rxDoneIdx++
+	s.rxPending = true
+	return true
+}
+
+// steerLocked picks the slice for a received frame: slice 0 unless several
+// are enabled, then a hash of the IP addresses and ports through the
+// driver's indirection table, so one flow always lands on one slice.
+func (n *NIC) steerLocked(f []byte) *slice {
+	ns := n.fw.numSlices
+	if ns <= 1 {
+		return n.slices[0]
+	}
+	h := flowHash(f)
+	idx := int(h % uint32(ns))
+	if n.fw.rssEnabled && n.fw.rssTableSize > 0 {
+		idx = int(n.bar0[rssTableOff+uint64(h%uint32(n.fw.rssTableSize))])
+		if idx >= ns {
+			idx = 0
+		}
+	}
+	return n.slices[idx]
+}
+
+// flowHash hashes a frame's IPv4/IPv6 addresses and TCP/UDP ports;
+// anything else hashes to 0.
+func flowHash(f []byte) uint32 {
+	l3, etherType := 14, binary.BigEndian.Uint16(f[12:])
+	if etherType == 0x8100 && len(f) >= 18 {
+		l3, etherType = 18, binary.BigEndian.Uint16(f[16:])
+	}
+	var addrs []byte
+	var proto byte
+	l4 := 0
+	switch {
+	case etherType == 0x0800 && len(f) >= l3+20:
+		ihl := int(f[l3]&0x0F) * 4
+		addrs, proto, l4 = f[l3+12:l3+20], f[l3+9], l3+ihl
+		if binary.BigEndian.Uint16(f[l3+6:])&0x3FFF != 0 {
+			proto = 0 // a fragment (MF or an offset): no ports to hash
+		}
+	case etherType == 0x86DD && len(f) >= l3+40:
+		addrs, proto, l4 = f[l3+8:l3+40], f[l3+6], l3+40
+	default:
+		return 0
+	}
+	h := fnv1a(fnvOffset, addrs)
+	if (proto == 6 || proto == 17) && len(f) >= l4+4 {
+		h = fnv1a(h, f[l4:l4+4])
+	}
+	return h
+}
+
+// FNV-1a, inline: hash/fnv's interface value would allocate per frame.
+const (
+	fnvOffset = 2166136261
+	fnvPrime  = 16777619
+)
+
+func fnv1a(h uint32, b []byte) uint32 {
+	for _, c := range b {
+		h = (h ^ uint32(c)) * fnvPrime
+	}
+	return h
+}

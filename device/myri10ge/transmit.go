@@ -1,0 +1,64 @@
+package myri10ge
+
+import (
+	"errors"
+
+	"github.com/myriemu/myriemu/dma"
+)
+
+// sendWrittenLocked looks at a store into a slice's send ring. The driver
+// posts a chain with the first descriptor's flags zero and then rewrites
+// its bytes 12..15 with the real flags in one 4-byte store (§5.4): so a
+// store covering the flags byte of the descriptor at the consumer index
+// is the doorbell. Stores covering other descriptors only fill the ring.
+func (n *NIC) sendWrittenLocked(s *slice, rel uint64, size int) {
+	if rel >= sendRingBytes {
+		return
+	}
+	head := uint64(s.txIdx%sendRingEntries)*sendDescSize + sendOffFlags
+	if covers(rel, size, head) {
+		n.transmitLocked(s)
+	}
+}
+
+// transmitLocked takes every packet posted at the slice's consumer index,
+// puts its frames on the wire and counts it in send_done_count, then
+// reports the completions. Every packet taken counts as done, sent or
+// dropped: the driver frees descriptors by that count, and one it never
+// sees completed would trip its watchdog.
+func (n *NIC) transmitLocked(s *slice) {
+	if !n.attached || s.halted {
+		return
+	}
+	ring := n.bar0[sendRingOff(s.idx):][:sendRingBytes]
+	for budget := sendRingEntries; budget > 0; {
+		cnt, frames, err := s.tx.take(ring, s.txIdx, n.host.Mem)
+		if cnt == 0 {
+			break
+		}
+		budget -= cnt
+		s.txIdx += uint32(cnt)
+		s.sendDone++
+		n.stats.TxPackets++
+		var de *dma.Error
+		switch {
+		case errors.As(err, &de):
+			n.stats.TxDropped++
+			n.dmaFailedLocked(err, "send gather")
+			n.haltLocked(s)
+			return
+		case err != nil:
+			n.stats.TxDropped++
+			n.guestErrorLocked("malformed send chain dropped", "error", err.Error())
+		case !n.fw.running || !n.cfg.Port.LinkUp():
+			n.stats.TxDropped++
+		default:
+			for _, f := range frames {
+				n.stats.TxBytes += uint64(len(f))
+			}
+			n.stats.TxFrames += uint64(len(frames))
+			n.cfg.Port.Send(frames)
+		}
+	}
+	n.maybeInterruptLocked(s)
+}
