@@ -225,7 +225,7 @@ func (r *rig) claim(slice int, irqWord bool) {
 
 type irqBlock struct {
 	sendDone, linkUp, rdmaTags, noSmall, noBig, unicastFiltered uint32
-	linkDown, statsUpdated, valid                                byte
+	linkDown, statsUpdated, valid                               byte
 }
 
 func (r *rig) block(slice int) irqBlock {
