@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ type deviceConfig struct {
 	Kind   string
 	Name   string
 	Socket string
+	Opts   map[string]string // kind-specific keys
 }
 
 // serveConfig is the parsed command line of serve.
@@ -33,6 +35,7 @@ type serveConfig struct {
 	Devices   []deviceConfig
 	LogLevel  logrus.Level
 	LogFormat string // "text" or "json"
+	Pcap      string // capture the switch to this file
 }
 
 // listFlag collects every value of a repeatable flag, in order.
@@ -54,31 +57,44 @@ Once every socket listens, prints one line on stdout:
 Flags:
 `
 
-// newServeFlags returns serve's flag set and where its values land.
-func newServeFlags(out io.Writer, kinds map[string]deviceKind) (*flag.FlagSet, *listFlag, *listFlag, *string, *string) {
+// serveFlags is serve's flag set and where its values land.
+type serveFlags struct {
+	*flag.FlagSet
+	sockets, devices    listFlag
+	level, format, pcap *string
+}
+
+// newServeFlags returns serve's flags.
+func newServeFlags(out io.Writer, kinds map[string]deviceKind) *serveFlags {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(out)
-	var sockets, devices listFlag
-	fs.Var(&sockets, "socket", "UNIX socket `PATH` for the next device without socket= (repeatable)")
-	fs.Var(&devices, "device", "`KIND[,socket=PATH][,name=NAME]` of a device to serve (repeatable); kinds: "+
+	sf := &serveFlags{FlagSet: fs}
+	sockets, devices := &sf.sockets, &sf.devices
+	fs.Var(sockets, "socket", "UNIX socket `PATH` for the next device without socket= (repeatable)")
+	fs.Var(devices, "device", "`KIND[,socket=PATH][,name=NAME]` of a device to serve (repeatable); kinds: "+
 		strings.Join(kindNames(kinds), ", "))
-	level := fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
-	format := fs.String("log-format", "text", "log `format` on stderr: text or json")
+	sf.level = fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
+	sf.format = fs.String("log-format", "text", "log `format` on stderr: text or json")
+	sf.pcap = fs.String("pcap", "", "write every frame crossing the emulated switch to `FILE` (pcap, for tshark)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), serveUsage)
 		fs.PrintDefaults()
 		fmt.Fprint(fs.Output(), "\nDevice kinds:\n")
 		for _, k := range kindNames(kinds) {
 			fmt.Fprintf(fs.Output(), "  %-10s %s\n", k, kinds[k].help)
+			for _, key := range slices.Sorted(maps.Keys(kinds[k].keys)) {
+				fmt.Fprintf(fs.Output(), "      %s=: %s\n", key, kinds[k].keys[key])
+			}
 		}
 	}
-	return fs, &sockets, &devices, level, format
+	return sf
 }
 
 // parseServe parses serve's arguments. Usage mistakes are *usageError;
 // -h/--help is flag.ErrHelp.
 func parseServe(args []string, kinds map[string]deviceKind, out io.Writer) (serveConfig, error) {
-	fs, sockets, devices, level, format := newServeFlags(out, kinds)
+	fs := newServeFlags(out, kinds)
+	sockets, devices, level, format := &fs.sockets, &fs.devices, fs.level, fs.format
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return serveConfig{}, err
@@ -88,7 +104,7 @@ func parseServe(args []string, kinds map[string]deviceKind, out io.Writer) (serv
 	if fs.NArg() > 0 {
 		return serveConfig{}, usagef("unexpected argument %q", fs.Arg(0))
 	}
-	var cfg serveConfig
+	cfg := serveConfig{Pcap: *fs.pcap}
 	lv, err := logrus.ParseLevel(*level)
 	if err != nil || lv < logrus.ErrorLevel {
 		return cfg, usagef("--log-level %q: want trace, debug, info, warn or error", *level)
@@ -170,7 +186,14 @@ func parseDevice(spec string, kinds map[string]deviceKind) (deviceConfig, error)
 			}
 			d.Name = v
 		default:
-			return d, usagef("--device %q: unknown key %q (known: socket, name)", spec, k)
+			if _, ok := kinds[d.Kind].keys[k]; !ok {
+				known := append([]string{"socket", "name"}, slices.Sorted(maps.Keys(kinds[d.Kind].keys))...)
+				return d, usagef("--device %q: unknown key %q (known: %s)", spec, k, strings.Join(known, ", "))
+			}
+			if d.Opts == nil {
+				d.Opts = map[string]string{}
+			}
+			d.Opts[k] = v
 		}
 	}
 	return d, nil

@@ -5,13 +5,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"io"
+	"net"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/myriemu/myriemu/device/myri10ge"
 	"github.com/myriemu/myriemu/device/testdev"
+	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/myriemu/myriemu/vfiouser"
 	"github.com/sirupsen/logrus"
@@ -26,10 +32,19 @@ type device interface {
 	Close() error
 }
 
+// deviceEnv is what a device kind gets to build one device.
+type deviceEnv struct {
+	Name string
+	Log  *logrus.Entry
+	Opts map[string]string // the kind's own --device keys
+	Wire *fabric.Switch    // the emulated wire every NIC of this process joins
+}
+
 // deviceKind is a kind of device serve can create.
 type deviceKind struct {
 	help string
-	new  func(name string, log *logrus.Entry) (device, error)
+	keys map[string]string // --device keys of this kind beyond socket and name, and their help
+	new  func(env deviceEnv) (device, error)
 }
 
 // deviceKinds is the registry of device kinds.
@@ -37,13 +52,22 @@ func deviceKinds() map[string]deviceKind {
 	return map[string]deviceKind{
 		"testdev": {
 			help: "generic test function 1234:7e57: DMA engine, MSI-X/MSI/INTx, WC window (device/testdev/README.md)",
-			new: func(name string, log *logrus.Entry) (device, error) {
-				d, err := testdev.New(name, log)
+			new: func(env deviceEnv) (device, error) {
+				d, err := testdev.New(env.Name, env.Log)
 				if err != nil {
 					return nil, err
 				}
 				return d, nil
 			},
+		},
+		"myri10ge": {
+			help: "Myricom Myri-10G NIC 14c1:0008 for the unmodified Linux myri10ge driver, on the process's switch (device/myri10ge/README.md)",
+			keys: map[string]string{
+				"mac":    "permanent MAC address (default: 00:60:dd and three bytes hashed from the name, so stable per name)",
+				"slices": "RSS slices and MSI-X vectors offered, 1..32 (default 1)",
+				"serial": "EEPROM serial number (default: hashed from the name)",
+			},
+			new: newMyri10ge,
 		},
 	}
 }
@@ -52,11 +76,49 @@ const usage = `myriemu serves emulated PCI devices to QEMU guests over vfio-user
 
 Usage:
   myriemu serve --socket PATH --device KIND [...]   serve devices until SIGTERM or SIGINT
+  myriemu firmware --out DIR                       write the myri10ge firmware files a guest needs for RSS
   myriemu version                                  print the version
   myriemu help [serve]                             print help
 
 Run 'myriemu help serve' for serve's flags and the device kinds.
 `
+
+// newMyri10ge builds a Myri-10G NIC with a port on the process's switch.
+func newMyri10ge(env deviceEnv) (device, error) {
+	h := fnv.New32a()
+	h.Write([]byte(env.Name))
+	sum := h.Sum32()
+	cfg := myri10ge.Config{
+		Name:   env.Name,
+		MAC:    net.HardwareAddr{0x00, 0x60, 0xdd, byte(sum >> 16), byte(sum >> 8), byte(sum)},
+		Serial: sum % 1000000,
+		Slices: 1,
+		Log:    env.Log,
+	}
+	if v, ok := env.Opts["mac"]; ok {
+		mac, err := net.ParseMAC(v)
+		if err != nil {
+			return nil, fmt.Errorf("mac=%s: %w", v, err)
+		}
+		cfg.MAC = mac
+	}
+	if v, ok := env.Opts["slices"]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return nil, fmt.Errorf("slices=%s: not a number", v)
+		}
+		cfg.Slices = n
+	}
+	if v, ok := env.Opts["serial"]; ok {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("serial=%s: not a 32-bit number", v)
+		}
+		cfg.Serial = uint32(n)
+	}
+	cfg.Port = env.Wire.NewPort(env.Name)
+	return myri10ge.New(cfg)
+}
 
 // app is one run of the command.
 type app struct {
@@ -77,6 +139,8 @@ func (a *app) run(ctx context.Context, args []string) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		return a.runServe(ctx, rest)
+	case "firmware":
+		return a.runFirmware(rest)
 	case "version", "--version", "-version":
 		fmt.Fprintln(a.stdout, versionString())
 		return 0
@@ -85,8 +149,7 @@ func (a *app) run(ctx context.Context, args []string) int {
 		case len(rest) == 0:
 			fmt.Fprint(a.stdout, usage)
 		case len(rest) == 1 && rest[0] == "serve":
-			fs, _, _, _, _ := newServeFlags(a.stdout, a.kinds)
-			fs.Usage()
+			newServeFlags(a.stdout, a.kinds).Usage()
 		default:
 			fmt.Fprintf(a.stderr, "myriemu help: no help for %q\n", strings.Join(rest, " "))
 			return 2
@@ -101,8 +164,7 @@ func (a *app) run(ctx context.Context, args []string) int {
 func (a *app) runServe(ctx context.Context, args []string) int {
 	cfg, err := parseServe(args, a.kinds, io.Discard)
 	if errors.Is(err, flag.ErrHelp) {
-		fs, _, _, _, _ := newServeFlags(a.stdout, a.kinds)
-		fs.Usage()
+		newServeFlags(a.stdout, a.kinds).Usage()
 		return 0
 	}
 	if err != nil {
@@ -127,6 +189,27 @@ type served struct {
 // and serves until ctx is done (nil) or a server fails (its error).
 func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	root := a.logger(cfg)
+	wire := fabric.NewSwitch(root)
+	defer wire.Close()
+	if cfg.Pcap != "" {
+		file, err := os.Create(cfg.Pcap)
+		if err != nil {
+			return fmt.Errorf("pcap: %w", err)
+		}
+		c, err := fabric.NewCapture(file)
+		if err != nil {
+			file.Close()
+			return err
+		}
+		wire.SetCapture(c)
+		defer func() {
+			wire.SetCapture(nil)
+			if err := c.Close(); err != nil {
+				root.WithError(err).Error("closing the capture failed")
+			}
+			root.WithFields(logrus.Fields{"file": cfg.Pcap, "frames": c.Frames()}).Info("capture written")
+		}()
+	}
 	var all []*served
 	// shutdown closes the servers (dropping clients, removing the socket
 	// files) in parallel, then releases the devices.
@@ -147,7 +230,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 		}
 	}
 	for _, dc := range cfg.Devices {
-		s, err := a.listen(root, dc)
+		s, err := a.listen(root, wire, dc)
 		if err != nil {
 			shutdown()
 			return err
@@ -180,9 +263,9 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 }
 
 // listen creates device dc and listens on its socket.
-func (a *app) listen(root *logrus.Entry, dc deviceConfig) (*served, error) {
+func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig) (*served, error) {
 	log := root.WithField("device", dc.Name)
-	dev, err := a.kinds[dc.Kind].new(dc.Name, log)
+	dev, err := a.kinds[dc.Kind].new(deviceEnv{Name: dc.Name, Log: log, Opts: dc.Opts, Wire: wire})
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", dc.Name, err)
 	}
@@ -264,4 +347,36 @@ func versionString() string {
 		s += " (" + rev[:min(12, len(rev))] + modified + ")"
 	}
 	return s + " " + bi.GoVersion
+}
+
+// runFirmware writes the firmware files the myri10ge driver loads for its
+// multi-slice (RSS) mode, under every name it may ask for.
+func (a *app) runFirmware(args []string) int {
+	fs := flag.NewFlagSet("firmware", flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	out := fs.String("out", "", "`DIR` to write the files into (the guest's /lib/firmware)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *out == "" || fs.NArg() > 0 {
+		fmt.Fprintln(a.stderr, "usage: myriemu firmware --out DIR")
+		return 2
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		fmt.Fprintf(a.stderr, "myriemu firmware: %v\n", err)
+		return 1
+	}
+	img := myri10ge.FirmwareImage()
+	for _, name := range myri10ge.FirmwareNames {
+		p := filepath.Join(*out, name)
+		if err := os.WriteFile(p, img, 0o644); err != nil {
+			fmt.Fprintf(a.stderr, "myriemu firmware: %v\n", err)
+			return 1
+		}
+		fmt.Fprintln(a.stdout, p)
+	}
+	return 0
 }

@@ -308,3 +308,69 @@ func TestSignal(t *testing.T) {
 		})
 	}
 }
+
+// TestServeMyri10geWithCapture serves two NICs on one switch with a
+// capture, and checks the identity through config space and that the
+// capture is a pcap file once serve has stopped.
+func TestServeMyri10geWithCapture(t *testing.T) {
+	leaktest.Check(t)
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
+	pcap := filepath.Join(dir, "wire.pcap")
+	ready, stop, stderr := startServe(t, "serve",
+		"--device", "myri10ge,socket="+a+",mac=00:60:dd:00:00:0a",
+		"--device", "myri10ge,socket="+b+",slices=4", "--pcap", pcap)
+	if want := "myriemu: ready device=myri10ge0 socket=" + a + " device=myri10ge1 socket=" + b; ready != want {
+		t.Errorf("readiness line %q, want %q", ready, want)
+	}
+	c, err := vfiousertest.Dial(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Negotiate(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.ReadConfig32(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 0x000814c1 {
+		t.Errorf("vendor/device %#08x, want 0x000814c1", got)
+	}
+	c.Close()
+	if code := stop(); code != 0 {
+		t.Fatalf("serve exit %d; stderr:\n%s", code, stderr)
+	}
+	data, err := os.ReadFile(pcap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A nanosecond pcap header: magic a1b23c4d (little-endian on disk).
+	if len(data) < 24 || binary.LittleEndian.Uint32(data) != 0xa1b23c4d {
+		t.Errorf("capture %d bytes, not a nanosecond pcap file", len(data))
+	}
+}
+
+func TestFirmwareCommand(t *testing.T) {
+	dir := t.TempDir()
+	var stdout, stderr syncBuffer
+	a := &app{stdout: &stdout, stderr: &stderr, kinds: deviceKinds()}
+	if code := a.run(context.Background(), []string{"firmware", "--out", dir}); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	for _, name := range []string{"myri10ge_eth_z8e.dat", "myri10ge_rss_ethp_z8e.dat"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The driver's checks (§3.6): a multiple of 8, header pointer at
+		// 0x3C, header inside the file.
+		hdr := binary.BigEndian.Uint32(b[0x3C:])
+		if len(b)%8 != 0 || hdr%4 != 0 || int(hdr)+0xC0 > len(b) || string(b[hdr+4:hdr+8]) != "ETH " {
+			t.Errorf("%s: not a firmware image the driver accepts", name)
+		}
+	}
+	if code := a.run(context.Background(), []string{"firmware"}); code != 2 {
+		t.Errorf("firmware without --out: exit %d, want 2", code)
+	}
+}
