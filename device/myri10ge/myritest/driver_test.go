@@ -816,3 +816,88 @@ func TestSetMTUReopens(t *testing.T) {
 		t.Errorf("first command %s, want ETHERNET_DOWN", cmds[0])
 	}
 }
+
+// TestPollingMode: without Interrupts the driver polls the valid byte.
+func TestPollingMode(t *testing.T) {
+	mem := NewMemory(make([]byte, 8<<20), testBase)
+	fd := newFakeDev(t, mem, fakeOpts{})
+	d := New(fd, mem, nil, Options{})
+	ctx := testCtx(t)
+	if err := d.Probe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Xmit(0, FramePacket(testFrame(100))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WaitTx(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := fd.deliver(0, testFrame(300)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Receive(ctx, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.CheckClean(); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestRSSSingleTxFallback: firmware that refuses multiple TX queues
+// (ERROR_RANGE with the bit) gets ENABLE_RSS_QUEUES again without it; the
+// other slices are then receive-only: no send ring, no stats block, and
+// their handler only schedules NAPI.
+func TestRSSSingleTxFallback(t *testing.T) {
+	fw := fakeFirmware(256)
+	// No plain firmware file: the driver adopts, and then asks for the
+	// unaligned RSS file (its name is "adopted", not the aligned one).
+	d, fd, _ := newTestDriver(t, fakeOpts{msix: 2}, Options{MaxSlices: 2, Firmware: map[string][]byte{FWRSSUnaligned: fw}})
+	fd.answer[CmdEnableRSSQueues] = func(c fakeCmd) (uint32, Status, bool) {
+		if c.D1&rssMultipleTx != 0 {
+			return 0, StatusErrorRange, true
+		}
+		return 0, StatusOK, true
+	}
+	ctx := testCtx(t)
+	if err := d.Probe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var got []fakeCmd
+	for _, c := range fd.cmds {
+		switch c.Cmd {
+		case CmdEnableRSSQueues, CmdGetSendOffset, CmdSetStatsDMAV2:
+			got = append(got, fakeCmd{Cmd: c.Cmd, D0: c.D0 & 0xffff, D1: c.D1 & 0xff})
+		}
+	}
+	// Probe's reset: (2, 3) refused, (2, 1); open's reset: (2, 1); open: (2, 1).
+	want := []fakeCmd{{Cmd: CmdEnableRSSQueues, D0: 2, D1: 3}, {Cmd: CmdEnableRSSQueues, D0: 2, D1: 1},
+		{Cmd: CmdEnableRSSQueues, D0: 2, D1: 1}, {Cmd: CmdEnableRSSQueues, D0: 2, D1: 1},
+		{Cmd: CmdGetSendOffset, D0: 0, D1: 0xef}, {Cmd: CmdSetStatsDMAV2, D0: uint32(d.ss[0].stats) & 0xffff, D1: 1}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("commands (-want +got):\n%s", diff)
+	}
+	if err := d.Xmit(1, FramePacket(testFrame(100))); !errors.Is(err, ErrState) {
+		t.Errorf("Xmit on a receive-only slice: %v, want ErrState", err)
+	}
+	if err := fd.deliver(1, testFrame(200)); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := d.ServiceInterrupt(ctx, 1)
+	if err != nil || len(ev.Frames) != 1 || ev.Valid != 0 {
+		t.Fatalf("receive-only slice: %d frames, valid %d, %v", len(ev.Frames), ev.Valid, err)
+	}
+	for _, a := range fd.access {
+		if a.Write && a.Off == fkAck+8+4 {
+			t.Error("claim word 1 of a receive-only slice written")
+		}
+	}
+}

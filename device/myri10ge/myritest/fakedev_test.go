@@ -408,7 +408,16 @@ func (f *fakeDev) execute(c fakeCmd) (uint32, Status) {
 // maybeInterrupt is the device side of the token protocol (§6.2).
 func (f *fakeDev) maybeInterrupt(s int) {
 	sl := f.sl[s]
-	if !sl.irqToken || sl.stats == 0 {
+	if sl.stats == 0 {
+		// A receive-only slice (one TX queue): no block, just the vector,
+		// under the RX token.
+		if s != 0 && sl.pending && sl.rxToken {
+			sl.rxToken, sl.pending = false, false
+			f.raise(s)
+		}
+		return
+	}
+	if !sl.irqToken {
 		return
 	}
 	passRx := (sl.rxToken || f.ignoreRx) && sl.pending

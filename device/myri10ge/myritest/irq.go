@@ -71,6 +71,7 @@ func (d *Driver) serviceInterrupt(ctx context.Context, slice int, _ bool) (Event
 	}
 	irq, s := d.irq, d.ss[slice]
 	rxOnly := d.numTxQueues == 1 && slice != 0
+	nextSlot := s.rxDone + uint64(slotSize*s.rxDoneIdx)
 	d.mu.Unlock()
 
 	if irq != nil {
@@ -79,7 +80,7 @@ func (d *Driver) serviceInterrupt(ctx context.Context, slice int, _ bool) (Event
 		}
 	} else {
 		for {
-			if rxOnly && d.mem.loadBE32(s.rxDone+uint64(slotSize*s.rxDoneIdx))&0xffff != 0 ||
+			if rxOnly && d.mem.loadBE32(nextSlot)&0xffff != 0 ||
 				!rxOnly && d.mem.loadBE32(s.stats+irqOffTxStopped)&0xff != 0 {
 				break
 			}
