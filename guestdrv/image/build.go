@@ -38,7 +38,12 @@ func BuildGo(ctx context.Context, dir, outDir string, pkgs ...string) ([]string,
 		return nil, fmt.Errorf("image: go list %s: %w", strings.Join(pkgs, " "), err)
 	}
 	var paths []string
-	for _, line := range strings.Split(strings.TrimSpace(string(listed)), "\n") {
+	lines := strings.Split(strings.TrimSpace(string(listed)), "\n")
+	if len(lines) != len(pkgs) {
+		// go list folds duplicates; the caller's paths would not line up.
+		return nil, fmt.Errorf("image: go list %s: %d packages for %d arguments (duplicates?)", strings.Join(pkgs, " "), len(lines), len(pkgs))
+	}
+	for _, line := range lines {
 		name, importPath, _ := strings.Cut(line, " ")
 		if name != "main" {
 			return nil, fmt.Errorf("image: %s is not a main package", importPath)

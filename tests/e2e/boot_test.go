@@ -40,3 +40,21 @@ func TestBootSmoke(t *testing.T) {
 	}
 	t.Logf("guest results:\n%s", harness.Results(r))
 }
+
+// TestTwoGuests boots two guests at once, as the two-guest Myri-10G demo
+// will: each gets its own QEMU, QMP socket, console and verdict.
+func TestTwoGuests(t *testing.T) {
+	h := harness.New(t, env)
+	g := func(name string) harness.Guest {
+		return harness.Guest{
+			Name:     name,
+			Programs: []string{"./guestdrv/cmd/e2e-probe"},
+			Scenario: "e2e-probe -want " + hostBridge,
+			Require:  []string{"pci.want:" + hostBridge},
+		}
+	}
+	runs := h.Guests(g("left"), g("right"))
+	if len(runs) != 2 || runs[0].Guest != "left" || runs[1].Guest != "right" {
+		t.Fatalf("runs out of order: %v", runs)
+	}
+}

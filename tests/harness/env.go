@@ -204,9 +204,11 @@ func (e *Env) GuestPrograms(ctx context.Context, pkgs ...string) ([]string, erro
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var todo []string
+	queued := map[string]bool{}
 	for _, p := range pkgs {
-		if _, ok := e.programs[p]; !ok {
+		if _, ok := e.programs[p]; !ok && !queued[p] {
 			todo = append(todo, p)
+			queued[p] = true
 		}
 	}
 	if len(todo) > 0 {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/myriemu/myriemu/guestdrv/image"
@@ -98,6 +99,28 @@ func (e *Env) RunGuest(ctx context.Context, g Guest) *Run {
 	}
 	r.Err = e.runGuest(ctx, g, r)
 	return r
+}
+
+// RunGuests boots the guests at the same time (e.g. two guests on one
+// emulated wire) and returns their runs in order once all have ended.
+func (e *Env) RunGuests(ctx context.Context, gs ...Guest) []*Run {
+	// Build the shared programs first, once, rather than racing to.
+	var pkgs []string
+	for _, g := range gs {
+		pkgs = append(pkgs, g.Programs...)
+	}
+	_, _ = e.GuestPrograms(ctx, pkgs...) // errors surface again per guest
+	runs := make([]*Run, len(gs))
+	var wg sync.WaitGroup
+	for i, g := range gs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runs[i] = e.RunGuest(ctx, g)
+		}()
+	}
+	wg.Wait()
+	return runs
 }
 
 func (e *Env) runGuest(ctx context.Context, g Guest, r *Run) error {

@@ -113,6 +113,30 @@ func (h *T) Guest(g Guest) *Run {
 	return r
 }
 
+// Guests boots several guests at once, each with its files under the
+// test's artifacts directory, and fails the test with every failed guest's
+// report unless all passed.
+func (h *T) Guests(gs ...Guest) []*Run {
+	h.Helper()
+	for i := range gs {
+		if gs[i].Dir == "" {
+			gs[i].Dir = filepath.Join(h.Dir, gs[i].Name)
+		}
+	}
+	runs := h.Env.RunGuests(h.Context(), gs...)
+	var reports []string
+	for _, r := range runs {
+		h.Logf("guest %s: %s (QEMU %.1fs)", r.Guest, map[bool]string{true: "passed", false: "failed"}[r.Err == nil], r.Elapsed.Seconds())
+		if r.Err != nil {
+			reports = append(reports, r.Report(h.servers...))
+		}
+	}
+	if len(reports) > 0 {
+		h.Fatalf("%s", strings.Join(reports, "\n"))
+	}
+	return runs
+}
+
 // MustPass boots g and fails the test with the full report unless it
 // passed.
 func (h *T) MustPass(g Guest) *Run {
