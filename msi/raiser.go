@@ -62,8 +62,9 @@ func (m Mode) String() string {
 type Raiser interface {
 	// Raise signals vector: an MSI-X or MSI message when one of those is
 	// enabled, else it asserts INTx (vector is then ignored). It never
-	// blocks. A vector that is masked, de-assigned or out of range is
-	// recorded as pending and counted, never an error.
+	// blocks and is never an error: a vector that is masked or has no
+	// eventfd is recorded as pending and counted; one beyond the enabled
+	// range, or a raise with nothing enabled, is only counted.
 	Raise(vector int)
 	// Lower deasserts INTx. MSI and MSI-X are edge-triggered and ignore it.
 	Lower()
