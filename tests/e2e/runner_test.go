@@ -56,7 +56,7 @@ func TestRunnerKillsHungGuest(t *testing.T) {
 	if r.Err == nil || !r.TimedOut {
 		t.Fatalf("hung guest: TimedOut=%v Err=%v, want a timeout:\n%s", r.TimedOut, r.Err, r.Report())
 	}
-	if !strings.Contains(r.Err.Error(), "did not power off within 15s of E2E-BOOT: QEMU killed") {
+	if !strings.Contains(r.Err.Error(), "did not power off within 15s of E2E-BOOT: QEMU stopped with QMP quit") {
 		t.Errorf("error does not say the guest was killed at its timeout: %v", r.Err)
 	}
 	if after := r.Elapsed - r.BootTime; after < timeout || after > timeout+10*time.Second {

@@ -221,16 +221,26 @@ wait:
 				r.PCI, queryErr = e.queryDevices(runCtx, m, g.Devices)
 			}
 		case <-bootTimer.C:
-			timedOut = fmt.Sprintf("guest %s did not reach /init (E2E-BOOT) within %v: QEMU killed", g.Name, r.BootTimeout)
+			timedOut = fmt.Sprintf("guest %s did not reach /init (E2E-BOOT) within %v", g.Name, r.BootTimeout)
 			break wait
 		case <-scenario:
-			timedOut = fmt.Sprintf("guest %s did not power off within %v of E2E-BOOT: QEMU killed", g.Name, r.Timeout)
+			timedOut = fmt.Sprintf("guest %s did not power off within %v of E2E-BOOT", g.Name, r.Timeout)
 			break wait
 		case <-ctx.Done():
 			break wait
 		}
 	}
-	if timedOut != "" || ctx.Err() != nil {
+	if timedOut != "" {
+		// Ask QEMU to quit over QMP; Shutdown kills it if that fails.
+		qctx, qcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := m.Shutdown(qctx); err != nil {
+			timedOut += fmt.Sprintf(": QEMU killed (%v)", err)
+		} else {
+			timedOut += ": QEMU stopped with QMP quit"
+		}
+		qcancel()
+	}
+	if ctx.Err() != nil {
 		_ = m.Kill()
 	}
 	werr := m.Wait(context.Background()) // QEMU is gone or killed: returns at once
