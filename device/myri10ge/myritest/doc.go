@@ -46,8 +46,11 @@
 // bus := myritest.NewFunction(t, f) replace the first four lines.
 //
 // Options are the module parameters (MTU, slices, firmware files, MSI or
-// INTx, small buffer size, ...). Cmd sends raw commands for tests of
-// sequences the driver does not make. Section numbers (§) in this
+// INTx, small buffer size, ...). Beyond probe, open, close and the data
+// path, the driver's other entry points are there too: SetMTU, SetMACAddress,
+// SetRxMode, SetPause, SetCoalesce, LED, Suspend and Resume, WatchdogTick
+// and WatchdogReset. Cmd sends raw commands for tests of sequences the
+// driver does not make. Section numbers (§) in this
 // package refer to shared/reference/myri10ge-device-interface.md; the
 // driver source (drivers/net/ethernet/myricom/myri10ge/myri10ge.c) is the
 // final word, and the function each method follows is named in its doc.

@@ -18,8 +18,8 @@ type Event struct {
 	// link state; Link is the new link_up value.
 	LinkChanged bool
 	Link        uint32
-	LinkDown    int // link_down of the update (the ETHERNET_DOWN report)
-	Polled      bool
+	LinkDown    int  // link_down of the update (the ETHERNET_DOWN report)
+	Polled      bool // the handler scheduled NAPI (valid & 1) and the poll ran
 }
 
 // Frame is a received frame as the driver took it from the rings.
@@ -56,10 +56,6 @@ type Frame struct {
 // that is not the sum over frame[14:]. The token protocol is completed
 // before such an error is returned.
 func (d *Driver) ServiceInterrupt(ctx context.Context, slice int) (Event, error) {
-	return d.serviceInterrupt(ctx, slice, false)
-}
-
-func (d *Driver) serviceInterrupt(ctx context.Context, slice int, _ bool) (Event, error) {
 	d.mu.Lock()
 	if d.mode == 0 || slice < 0 || slice >= len(d.ss) {
 		d.mu.Unlock()
@@ -127,9 +123,6 @@ func (d *Driver) intr(ctx context.Context, s *sliceState, rxOnly bool) (Event, b
 	}
 	ev.Valid = valid
 	var errs []error
-	if s.irqHeld {
-		errs = append(errs, d.violation("slice %d: interrupt while the driver still holds the IRQ token", s.idx))
-	}
 	s.irqHeld = true
 	schedule := false
 	if valid&1 != 0 {

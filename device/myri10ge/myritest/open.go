@@ -24,7 +24,7 @@ func (d *Driver) Open(ctx context.Context) error {
 	wctx, cancel := context.WithTimeout(ctx, d.opts.LinkTimeout)
 	defer cancel()
 	for d.Link() != LinkUp {
-		ev, err := d.serviceInterrupt(wctx, 0, true)
+		ev, err := d.ServiceInterrupt(wctx, 0)
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 				d.mu.Lock()
@@ -322,7 +322,7 @@ func (d *Driver) Close(ctx context.Context) error {
 	if !isFatal(downErr) && !rebooted {
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		for d.downCount() == oldDown {
-			ev, err := d.serviceInterrupt(wctx, 0, true)
+			ev, err := d.ServiceInterrupt(wctx, 0)
 			if err != nil {
 				if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 					waitErr = err
