@@ -70,10 +70,7 @@ func (d *Driver) mailbox(ctx context.Context, cmd Cmd, c cmdWords, atomic bool) 
 	if err := d.pioCopy(OffCmd, blk[:]); err != nil {
 		return 0, StatusNoResponse, err
 	}
-	budget := cmdBudget
-	if atomic {
-		budget = cmdBudgetAtomic
-	}
+	budget := cmdTimeout(atomic)
 	answered := func() bool { return Status(d.mem.loadBE32(d.cmdBus+respOffResult)) != StatusNoResponse }
 	ok, err := d.poll(ctx, budget, answered)
 	if err != nil {
@@ -87,6 +84,14 @@ func (d *Driver) mailbox(ctx context.Context, cmd Cmd, c cmdWords, atomic bool) 
 	result := Status(d.mem.loadBE32(d.cmdBus + respOffResult))
 	value := d.mem.loadBE32(d.cmdBus + respOffData)
 	return value, result, nil
+}
+
+// cmdTimeout is the driver's budget for a command's response.
+func cmdTimeout(atomic bool) time.Duration {
+	if atomic {
+		return cmdBudgetAtomic
+	}
+	return cmdBudget
 }
 
 // poll waits up to budget for cond, as the driver's sleep loops do. When

@@ -43,21 +43,19 @@ func deferAnswer(fd *fakeDev, cmd Cmd, release func(func())) {
 }
 
 func TestCmdTimeouts(t *testing.T) {
-	for _, tc := range []struct {
-		atomic   bool
-		min, max time.Duration
-	}{
-		{false, cmdBudget, time.Second},
-		{true, cmdBudgetAtomic, cmdBudget},
-	} {
+	if cmdTimeout(false) != 15*time.Millisecond || cmdTimeout(true) != time.Millisecond {
+		t.Errorf("budgets %v and %v, want the driver's 15 ms and 1 ms (atomic)", cmdTimeout(false), cmdTimeout(true))
+	}
+	for _, atomic := range []bool{false, true} {
 		d, fd, _ := newTestDriver(t, fakeOpts{}, Options{})
 		fd.answer[CmdSetMTU] = func(fakeCmd) (uint32, Status, bool) { return 0, 0, false }
 		start := time.Now()
-		_, st, err := d.Cmd(testCtx(t), CmdSetMTU, 1, 2, 3, tc.atomic)
+		_, st, err := d.Cmd(testCtx(t), CmdSetMTU, 1, 2, 3, atomic)
 		el := time.Since(start)
 		wantErr(t, err, ErrTimeout, "SET_MTU")
-		if st != StatusNoResponse || el < tc.min || el > tc.max {
-			t.Errorf("atomic %v: status %s after %v, want NO_RESPONSE after %v..%v", tc.atomic, st, el, tc.min, tc.max)
+		// Only the lower bound: a loaded host may stretch the wait.
+		if st != StatusNoResponse || el < cmdTimeout(atomic) {
+			t.Errorf("atomic %v: status %s after %v, want NO_RESPONSE after at least %v", atomic, st, el, cmdTimeout(atomic))
 		}
 	}
 }
