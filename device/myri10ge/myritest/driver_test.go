@@ -901,3 +901,48 @@ func TestRSSSingleTxFallback(t *testing.T) {
 		}
 	}
 }
+
+// TestWideLinkFirmwareProbe: with 8 lanes or more the driver loads the
+// aligned firmware and runs UNALIGNED_TEST; ERROR_UNALIGNED sends it to
+// the unaligned firmware (here absent: adopted) without a warning (§3.4).
+func TestWideLinkFirmwareProbe(t *testing.T) {
+	for _, tc := range []struct {
+		status   Status
+		wantName string
+		wantTxB  int
+	}{
+		{StatusOK, FWAligned, 4096},
+		{StatusErrorUnaligned, fwAdopted, 2048},
+	} {
+		fw := fakeFirmware(512)
+		d, fd, _ := newTestDriver(t, fakeOpts{linkWidth: 8}, Options{Firmware: map[string][]byte{FWAligned: fw}})
+		st := tc.status
+		fd.answer[CmdUnalignedTest] = func(fakeCmd) (uint32, Status, bool) { return 0x01000100, st, true }
+		if err := d.Probe(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		name, _, txb := d.Firmware()
+		if name != tc.wantName || txb != tc.wantTxB {
+			t.Errorf("UNALIGNED_TEST %s: firmware %q tx boundary %d, want %q %d", st, name, txb, tc.wantName, tc.wantTxB)
+		}
+		var tests []uint32
+		for _, c := range fd.cmds {
+			if c.Cmd == CmdUnalignedTest {
+				tests = append(tests, c.D2)
+			}
+		}
+		want := []uint32{4096 << 16, 4096, 4096 * 0x10001}
+		if st != StatusOK {
+			want = want[:1]
+		}
+		if diff := cmp.Diff(want, tests); diff != "" {
+			t.Errorf("UNALIGNED_TEST %s: data2 of the tests (-want +got):\n%s", st, diff)
+		}
+		if mrrs := binary.LittleEndian.Uint16(fd.cfg[0x80+pcieDevCtl:]) & pcieDevCtlMRRS; mrrs != 5<<12 {
+			t.Errorf("DEVCTL.MRRS %#x, want 4096 (5<<12)", mrrs)
+		}
+		if err := d.CheckClean(); err != nil {
+			t.Error(err)
+		}
+	}
+}
