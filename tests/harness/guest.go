@@ -196,7 +196,7 @@ func (e *Env) runGuest(ctx context.Context, g Guest, r *Run) error {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			r.TimedOut = true
 		}
-		return fmt.Errorf("QEMU did not start: %w", err)
+		return fmt.Errorf("QEMU failed to come up: %w", err)
 	}
 	var timedOut string
 	var queryErr error
