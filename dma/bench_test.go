@@ -24,13 +24,13 @@ func BenchmarkCopy(b *testing.B) {
 	const off = 0x1000
 	for _, size := range []int{64, 1500, 64 << 10, 1 << 20} {
 		p := buf[:size]
-		b.Run(fmt.Sprintf("size=%d/copy-from", size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("size=%d/dir=read/impl=copy", size), func(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {
 				copy(p, guest[off:])
 			}
 		})
-		b.Run(fmt.Sprintf("size=%d/ReadAt", size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("size=%d/dir=read/impl=dma", size), func(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {
 				if _, err := m.ReadAt(p, iova+off); err != nil {
@@ -38,13 +38,13 @@ func BenchmarkCopy(b *testing.B) {
 				}
 			}
 		})
-		b.Run(fmt.Sprintf("size=%d/copy-to", size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("size=%d/dir=write/impl=copy", size), func(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {
 				copy(guest[off:], p)
 			}
 		})
-		b.Run(fmt.Sprintf("size=%d/WriteAt", size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("size=%d/dir=write/impl=dma", size), func(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {
 				if _, err := m.WriteAt(p, iova+off); err != nil {

@@ -22,14 +22,14 @@ func BenchmarkRaise(b *testing.B) {
 	var one, buf [8]byte
 	binary.LittleEndian.PutUint64(one[:], 1)
 
-	b.Run("eventfd-write", func(b *testing.B) {
+	b.Run("op=signal/impl=eventfd", func(b *testing.B) {
 		fd := efd(b)
 		defer unix.Close(fd)
 		for b.Loop() {
 			unix.Write(fd, one[:])
 		}
 	})
-	b.Run("Raise", func(b *testing.B) {
+	b.Run("op=signal/impl=msi", func(b *testing.B) {
 		tb := NewTable(testCounts, nil)
 		defer tb.Reset()
 		fd := efd(b)
@@ -38,7 +38,7 @@ func BenchmarkRaise(b *testing.B) {
 			tb.Raise(0)
 		}
 	})
-	b.Run("eventfd-write+read", func(b *testing.B) {
+	b.Run("op=signal+read/impl=eventfd", func(b *testing.B) {
 		fd := efd(b)
 		defer unix.Close(fd)
 		for b.Loop() {
@@ -46,7 +46,7 @@ func BenchmarkRaise(b *testing.B) {
 			unix.Read(fd, buf[:])
 		}
 	})
-	b.Run("Raise+read", func(b *testing.B) {
+	b.Run("op=signal+read/impl=msi", func(b *testing.B) {
 		tb := NewTable(testCounts, nil)
 		defer tb.Reset()
 		fd := efd(b)

@@ -175,9 +175,10 @@ func benchPosted(b *testing.B, r *rawConn) {
 }
 
 func BenchmarkRegionRead4(b *testing.B) {
-	b.Run("server", func(b *testing.B) { benchRoundTrip(b, serverConn(b)) })
-	b.Run("socketpair", func(b *testing.B) { benchRoundTrip(b, echoPair(b)) })
-	b.Run("vfiousertest", func(b *testing.B) {
+	// The raw baseline first: benchstat -col /impl compares against it.
+	b.Run("impl=socketpair", func(b *testing.B) { benchRoundTrip(b, echoPair(b)) })
+	b.Run("impl=server", func(b *testing.B) { benchRoundTrip(b, serverConn(b)) })
+	b.Run("impl=vfiousertest", func(b *testing.B) {
 		s := startServer(b, "benchc")
 		c, err := vfiousertest.Dial(context.Background(), s.Path)
 		if err != nil {
@@ -199,6 +200,6 @@ func BenchmarkRegionRead4(b *testing.B) {
 }
 
 func BenchmarkPostedWrite4(b *testing.B) {
-	b.Run("server", func(b *testing.B) { benchPosted(b, serverConn(b)) })
-	b.Run("socketpair", func(b *testing.B) { benchPosted(b, echoPair(b)) })
+	b.Run("impl=socketpair", func(b *testing.B) { benchPosted(b, echoPair(b)) })
+	b.Run("impl=server", func(b *testing.B) { benchPosted(b, serverConn(b)) })
 }

@@ -16,25 +16,25 @@ func BenchmarkAccess(b *testing.B) {
 	buf := make([]byte, 64<<10)
 	for _, size := range []int{4, 64, 4096, 64 << 10} {
 		p := buf[:size]
-		b.Run(fmt.Sprintf("size=%d/copy-from", size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("size=%d/dir=read/impl=copy", size), func(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {
 				copy(p, w.mem[0x100:])
 			}
 		})
-		b.Run(fmt.Sprintf("size=%d/ReadAt", size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("size=%d/dir=read/impl=wcbar", size), func(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {
 				w.ReadAt(p, 0x100)
 			}
 		})
-		b.Run(fmt.Sprintf("size=%d/copy-to", size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("size=%d/dir=write/impl=copy", size), func(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {
 				copy(w.mem[0x100:], p)
 			}
 		})
-		b.Run(fmt.Sprintf("size=%d/WriteAt", size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("size=%d/dir=write/impl=wcbar", size), func(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {
 				w.WriteAt(p, 0x100)

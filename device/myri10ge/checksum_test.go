@@ -172,16 +172,16 @@ func BenchmarkOnesSum(b *testing.B) {
 		for i := range buf {
 			buf[i] = byte(i)
 		}
-		b.Run("onesSum/"+strconv.Itoa(n), func(b *testing.B) {
-			b.SetBytes(int64(n))
-			for b.Loop() {
-				onesSum(buf, 0)
-			}
-		})
-		b.Run("naive/"+strconv.Itoa(n), func(b *testing.B) {
+		b.Run("size="+strconv.Itoa(n)+"/impl=naive", func(b *testing.B) {
 			b.SetBytes(int64(n))
 			for b.Loop() {
 				naiveSum(buf)
+			}
+		})
+		b.Run("size="+strconv.Itoa(n)+"/impl=onesSum", func(b *testing.B) {
+			b.SetBytes(int64(n))
+			for b.Loop() {
+				onesSum(buf, 0)
 			}
 		})
 	}

@@ -1044,17 +1044,7 @@ func BenchmarkSendTake(b *testing.B) {
 	}
 	for _, c := range cases {
 		e, posted, size := benchEnv(b, c.spec, c.payload, c.mss, c.pieces)
-		b.Run(c.name+"/take", func(b *testing.B) {
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			for b.Loop() {
-				copy(e.ring, posted)
-				if n, _, err := e.eng.Take(e.ring, 0, e.mem); err != nil || n == 0 {
-					b.Fatalf("take = %d, %v", n, err)
-				}
-			}
-		})
-		b.Run(c.name+"/raw-copy+sum", func(b *testing.B) {
+		b.Run("case="+c.name+"/impl=raw-copy+sum", func(b *testing.B) {
 			src := e.ram[0x1000 : 0x1000+size]
 			dst := make([]byte, size)
 			b.SetBytes(int64(size))
@@ -1062,6 +1052,16 @@ func BenchmarkSendTake(b *testing.B) {
 			for b.Loop() {
 				copy(dst, src)
 				myri10ge.SendOnesSum(dst, 0)
+			}
+		})
+		b.Run("case="+c.name+"/impl=take", func(b *testing.B) {
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				copy(e.ring, posted)
+				if n, _, err := e.eng.Take(e.ring, 0, e.mem); err != nil || n == 0 {
+					b.Fatalf("take = %d, %v", n, err)
+				}
 			}
 		})
 	}
