@@ -22,6 +22,7 @@ import (
 const abandonEnv = "MYRIEMU_E2E_ABANDON"
 
 // abandon starts a server and a hanging guest, prints "ABANDON tag work"
+// (after "ABANDON-WORK dir", so the parent can always clean up)
 // once both run, and exits without stopping anything.
 func abandon() int {
 	e, err := harness.NewEnv()
@@ -29,6 +30,7 @@ func abandon() int {
 		fmt.Println("ABANDON-ERROR", err)
 		return 1
 	}
+	fmt.Println("ABANDON-WORK", e.Work) // the parent removes it whatever happens
 	ctx := context.Background()
 	sock := filepath.Join(e.Work, "td0.sock")
 	// Quiet processes: nothing they write after we die may kill them by
@@ -89,8 +91,11 @@ func TestNothingOutlivesADeadTestProcess(t *testing.T) {
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) == 3 && f[0] == "ABANDON" {
-			tag, work = f[1], f[2]
+		if len(f) == 2 && f[0] == "ABANDON-WORK" {
+			work = f[1]
+			t.Cleanup(func() { os.RemoveAll(work) })
+		} else if len(f) == 3 && f[0] == "ABANDON" {
+			tag = f[1]
 		} else if len(f) > 0 && f[0] == "ABANDON-ERROR" {
 			t.Errorf("child: %s", sc.Text())
 		}
@@ -99,7 +104,6 @@ func TestNothingOutlivesADeadTestProcess(t *testing.T) {
 	if tag == "" {
 		t.Fatalf("child never reported its server and guest running (exit: %v)", err)
 	}
-	defer os.RemoveAll(work)
 	// Pdeathsig kills them as the child dies; allow half a second for the
 	// kernel to finish them. Without it both would live on: they are quiet,
 	// so no write into a dead pipe kills them either.
