@@ -481,29 +481,23 @@ func (w *wirePeer) LinkChanged(bool) {}
 // send puts frames on the wire.
 func (w *wirePeer) send(frames ...[]byte) { w.port.Send(frames) }
 
-// waitFrom waits until n frames with source src have arrived and returns
-// them (and forgets them).
-func (w *wirePeer) waitFrom(ctx context.Context, src net.HardwareAddr, n int) ([][]byte, error) {
+// wait waits until a frame equal to want has arrived, and forgets it.
+func (w *wirePeer) wait(ctx context.Context, want []byte) error {
 	for {
 		w.mu.Lock()
-		var got, rest [][]byte
-		for _, f := range w.frames {
-			if bytes.Equal(f[6:12], src) && len(got) < n {
-				got = append(got, f)
-			} else {
-				rest = append(rest, f)
+		for i, f := range w.frames {
+			if bytes.Equal(f, want) {
+				w.frames = append(w.frames[:i], w.frames[i+1:]...)
+				w.mu.Unlock()
+				return nil
 			}
 		}
-		if len(got) == n {
-			w.frames = rest
-			w.mu.Unlock()
-			return got, nil
-		}
+		n := len(w.frames)
 		w.mu.Unlock()
 		select {
 		case <-w.notify:
 		case <-ctx.Done():
-			return got, fmt.Errorf("%d of %d frames from %s: %w", len(got), n, src, ctx.Err())
+			return fmt.Errorf("the %d-byte frame never reached the peer (%d others did): %w", len(want), n, ctx.Err())
 		}
 	}
 }
