@@ -106,17 +106,18 @@ func (c *conn) cmdGetRegionInfo(p []byte, _ []int) error {
 	need := regionInfoSize + capSize
 	b := c.grow(regionInfoSize)
 	le.PutUint32(b[0:], need)
+	le.PutUint32(b[4:], flags)
 	le.PutUint32(b[8:], index)
 	le.PutUint64(b[16:], info.Size)
+	if capSize > 0 {
+		// cap_offset is set even in the short reply below: QEMU 11.1
+		// checks it (>= 32) before it looks at argsz and retries.
+		le.PutUint32(b[12:], regionInfoSize)
+	}
 	if v.argsz() < need {
 		// Too small for the caps: the struct alone tells the client the
 		// size to retry with (QEMU does). No caps, no fd.
-		le.PutUint32(b[4:], flags)
 		return nil
-	}
-	le.PutUint32(b[4:], flags)
-	if capSize > 0 {
-		le.PutUint32(b[12:], regionInfoSize) // cap_offset
 	}
 	if mmap {
 		le.PutUint64(b[24:], info.MmapOffset)

@@ -238,9 +238,14 @@ func checkRegionInfo(r Reply, index, argsz uint32, ri *RegionInfo, need *uint32)
 		return fmt.Errorf("argsz %d below 32", *need)
 	}
 	if *need > argsz {
-		// Retry form: the bare struct, no caps, no fd.
+		// Retry form: the bare struct, no caps, no fd. QEMU 11.1 still
+		// checks cap_offset >= 32 when the CAPS flag is set, before it
+		// retries with the larger argsz; 0 fails realize.
 		if len(p) != 32 || len(r.Fds) != 0 {
 			return fmt.Errorf("argsz %d > %d: want the bare 32-byte struct and no fd, got %d bytes, %d fds", *need, argsz, len(p), len(r.Fds))
+		}
+		if ri.Flags&RegionFlagCaps != 0 && (capOff < 32 || capOff >= *need) {
+			return fmt.Errorf("argsz %d > %d: CAPS flag with cap_offset %d (QEMU wants 32..argsz)", *need, argsz, capOff)
 		}
 		return nil
 	}
