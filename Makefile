@@ -5,7 +5,14 @@ GO ?= go
 # The e2e suites boot several TCG guests; generous on a loaded 2-core machine.
 E2E_TIMEOUT ?= 45m
 
-.PHONY: test demo provision fmt vet unit e2e
+# benchstat, pinned; `go run pkg@version` leaves go.mod alone.
+BENCHSTAT ?= $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+BENCH_COUNT ?= 10
+# Every benchmark with a raw baseline in the same run, named impl=<baseline|ours>.
+BENCH_PKGS = ./vfiouser ./dma ./msi ./wcbar ./fabric ./device/myri10ge
+BENCH_RE = RegionRead4|PostedWrite4|Copy|Raise|Access|SwitchForward|SendTake|OnesSum
+
+.PHONY: test demo provision fmt vet unit e2e bench
 
 test: provision fmt vet unit e2e
 	@echo "make test: gofmt, vet, unit tests (-race) and every e2e scenario passed"
@@ -32,3 +39,10 @@ e2e:
 
 demo: provision
 	@$(GO) run ./tests/demo
+
+# Benchmarks against their raw baselines (socketpair ping-pong, plain copy,
+# raw eventfd, naive sum), compared by benchstat column by column.
+bench:
+	@mkdir -p out
+	$(GO) test -run '^$$' -bench '$(BENCH_RE)' -benchmem -count $(BENCH_COUNT) $(BENCH_PKGS) | tee out/bench.txt
+	$(BENCHSTAT) -filter '-/impl:""' -col /impl out/bench.txt | tee out/benchstat.txt
