@@ -205,6 +205,20 @@ func flowHash(f []byte) uint32 {
 	if (proto == 6 || proto == 17) && len(f) >= l4+4 {
 		h = fnv1a(h, f[l4:l4+4])
 	}
+	return fmix32(h)
+}
+
+// fmix32 is MurmurHash3's finalizer. The slice comes from the hash's low
+// bits (the driver's slice counts are powers of two), and the low k bits
+// of FNV-1a depend only on the low k bits of each input byte: without it,
+// flows whose ports differ only above bit 0 (Linux's connect() picks even
+// source ports) all land on one slice of two.
+func fmix32(h uint32) uint32 {
+	h ^= h >> 16
+	h *= 0x85EBCA6B
+	h ^= h >> 13
+	h *= 0xC2B2AE35
+	h ^= h >> 16
 	return h
 }
 
