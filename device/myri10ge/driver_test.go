@@ -451,10 +451,12 @@ func pingPong(t *testing.T, ctx context.Context, a, b *nicNode, rounds int) {
 	}
 }
 
-// rssFlows sends 32 UDP flows, three frames each, from a (flow i on
-// transmit queue i mod ns) to b, which services every slice's vector in
-// its own goroutine. Every flow must land on one slice, every slice must
-// get flows, every transmit queue must complete on its own vector.
+// rssFlows sends 32 flows, three frames each, from a (flow i on transmit
+// queue i mod ns) to b, which services every slice's vector in its own
+// goroutine: 16 TCP connections to one server port from even source
+// ports, as Linux's connect() picks them, and 16 UDP flows. Every flow
+// must land on one slice, every slice must get flows, every transmit
+// queue must complete on its own vector.
 func rssFlows(t *testing.T, ctx context.Context, a, b *nicNode, ns int) {
 	t.Helper()
 	const flows, per = 32, 3
@@ -463,7 +465,12 @@ func rssFlows(t *testing.T, ctx context.Context, a, b *nicNode, ns int) {
 	for i := range flows {
 		for k := range per {
 			pay := append([]byte{byte(i), byte(k)}, pattern(100+i*13, byte(i))...)
-			f := udpFlow(t, macA, macB, uint16(1000+i*7), uint16(2000+i), pay)
+			var f []byte
+			if i < flows/2 {
+				f = flowFrame(t, macA, macB, false, uint16(40000+2*i), 5201, pay)
+			} else {
+				f = flowFrame(t, macA, macB, true, uint16(33000+i*7), uint16(4000+i), pay)
+			}
 			want[string(f)] = i
 			sent = append(sent, f)
 		}
@@ -478,10 +485,16 @@ func rssFlows(t *testing.T, ctx context.Context, a, b *nicNode, ns int) {
 		received []got
 		vectors  = make([]int, ns)
 		errs     []error
-		all      = make(chan struct{})
+		all      = make(chan struct{}) // closed when every frame arrived, or a receiver failed
 		closed   bool
 		wg       sync.WaitGroup
 	)
+	finish := func() { // mu held
+		if !closed {
+			closed = true
+			close(all)
+		}
+	}
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
 	for s := range ns {
@@ -492,6 +505,7 @@ func rssFlows(t *testing.T, ctx context.Context, a, b *nicNode, ns int) {
 				if err != nil {
 					if rctx.Err() == nil {
 						errs = append(errs, fmt.Errorf("slice %d: %w", s, err))
+						finish()
 					}
 					mu.Unlock()
 					return
@@ -500,9 +514,8 @@ func rssFlows(t *testing.T, ctx context.Context, a, b *nicNode, ns int) {
 				for _, f := range ev.Frames {
 					received = append(received, got{s, f})
 				}
-				if !closed && len(received) >= len(sent) {
-					closed = true
-					close(all)
+				if len(received) >= len(sent) {
+					finish()
 				}
 				mu.Unlock()
 			}
@@ -534,14 +547,14 @@ func rssFlows(t *testing.T, ctx context.Context, a, b *nicNode, ns int) {
 	select {
 	case <-all:
 	case <-ctx.Done():
-		mu.Lock()
-		t.Errorf("%d of %d frames received before the deadline", len(received), len(sent))
-		mu.Unlock()
 	}
 	stop()
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
+	}
+	if len(received) != len(sent) {
+		t.Errorf("%d of %d frames received before the deadline", len(received), len(sent))
 	}
 
 	slicesOf := make([]map[int]bool, flows)
@@ -565,6 +578,15 @@ func rssFlows(t *testing.T, ctx context.Context, a, b *nicNode, ns int) {
 		if len(m) != 1 {
 			t.Errorf("flow %d landed on slices %v, want exactly one", i, m)
 		}
+	}
+	tcpSlices := map[int]bool{}
+	for _, m := range slicesOf[:flows/2] {
+		for s := range m {
+			tcpSlices[s] = true
+		}
+	}
+	if len(tcpSlices) != ns {
+		t.Errorf("16 TCP connections from even source ports used slices %v of %d: steering ignores most of the port bits", tcpSlices, ns)
 	}
 	for s := range ns {
 		if perSlice[s] == 0 || vectors[s] == 0 {

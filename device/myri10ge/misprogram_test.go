@@ -1142,8 +1142,9 @@ func (z *bar0Fuzz) check() {
 	z.injected++
 	if got := z.nic.Stats().RxFrames; got != before+1 {
 		t.Errorf("after RESET and bring-up a frame was not received (RxFrames %d, was %d)", got, before)
-	} else if w := binary.BigEndian.Uint32(z.mem(fzRxDone, 4)); int(w&0xFFFF) != len(f) || !bytes.Equal(z.mem(fzBufs+2, len(f)), f) {
-		t.Errorf("after RESET and bring-up: rx_done slot %#08x, buffer 0 %x", w, z.mem(fzBufs, 16))
+	} else if w := binary.BigEndian.Uint32(z.mem(fzRxDone, 4)); int(w&0xFFFF) != len(f) || !csumEq(uint16(w>>16), myritest.Checksum(f[14:])) ||
+		!bytes.Equal(z.mem(fzBufs+2, len(f)), f) {
+		t.Errorf("after RESET and bring-up: rx_done slot %#08x (checksum want %#04x), buffer 0 %x", w, myritest.Checksum(f[14:]), z.mem(fzBufs, 16))
 	}
 	z.nic.Detach() // no timer may raise after this
 

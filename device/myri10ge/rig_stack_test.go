@@ -432,16 +432,26 @@ func superFrame(t testing.TB, spec frameSpec, pay []byte, mss, hdrCut, fragLen i
 		(len(pay) + mss - 1) / mss}
 }
 
-// udpFlow is an IPv4/UDP frame from src to dst with the given ports and
-// payload, checksums correct.
-func udpFlow(t testing.TB, src, dst net.HardwareAddr, sport, dport uint16, payload []byte) []byte {
+// flowFrame is an IPv4 TCP (or UDP) frame from src to dst with the given
+// ports and payload, checksums correct.
+func flowFrame(t testing.TB, src, dst net.HardwareAddr, udp bool, sport, dport uint16, payload []byte) []byte {
 	t.Helper()
-	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: src4, DstIP: dst4}
-	u := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
-	u.SetNetworkLayerForChecksum(ip)
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Flags: layers.IPv4DontFragment, SrcIP: src4, DstIP: dst4}
+	var l4 gopacket.SerializableLayer
+	if udp {
+		ip.Protocol = layers.IPProtocolUDP
+		u := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
+		u.SetNetworkLayerForChecksum(ip)
+		l4 = u
+	} else {
+		ip.Protocol = layers.IPProtocolTCP
+		tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), Seq: 1, ACK: true, Window: 501}
+		tcp.SetNetworkLayerForChecksum(ip)
+		l4 = tcp
+	}
 	buf := gopacket.NewSerializeBuffer()
 	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		&layers.Ethernet{SrcMAC: src, DstMAC: dst, EthernetType: layers.EthernetTypeIPv4}, ip, u, gopacket.Payload(payload))
+		&layers.Ethernet{SrcMAC: src, DstMAC: dst, EthernetType: layers.EthernetTypeIPv4}, ip, l4, gopacket.Payload(payload))
 	if err != nil {
 		t.Fatalf("serialize: %v", err)
 	}
