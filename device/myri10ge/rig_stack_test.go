@@ -290,6 +290,8 @@ func xfer(t *testing.T, ctx context.Context, from, to *nicNode, pkts []txPkt) []
 	var got []myritest.Frame
 	flush := func(n int) {
 		t.Helper()
+		ctx, cancel := context.WithTimeout(ctx, 20*time.Second) // a lost frame fails fast
+		defer cancel()
 		evs, err := from.drv.WaitTx(ctx, 0)
 		if err != nil {
 			t.Fatalf("%s: WaitTx: %v\n%s", from.name, err, from.driverLog())
@@ -550,10 +552,12 @@ func (n *nicNode) statsBlock(slice int) uint64 {
 
 // Interrupt block fields (mcp_irq_data, §6.1).
 const (
-	blkDroppedUnicast = 0x08
-	blkSendDone       = 0x18
-	blkLinkUp         = 0x1C
-	blkDroppedNoSmall = 0x30
-	blkDroppedNoBig   = 0x34
-	blkFlags          = 0x3C
+	blkDroppedUnicast   = 0x08
+	blkDroppedMulticast = 0x14
+	blkSendDone         = 0x18
+	blkLinkUp           = 0x1C
+	blkDroppedOverrun   = 0x2C
+	blkDroppedNoSmall   = 0x30
+	blkDroppedNoBig     = 0x34
+	blkFlags            = 0x3C
 )

@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
+	"github.com/myriemu/myriemu/device/myri10ge"
 	"github.com/myriemu/myriemu/device/myri10ge/myritest"
 	"github.com/myriemu/myriemu/internal/leaktest"
 )
@@ -437,4 +439,112 @@ func TestStackLink(t *testing.T) {
 	if st := a.nic.Stats(); st.LinkDownEvnts != uint64(cycles+2) || st.LinkUpEvents != uint64(cycles+2) {
 		t.Errorf("a: %d link-down and %d link-up reports, want %d each", st.LinkDownEvnts, st.LinkUpEvents, cycles+2)
 	}
+}
+
+// TestStackRxFilter checks the receive filter the driver programs (its
+// MAC, broadcast, the multicast groups Linux joins, then promiscuous and
+// all-multicast modes) and the length check against SET_MTU, with each
+// drop counted in the interrupt block.
+func TestStackRxFilter(t *testing.T) {
+	leaktest.Check(t)
+	ctx := stackCtx(t, 60*time.Second)
+	a, b := newPair(t, ctx, nodeOpts{drv: myritest.Options{MTU: 9000}}, nodeOpts{drv: myritest.Options{MTU: 1500}})
+	var (
+		bcast   = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+		joined4 = net.HardwareAddr{0x01, 0x00, 0x5e, 0x00, 0x00, 0x01} // all-hosts, joined at open
+		joined6 = net.HardwareAddr{0x33, 0x33, 0x00, 0x00, 0x00, 0x01}
+		other   = net.HardwareAddr{0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb}
+	)
+	type frame struct {
+		dst     net.HardwareAddr
+		n       int
+		deliver bool
+	}
+	round := func(name string, frames []frame, unicast, multicast, overrun uint32) {
+		t.Helper()
+		before := b.nic.Stats()
+		var want [][]byte
+		for i, fr := range frames {
+			f := retarget(sizedFrame(t, fr.n, byte(i)), fr.dst, macA)
+			if err := a.drv.Xmit(0, myritest.FramePacket(f)); err != nil {
+				t.Fatal(err)
+			}
+			if fr.deliver {
+				want = append(want, f)
+			}
+		}
+		if _, err := a.drv.WaitTx(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.drv.Receive(ctx, 0, len(want))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		checkFrames(t, name, want, got)
+		waitStats(t, b, func(s myri10ge.Stats) bool {
+			return s.RxFrames+s.RxDropped-before.RxFrames-before.RxDropped == uint64(len(frames))
+		})
+		if err := b.c.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		blk := b.statsBlock(0)
+		for _, c := range []struct {
+			what string
+			off  uint64
+			want uint32
+		}{{"dropped_unicast_filtered", blkDroppedUnicast, unicast}, {"dropped_multicast_filtered", blkDroppedMulticast, multicast},
+			{"dropped_overrun", blkDroppedOverrun, overrun}} {
+			if v := be32At(b.mem, blk+c.off); v != c.want {
+				t.Errorf("%s: %s = %d, want %d", name, c.what, v, c.want)
+			}
+		}
+	}
+	round("filtered", []frame{
+		{macNobody, 100, false}, {bcast, 100, true}, {joined4, 200, true}, {other, 300, false},
+		{joined6, 400, true}, {macB, 1519, false}, {macB, 1518, true},
+	}, 1, 1, 1)
+	if err := b.drv.SetRxMode(ctx, myritest.RxMode{Promisc: true}); err != nil {
+		t.Fatal(err)
+	}
+	round("promiscuous", []frame{{macNobody, 100, true}, {other, 300, true}, {macB, 2000, false}, {macB, 64, true}}, 1, 1, 2)
+	if err := b.drv.SetRxMode(ctx, myritest.RxMode{AllMulti: true}); err != nil {
+		t.Fatal(err)
+	}
+	round("all-multicast", []frame{{macNobody, 100, false}, {other, 300, true}, {macB, 64, true}}, 2, 1, 2)
+	a.checkClean()
+	b.checkClean()
+}
+
+// TestStackSuspendResume suspends and resumes a running interface (close,
+// dummy RDMA off; reset, dummy RDMA on, open) and changes its MTU while
+// up; traffic flows after each.
+func TestStackSuspendResume(t *testing.T) {
+	leaktest.Check(t)
+	ctx := stackCtx(t, 60*time.Second)
+	o := nodeOpts{drv: myritest.Options{MTU: 1500}}
+	a, b := newPair(t, ctx, o, o)
+	check := func(what string, n int) {
+		t.Helper()
+		f := sizedFrame(t, n, byte(n))
+		checkFrames(t, what, [][]byte{f}, xfer(t, ctx, a, b, []txPkt{plain(f)}))
+		checkFrames(t, what, [][]byte{reversed(f)}, xfer(t, ctx, b, a, []txPkt{plain(reversed(f))}))
+	}
+	for i := range 3 {
+		up, err := a.drv.Suspend(ctx)
+		if err != nil || !up {
+			t.Fatalf("Suspend: up %v, %v", up, err)
+		}
+		if err := a.drv.Resume(ctx, up); err != nil {
+			t.Fatalf("Resume: %v\n%s", err, a.driverLog())
+		}
+		check(fmt.Sprintf("after resume %d", i), 300+i)
+	}
+	for _, n := range []*nicNode{a, b} {
+		if err := n.drv.SetMTU(ctx, 9000); err != nil {
+			t.Fatalf("%s: SetMTU: %v", n.name, err)
+		}
+	}
+	check("MTU 9000", 9014)
+	a.checkClean()
+	b.checkClean()
 }
