@@ -106,8 +106,6 @@ func (g *rawGuest) word(addr uint64) *uint32 {
 
 func (g *rawGuest) load32(addr uint64) uint32 { return be32At(g.n.mem, addr) }
 
-func (g *rawGuest) clear32(addr uint64) { atomic.StoreUint32(g.word(addr), 0) }
-
 // store is one posted BAR0 store.
 func (g *rawGuest) store(off uint64, b []byte) {
 	g.t.Helper()
