@@ -211,7 +211,7 @@ func (n *NIC) Detach() {
 		s.stopTimer()
 	}
 	n.host = pci.Host{}
-	n.log.Info("NIC detached")
+	n.log.WithFields(n.stats.fields()).Info("NIC detached")
 }
 
 // Reset implements pci.Device: back to power-on (the SRAM image reloads,
@@ -242,6 +242,18 @@ func (n *NIC) Stats() Stats {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.stats
+}
+
+// fields renders the counters for the log line a detach ends with, so
+// that a supervisor (the e2e tests) can read them from the log.
+func (s Stats) fields() logrus.Fields {
+	return logrus.Fields{
+		"commands": s.Commands, "unknown_cmds": s.UnknownCmds, "failed_cmds": s.FailedCmds,
+		"tx_packets": s.TxPackets, "tx_frames": s.TxFrames, "tx_bytes": s.TxBytes, "tx_dropped": s.TxDropped,
+		"rx_frames": s.RxFrames, "rx_bytes": s.RxBytes, "rx_dropped": s.RxDropped,
+		"interrupts": s.Interrupts, "guest_errors": s.GuestErrors, "dma_errors": s.DMAErrors,
+		"handoffs": s.Handoffs, "link_up_events": s.LinkUpEvents, "link_down_events": s.LinkDownEvnts,
+	}
 }
 
 // Stats are the NIC's counters, for tests, the control socket and logs.

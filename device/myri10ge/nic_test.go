@@ -3,6 +3,7 @@ package myri10ge
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -667,5 +668,41 @@ func TestNewValidates(t *testing.T) {
 		if _, err := New(c); err == nil {
 			t.Errorf("New(%+v) succeeded", c)
 		}
+	}
+}
+
+// The detach log line carries every counter: it is how a supervisor of
+// myriemu serve (the e2e tests) reads them.
+func TestDetachLogsCounters(t *testing.T) {
+	r := newRig(t, 1)
+	r.open(1500)
+	r.nic.Deliver([][]byte{testFrame(testMAC, 100)})
+	r.claim(0, false) // NAPI done and the end of the ISR: tokens home
+	r.claim(0, true)
+	r.mustCmd(CmdEthernetDown, 0, 0, 0)
+	want := r.nic.Stats()
+	r.nic.Detach()
+	var line string
+	for _, l := range strings.Split(r.logs.String(), "\n") {
+		if strings.Contains(l, `msg="NIC detached"`) {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatalf("no detach line in:\n%s", r.logs)
+	}
+	for _, kv := range []string{
+		fmt.Sprintf("commands=%d ", want.Commands),
+		fmt.Sprintf("rx_frames=%d ", want.RxFrames),
+		fmt.Sprintf("rx_bytes=%d ", want.RxBytes),
+		fmt.Sprintf("interrupts=%d ", want.Interrupts),
+		"guest_errors=0 ", "dma_errors=0 ", "link_up_events=1 ", "link_down_events=1 ",
+	} {
+		if !strings.Contains(line+" ", kv) {
+			t.Errorf("detach line lacks %q: %s", kv, line)
+		}
+	}
+	if want.RxFrames != 1 || want.Commands == 0 {
+		t.Errorf("stats %+v: want one frame received and some commands", want)
 	}
 }
