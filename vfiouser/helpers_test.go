@@ -1,13 +1,10 @@
 package vfiouser_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -104,45 +101,6 @@ func negotiated(tb testing.TB, path string) *vfiousertest.Client {
 		tb.Fatal(err)
 	}
 	return c
-}
-
-// ourGoroutines are the goroutines of this package and its client.
-var ourGoroutines = []string{
-	"vfiouser.(*conn).runReader",
-	"vfiouser.(*Server).Serve",
-	"vfiousertest.(*Client).runReader",
-}
-
-// checkLeaks fails the test if any of ourGoroutines is still running when
-// the test (and its other cleanups) ends; it waits for them to settle.
-// Register it first so it runs last.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	t.Cleanup(func() {
-		var leaked []string
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-			leaked = leakedGoroutines()
-			if len(leaked) == 0 {
-				return
-			}
-		}
-		t.Errorf("leaked goroutines:\n%s", strings.Join(leaked, "\n\n"))
-	})
-}
-
-func leakedGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for _, g := range bytes.Split(buf, []byte("\n\n")) {
-		for _, name := range ourGoroutines {
-			if bytes.Contains(g, []byte(name)) {
-				out = append(out, string(g))
-				break
-			}
-		}
-	}
-	return out
 }
 
 // waitFor polls cond until it holds or 5 s pass.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myriemu/myriemu/internal/leaktest"
+
 	"github.com/myriemu/myriemu/dma/dmatest"
 	"github.com/myriemu/myriemu/msi/msitest"
 	"github.com/myriemu/myriemu/vfiouser"
@@ -38,7 +40,7 @@ func mappingsOf(t *testing.T, name string) int {
 // traffic, and asserts the process's fd count, goroutine count and
 // mappings of the RAM come back to where they started.
 func TestConnectDisconnectLeaks(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	cycles := 1000
 	if testing.Short() {
 		cycles = 100

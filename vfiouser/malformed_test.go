@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myriemu/myriemu/internal/leaktest"
+
 	"github.com/myriemu/myriemu/vfiouser"
 	"github.com/myriemu/myriemu/vfiouser/vfiousertest"
 	"github.com/sirupsen/logrus"
@@ -122,7 +124,7 @@ func malformedCases() []malformed {
 // (NO_REPLY, stray replies), or a clean close; never a panic or a hang.
 // A second server in the same process serves a client throughout.
 func TestMalformedMessages(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "bad")
 	other := startServer(t, "good")
 	oc := negotiated(t, other.Path)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myriemu/myriemu/internal/leaktest"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma/dmatest"
 	"github.com/myriemu/myriemu/pci"
@@ -109,7 +111,7 @@ func findCap(t *testing.T, cfg []byte, id byte) uint64 {
 // QEMU 11.1.3's realize and reset sequences (notes 3.1), then MSI-X and
 // DMA, as the e2e tests will with real QEMU.
 func TestPCIFunctionLikeQEMU(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	log, hook := testLogger()
 	win, err := wcbar.New("mini", 64<<10, log)
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myriemu/myriemu/internal/leaktest"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/dma/dmatest"
@@ -25,7 +27,7 @@ import (
 var le = binary.LittleEndian
 
 func TestNegotiate(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "neg")
 	c := negotiated(t, s.Path)
 	caps := c.Caps()
@@ -49,7 +51,7 @@ func TestNegotiate(t *testing.T) {
 }
 
 func TestVersionReplyFitsRequest(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "vfit")
 	tests := []struct {
 		name    string
@@ -96,7 +98,7 @@ func TestVersionReplyFitsRequest(t *testing.T) {
 }
 
 func TestCommandsBeforeVersion(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "prever")
 	c := dial(t, s.Path)
 	if _, err := c.DeviceInfo(); !vfiousertest.IsErrno(err, unix.EINVAL) {
@@ -111,7 +113,7 @@ func TestCommandsBeforeVersion(t *testing.T) {
 }
 
 func TestDeviceInfo(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "info")
 	c := negotiated(t, s.Path)
 	di, err := c.DeviceInfo()
@@ -125,7 +127,7 @@ func TestDeviceInfo(t *testing.T) {
 }
 
 func TestRegionInfo(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "rinfo")
 	c := negotiated(t, s.Path)
 
@@ -187,7 +189,7 @@ func sameFile(t *testing.T, a, b int) bool {
 }
 
 func TestIRQInfo(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "iinfo")
 	c := negotiated(t, s.Path)
 	tests := []struct {
@@ -219,7 +221,7 @@ func TestIRQInfo(t *testing.T) {
 }
 
 func TestRegionReadWrite(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "rw")
 	c := negotiated(t, s.Path)
 
@@ -302,7 +304,7 @@ func TestRegionReadWrite(t *testing.T) {
 }
 
 func TestWriteMulti(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "multi")
 	c := negotiated(t, s.Path)
 	var ws []vfiousertest.Write
@@ -333,7 +335,7 @@ func TestWriteMulti(t *testing.T) {
 }
 
 func TestSetIRQs(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "irqs")
 	c := negotiated(t, s.Path)
 	evs, err := c.EnableMSIX(t, 4)
@@ -393,7 +395,7 @@ func TestSetIRQs(t *testing.T) {
 }
 
 func TestDMAMapShared(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "dmamap")
 	c := negotiated(t, s.Path)
 	ram := dmatest.NewRAM(t, 1<<20)
@@ -460,7 +462,7 @@ func TestDMAMapShared(t *testing.T) {
 }
 
 func TestMessageDMA(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	fake, err := vfiouser.NewFakeFunction()
 	if err != nil {
 		t.Fatal(err)
@@ -529,7 +531,7 @@ func TestMessageDMA(t *testing.T) {
 // once while the client keeps sending commands; every reply reaches its
 // own waiter.
 func TestMessageDMAConcurrent(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "dmaconc")
 	c := negotiated(t, s.Path)
 	ram := dmatest.NewRAM(t, 64<<10)
@@ -582,7 +584,7 @@ func TestMessageDMAConcurrent(t *testing.T) {
 // TestPeerMaxMsgFDsZero: a client that takes no fds gets region info
 // without MMAP and without an fd.
 func TestPeerMaxMsgFDsZero(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "nofds")
 	c := dial(t, s.Path)
 	if err := c.NegotiateJSON(`{"capabilities":{"max_msg_fds":0,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true}}`); err != nil {
@@ -603,7 +605,7 @@ func TestPeerMaxMsgFDsZero(t *testing.T) {
 // waits for the device worker cannot outlive QEMU's 5 s); the late reply
 // is then dropped as a stray, with no reply sent.
 func TestMessageDMATimeout(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "dmato")
 	vfiouser.SetDMATimeout(s.Server, 100*time.Millisecond)
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -653,7 +655,7 @@ func TestMessageDMATimeout(t *testing.T) {
 }
 
 func TestMessageDMAFailsOnDisconnect(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "dmadisc")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -685,7 +687,7 @@ func TestMessageDMAFailsOnDisconnect(t *testing.T) {
 }
 
 func TestReset(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "reset")
 	c := negotiated(t, s.Path)
 	ram := dmatest.NewRAM(t, 4096)
@@ -706,7 +708,7 @@ func TestReset(t *testing.T) {
 // TestNoReplyIsNeverAnswered: NO_REPLY on any command, good or bad, gets
 // no reply (notes 1.1); the client proves it with a following Sync.
 func TestNoReplyIsNeverAnswered(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "noreply")
 	c := negotiated(t, s.Path)
 	read := make([]byte, 16)
@@ -746,7 +748,7 @@ func regionAccessBytes(index uint32, off uint64, count uint32) []byte {
 }
 
 func TestPanicDropsOnlyThatClient(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "panic")
 	s.Fake.InjectPanics()
 	other := startServer(t, "other")
@@ -776,7 +778,7 @@ func TestPanicDropsOnlyThatClient(t *testing.T) {
 }
 
 func TestDisconnectDetachesAndClosesMap(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "detach")
 	for i := 1; i <= 3; i++ {
 		c := negotiated(t, s.Path)
@@ -796,7 +798,7 @@ func TestDisconnectDetachesAndClosesMap(t *testing.T) {
 }
 
 func TestAttachError(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	fake, err := vfiouser.NewFakeFunction()
 	if err != nil {
 		t.Fatal(err)
@@ -812,7 +814,7 @@ func TestAttachError(t *testing.T) {
 }
 
 func TestListenErrors(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	fake, err := vfiouser.NewFakeFunction()
 	if err != nil {
 		t.Fatal(err)
@@ -868,7 +870,7 @@ func TestListenErrors(t *testing.T) {
 }
 
 func TestCloseAndServeLifecycle(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	fake, err := vfiouser.NewFakeFunction()
 	if err != nil {
 		t.Fatal(err)
@@ -936,7 +938,7 @@ func TestCloseAndServeLifecycle(t *testing.T) {
 }
 
 func TestCloseLeavesForeignSocketFile(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	fake, err := vfiouser.NewFakeFunction()
 	if err != nil {
 		t.Fatal(err)
@@ -980,7 +982,7 @@ func TestErrno(t *testing.T) {
 // TestPipelinedInOrder: QEMU pipelines (async DMA_MAP bursts, posted
 // writes). Commands are handled and answered strictly in arrival order.
 func TestPipelinedInOrder(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	s := startServer(t, "pipe")
 	c := negotiated(t, s.Path)
 	for i := range 2000 {

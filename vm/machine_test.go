@@ -9,11 +9,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/myriemu/myriemu/internal/leaktest"
 )
 
 // The test binary doubles as a fake QEMU: with VM_FAKE_QEMU set it parses
@@ -123,25 +124,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// checkGoroutines fails the test if goroutines started during it are still
-// running when it ends.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		t.Helper()
-		deadline := time.Now().Add(3 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<16)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Errorf("goroutine leak: %d before, %d after:\n%s", before, n, buf)
-		}
-	})
-}
-
 func fakeMachine(t *testing.T, mode string) (*Machine, *syncBuffer, *syncBuffer) {
 	t.Helper()
 	exe, err := os.Executable()
@@ -170,7 +152,7 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 }
 
 func TestMachineLifecycle(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	m, console, _ := fakeMachine(t, "ok")
 	if err := m.Wait(context.Background()); !errors.Is(err, ErrNotStarted) {
 		t.Fatalf("Wait before Start = %v, want ErrNotStarted", err)
@@ -230,7 +212,7 @@ func TestMachineLifecycle(t *testing.T) {
 }
 
 func TestMachineStartFails(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	m, _, stderr := fakeMachine(t, "exit1")
 	err := m.Start(ctxTimeout(t, 10*time.Second))
 	if err == nil || !strings.Contains(err.Error(), "exited before QMP") {
@@ -245,7 +227,7 @@ func TestMachineStartFails(t *testing.T) {
 }
 
 func TestMachineStartTimeout(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	m, _, _ := fakeMachine(t, "noqmp")
 	start := time.Now()
 	err := m.Start(ctxTimeout(t, 700*time.Millisecond))
@@ -263,7 +245,7 @@ func TestMachineStartTimeout(t *testing.T) {
 }
 
 func TestMachineGuestPoweroff(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	m, console, _ := fakeMachine(t, "poweroff")
 	if err := m.Start(ctxTimeout(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
@@ -281,7 +263,7 @@ func TestMachineGuestPoweroff(t *testing.T) {
 }
 
 func TestMachineShutdownKillsWhenQuitIgnored(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	m, _, _ := fakeMachine(t, "ignorequit")
 	if err := m.Start(ctxTimeout(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
@@ -298,7 +280,7 @@ func TestMachineShutdownKillsWhenQuitIgnored(t *testing.T) {
 }
 
 func TestWaitContext(t *testing.T) {
-	checkGoroutines(t)
+	leaktest.Check(t)
 	m, _, _ := fakeMachine(t, "ok")
 	if err := m.Start(ctxTimeout(t, 10*time.Second)); err != nil {
 		t.Fatal(err)

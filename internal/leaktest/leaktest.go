@@ -17,25 +17,31 @@ func Check(tb testing.TB) {
 	tb.Helper()
 	before := goroutines()
 	tb.Cleanup(func() {
-		var extra []string
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			extra = extra[:0]
-			for id, stack := range goroutines() {
-				if _, ok := before[id]; !ok && !benign(stack) {
-					extra = append(extra, stack)
-				}
-			}
-			if len(extra) == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if len(extra) > 0 {
-			sort.Strings(extra)
+		if extra := leaked(before, 5*time.Second); len(extra) > 0 {
 			tb.Errorf("leaktest: %d goroutine(s) leaked:\n\n%s", len(extra), strings.Join(extra, "\n\n"))
 		}
 	})
+}
+
+// leaked waits up to grace for the goroutines not in before to end and
+// returns the stacks of those still running.
+func leaked(before map[string]string, grace time.Duration) []string {
+	var extra []string
+	deadline := time.Now().Add(grace)
+	for {
+		extra = extra[:0]
+		for id, stack := range goroutines() {
+			if _, ok := before[id]; !ok && !benign(stack) {
+				extra = append(extra, stack)
+			}
+		}
+		if len(extra) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sort.Strings(extra)
+	return extra
 }
 
 // benign reports goroutines the runtime and testing package start on
