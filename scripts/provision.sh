@@ -6,7 +6,9 @@
 #
 # What it installs and where:
 #   - host packages, from the host's own release only (apt-get -t <codename>, bookworm on
-#     Debian 12): mmdebstrap. Never sid/trixie packages on the host (e2e-harness.md 0.1).
+#     Debian 12): mmdebstrap, and tshark to read the emulated wire's pcap (its debconf
+#     question, setuid dumpcap for non-root users, is answered no). Never sid/trixie
+#     packages on the host (e2e-harness.md 0.1).
 #   - Go module dependencies of the repo (go mod download, into the Go module cache).
 #   - a Debian sid rootfs (QEMU >= 10.1 with vfio-user-pci, the sid kernel binary and its
 #     modules, the matching headers, gcc/make, busybox-static) in
@@ -80,6 +82,10 @@ if [ "$check_only" = 1 ]; then
 		say "missing: host package mmdebstrap (scripts/provision.sh installs it)"
 		missing=1
 	}
+	command -v tshark >/dev/null || {
+		say "missing: host package tshark (scripts/provision.sh installs it)"
+		missing=1
+	}
 	rootfs_ok || {
 		say "missing: sid rootfs $rootfs (scripts/provision.sh builds it, about 2 min)"
 		missing=1
@@ -94,13 +100,22 @@ command -v go >/dev/null || die "go not found in PATH (Go $(sed -n 's/^go //p' "
 t0=$SECONDS
 
 # 1. Host packages, from the host's own release only.
+host_pkgs=()
 if ! command -v mmdebstrap >/dev/null || ! command -v unshare >/dev/null; then
+	host_pkgs+=(mmdebstrap util-linux)
+fi
+# tshark reads the emulated wire's pcap (make demo, TestMyri10gePcap).
+command -v tshark >/dev/null || host_pkgs+=(tshark)
+if [ ${#host_pkgs[@]} -gt 0 ]; then
 	codename=$(host_codename)
 	[ -n "$codename" ] || die "cannot read VERSION_CODENAME from /etc/os-release"
-	say "installing host packages from $codename: mmdebstrap"
+	say "installing host packages from $codename: ${host_pkgs[*]}"
+	# wireshark-common asks whether non-root users may capture: no.
+	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections ||
+		die "debconf-set-selections failed"
 	apt-get update -qq || die "apt-get update failed"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t "$codename" --no-install-recommends \
-		mmdebstrap util-linux >/dev/null || die "apt-get install -t $codename mmdebstrap failed"
+		"${host_pkgs[@]}" >/dev/null || die "apt-get install -t $codename ${host_pkgs[*]} failed"
 fi
 
 # 2. Go module dependencies.
