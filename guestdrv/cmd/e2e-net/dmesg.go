@@ -157,10 +157,12 @@ func (w *wantList) Set(s string) error { *w = append(*w, s); return nil }
 // classify). Results: dmesg.bad (fail) for each bad line, dmesg.allowed
 // (info) per allowlisted adopt line with its count, dmesg.boot (info) for
 // warnings before the driver loaded, dmesg:NAME for each -want NAME=TEXT
-// (pass with the first line in scope containing TEXT), and dmesg.clean.
+// (pass with the first line in scope containing TEXT), dmesg.line (info)
+// for every line in scope with -show, and dmesg.clean.
 func cmdDmesgCheck(p *result.Printer, args []string) error {
 	fs := flag.NewFlagSet("dmesg-check", flag.ContinueOnError)
 	adopt := fs.Bool("adopt", false, "allow exactly the lines of the driver's adopt-running-firmware path")
+	show := fs.Bool("show", false, "print every line from the driver's load on (dmesg.line, info)")
 	var wants wantList
 	fs.Var(&wants, "want", "NAME=TEXT a line from the driver's load on must contain (repeatable)")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
@@ -174,6 +176,11 @@ func cmdDmesgCheck(p *result.Printer, args []string) error {
 	v := classify(records, *adopt)
 	for _, m := range v.Before {
 		p.Infof("dmesg.boot", "before the driver loaded: %s", m)
+	}
+	if *show {
+		for _, m := range v.Scope {
+			p.Infof("dmesg.line", "%s", m)
+		}
 	}
 	for _, text := range adoptAllowlist {
 		if n := v.Allowed[text]; n > 0 {

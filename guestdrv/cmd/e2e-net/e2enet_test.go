@@ -413,3 +413,68 @@ func TestTCPStreamsStopFile(t *testing.T) {
 		}
 	}
 }
+
+// A file made with make-file, sent with -file and written with -out hashes
+// the same at every step: what the demo's "move a file" shows.
+func TestFileTransferLoopback(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := dir+"/file.bin", dir+"/received.bin"
+	var out bytes.Buffer
+	p := &result.Printer{W: &out}
+	if err := cmdMakeFile(p, []string{src, "-bytes", "200001", "-seed", "5"}); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	var rx, tx bytes.Buffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serveStreams(&result.Printer{W: &rx}, ln, serveOpts{conns: 1, label: "f", deadline: deadline, out: dst})
+	}()
+	sendStreams(&result.Printer{W: &tx}, ln.Addr().String(), sendOpts{conns: 1, label: "f", deadline: deadline, file: src})
+	<-done
+	if err := cmdSHA256(p, []string{dst}); err != nil {
+		t.Fatal(err)
+	}
+	made, got := resultsOf(t, out.String())["file:file.bin"], resultsOf(t, out.String())["file:received.bin"]
+	sent, recv := resultsOf(t, tx.String())["tcp.send:f/0"], resultsOf(t, rx.String())["tcp.recv:f/0"]
+	want := field(made.Detail, "sha256")
+	for what, r := range map[string]result.Result{"made": made, "read back": got, "sent": sent, "received": recv} {
+		if r.Status != result.Pass || field(r.Detail, "sha256") != want || field(r.Detail, "bytes") != "200001" {
+			t.Errorf("%s: %+v, want 200001 bytes with sha256 %s", what, r, want)
+		}
+	}
+	if err := cmdSHA256(p, []string{dir + "/missing"}); err != nil || p.Failures != 1 {
+		t.Errorf("a missing file: err %v, failures %d", err, p.Failures)
+	}
+}
+
+// grows waits for a progress file that does not exist yet, then for its
+// number to grow; a number that stays put fails at the timeout.
+func TestGrows(t *testing.T) {
+	file := t.TempDir() + "/progress"
+	var out bytes.Buffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = cmdGrows(&result.Printer{W: &out}, []string{file, "10s", "-label", "late"})
+	}()
+	time.Sleep(200 * time.Millisecond)
+	writeProgress(file, 5)
+	time.Sleep(200 * time.Millisecond)
+	writeProgress(file, 6)
+	<-done
+	if r := resultsOf(t, out.String())["grows:late"]; r.Status != result.Pass || field(r.Detail, "from") != "5" || field(r.Detail, "to") != "6" {
+		t.Errorf("late file: %+v", r)
+	}
+	out.Reset()
+	_ = cmdGrows(&result.Printer{W: &out}, []string{file, "200ms", "-label", "still"})
+	if r := resultsOf(t, out.String())["grows:still"]; r.Status != result.Fail {
+		t.Errorf("a number that stays put: %+v", r)
+	}
+}

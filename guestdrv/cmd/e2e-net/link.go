@@ -15,19 +15,27 @@ import (
 // sysNet is where the kernel lists network interfaces.
 const sysNet = "/sys/class/net"
 
-// cmdLinkWait waits until IF has carrier. Result link:IF, pass with the
-// time it took and the MTU, or fail at TIMEOUT.
+// cmdLinkWait waits until IF has carrier. Result link:LABEL (default
+// link:IF), pass with the time it took and the MTU, or fail at TIMEOUT.
 func cmdLinkWait(p *result.Printer, args []string) error {
-	if len(args) != 2 {
-		return usageErr("link-wait IF TIMEOUT")
+	fs := flag.NewFlagSet("link-wait", flag.ContinueOnError)
+	label := fs.String("label", "", "result name suffix (default: the interface)")
+	if len(args) < 2 {
+		return usageErr("link-wait IF TIMEOUT [-label L]")
 	}
 	ifname := args[0]
 	timeout, err := time.ParseDuration(args[1])
 	if err != nil {
 		return usageErr("link-wait: timeout %q: %v", args[1], err)
 	}
+	if err := fs.Parse(args[2:]); err != nil || fs.NArg() > 0 {
+		return usageErr("link-wait: bad arguments %q", args)
+	}
+	if *label == "" {
+		*label = ifname
+	}
 	start := time.Now()
-	name := "link:" + ifname
+	name := "link:" + *label
 	for {
 		if carrier(ifname) {
 			p.Passf(name, "carrier=1 after=%.2fs mtu=%s operstate=%s", time.Since(start).Seconds(),
@@ -82,12 +90,17 @@ func cmdGrows(p *result.Printer, args []string) error {
 		}
 		return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	}
+	start := time.Now()
+	// The writer may not have made the file yet: wait for it too.
 	v0, err := read()
+	for err != nil && time.Since(start) < timeout {
+		time.Sleep(50 * time.Millisecond)
+		v0, err = read()
+	}
 	if err != nil {
 		p.Failf(name, "%v", err)
 		return nil
 	}
-	start := time.Now()
 	for time.Since(start) < timeout {
 		time.Sleep(50 * time.Millisecond)
 		if v, err := read(); err == nil && v > v0 {

@@ -6,17 +6,20 @@
 // interrupts and checks the kernel log. Every check prints one result line
 // (guestdrv/result); the exit status is 1 if any failed.
 //
-//	e2e-net link-wait IF TIMEOUT
+//	e2e-net link-wait IF TIMEOUT [-label L]
 //	e2e-net ethtool drvinfo IF
 //	e2e-net ethtool stats IF [-dma]
 //	e2e-net ethtool features IF
 //	e2e-net ethtool set IF tso on|off
 //	e2e-net ping -to IP [-count N] [-interval S] [-wait D] [-label L]
-//	e2e-net tcp-serve -port P [-conns N] [-bytes B] [-label L] [-timeout D] [-stop-file F] [-progress-file F]
-//	e2e-net tcp-send -to IP -port P [-conns N] [-bytes B] [-seed S] [-label L] [-timeout D] [-stop-file F] [-progress-file F]
+//	e2e-net tcp-serve -port P [-conns N] [-bytes B] [-label L] [-timeout D] [-stop-file F] [-progress-file F] [-out FILE]
+//	e2e-net tcp-send -to IP -port P [-conns N] [-bytes B] [-seed S] [-label L] [-timeout D] [-stop-file F] [-progress-file F] [-file FILE]
+//	e2e-net make-file PATH [-bytes B] [-seed S]
+//	e2e-net sha256 PATH
+//	e2e-net gen-hash [-bytes B]
 //	e2e-net grows FILE TIMEOUT [-label L]
 //	e2e-net irqs IF [-save FILE] [-since FILE] [-want-slices N] [-label L]
-//	e2e-net dmesg-check [-adopt] [-want NAME=TEXT]...
+//	e2e-net dmesg-check [-adopt] [-show] [-want NAME=TEXT]...
 //
 // Result names and details are documented with each subcommand; details
 // are key=value pairs the host test parses (tests/e2e/myri10ge_test.go).
@@ -31,15 +34,18 @@ import (
 )
 
 const usage = `usage:
-  e2e-net link-wait IF TIMEOUT
+  e2e-net link-wait IF TIMEOUT [-label L]
   e2e-net ethtool drvinfo|stats|features IF [-dma]
   e2e-net ethtool set IF tso on|off
   e2e-net ping -to IP [-count N] [-interval S] [-wait D] [-label L]
-  e2e-net tcp-serve -port P [-conns N] [-bytes B] [-label L] [-timeout D] [-stop-file F] [-progress-file F]
-  e2e-net tcp-send -to IP -port P [-conns N] [-bytes B] [-seed S] [-label L] [-timeout D] [-stop-file F] [-progress-file F]
+  e2e-net tcp-serve -port P [-conns N] [-bytes B] [-label L] [-timeout D] [-stop-file F] [-progress-file F] [-out FILE]
+  e2e-net tcp-send -to IP -port P [-conns N] [-bytes B] [-seed S] [-label L] [-timeout D] [-stop-file F] [-progress-file F] [-file FILE]
+  e2e-net make-file PATH [-bytes B] [-seed S]
+  e2e-net sha256 PATH
+  e2e-net gen-hash [-bytes B]
   e2e-net grows FILE TIMEOUT [-label L]
   e2e-net irqs IF [-save FILE] [-since FILE] [-want-slices N] [-label L]
-  e2e-net dmesg-check [-adopt] [-want NAME=TEXT]...
+  e2e-net dmesg-check [-adopt] [-show] [-want NAME=TEXT]...
 `
 
 func main() {
@@ -61,6 +67,10 @@ func main() {
 		err = cmdTCPServe(p, args)
 	case "tcp-send":
 		err = cmdTCPSend(p, args)
+	case "make-file":
+		err = cmdMakeFile(p, args)
+	case "sha256":
+		err = cmdSHA256(p, args)
 	case "gen-hash":
 		err = cmdGenHash(p, args)
 	case "grows":
