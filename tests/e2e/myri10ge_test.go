@@ -81,8 +81,8 @@ func TestMyri10geTwoGuests(t *testing.T) {
 		mtu = v.mtu
 		linkLabels = append(linkLabels, "link:"+v.label)
 		port := 5001 + i
-		a.Step(fmt.Sprintf("e2e-net tcp-serve -port %d -conns 1 -bytes %d -label %s -timeout 4m", port, size, v.label))
-		b.Step(fmt.Sprintf("e2e-net tcp-send -to %s -port %d -conns 1 -bytes %d -seed %d -label %s -timeout 4m", ipA, port, size, i+1, v.label))
+		a.Step(fmt.Sprintf("e2e-net tcp-serve -port %d -conns 1 -bytes %d -label %s -timeout 3m", port, size, v.label))
+		b.Step(fmt.Sprintf("e2e-net tcp-send -to %s -port %d -conns 1 -bytes %d -seed %d -label %s -timeout 3m", ipA, port, size, i+1, v.label))
 	}
 	for _, s := range []*myripair.Script{a, b} {
 		s.Step("e2e-net ethtool stats eth0 -dma").Step("e2e-net ethtool features eth0").Step(dmesgCheck(true, ""))
@@ -90,8 +90,8 @@ func TestMyri10geTwoGuests(t *testing.T) {
 	require := join(driverResults, linkLabels, []string{"ping:peer", "dmesg:adopted"})
 	start := time.Now()
 	runs := h.Guests(
-		myripair.GuestSpec{Name: "a", NIC: nics[0], Script: a, Timeout: 15 * time.Minute, Require: require}.Guest(),
-		myripair.GuestSpec{Name: "b", NIC: nics[1], Script: b, Timeout: 15 * time.Minute, Require: require}.Guest(),
+		myripair.GuestSpec{Name: "a", NIC: nics[0], Script: a, Timeout: 10 * time.Minute, Require: require}.Guest(),
+		myripair.GuestSpec{Name: "b", NIC: nics[1], Script: b, Timeout: 10 * time.Minute, Require: require}.Guest(),
 	)
 	h.Logf("both guests done in %.0f s", time.Since(start).Seconds())
 	ra, rb := runs[0], runs[1]
@@ -179,8 +179,8 @@ func testMultiSlice(t *testing.T, slices int) {
 	}
 	require := join(driverResults, []string{"irqs:transfer"})
 	runs := h.Guests(
-		myripair.GuestSpec{Name: "a", NIC: nics[0], Script: a, Slices: slices, Firmware: true, Timeout: 10 * time.Minute, Require: require}.Guest(),
-		myripair.GuestSpec{Name: "b", NIC: nics[1], Script: b, Slices: slices, Firmware: true, Timeout: 10 * time.Minute, Require: require}.Guest(),
+		myripair.GuestSpec{Name: "a", NIC: nics[0], Script: a, Slices: slices, Firmware: true, Timeout: 6 * time.Minute, Require: require}.Guest(),
+		myripair.GuestSpec{Name: "b", NIC: nics[1], Script: b, Slices: slices, Firmware: true, Timeout: 6 * time.Minute, Require: require}.Guest(),
 	)
 	ra, rb := runs[0], runs[1]
 	for _, r := range runs {
@@ -226,9 +226,9 @@ func TestMyri10geLinkCycles(t *testing.T) {
 	srv, nics := myriServer(h, 2, 1)
 	const cycles = 10
 	stream := func(s *myripair.Script, peer, in, out string, stop string) *myripair.Script {
-		return s.Raw(fmt.Sprintf(`e2e-net tcp-serve -port 5001 -conns 1 -label %s -timeout 12m %s -progress-file /tmp/rx &
+		return s.Raw(fmt.Sprintf(`e2e-net tcp-serve -port 5001 -conns 1 -label %s -timeout 8m %s -progress-file /tmp/rx &
 serve=$!
-e2e-net tcp-send -to %s -port 5001 -conns 1 -bytes 0 -label %s -timeout 12m %s -progress-file /tmp/tx &
+e2e-net tcp-send -to %s -port 5001 -conns 1 -bytes 0 -label %s -timeout 8m %s -progress-file /tmp/tx &
 send=$!`, in, stop, peer, out, stop))
 	}
 	moving := func(label string) string {
@@ -271,9 +271,9 @@ wait $send || rc=1`, cycles, moving("updown-$i"), cycles, myripair.ModulePath, i
 	}
 	start := time.Now()
 	runs := h.Guests(
-		myripair.GuestSpec{Name: "a", NIC: nics[0], Script: a, Timeout: 15 * time.Minute,
+		myripair.GuestSpec{Name: "a", NIC: nics[0], Script: a, Timeout: 10 * time.Minute,
 			Require: join(driverResults, cycleResults, []string{"dmesg:adopted"})}.Guest(),
-		myripair.GuestSpec{Name: "b", NIC: nics[1], Script: b, Timeout: 15 * time.Minute,
+		myripair.GuestSpec{Name: "b", NIC: nics[1], Script: b, Timeout: 10 * time.Minute,
 			Require: join(driverResults, []string{"dmesg:adopted"})}.Guest(),
 	)
 	h.Logf("both guests done in %.0f s", time.Since(start).Seconds())
