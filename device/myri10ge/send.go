@@ -173,6 +173,10 @@ func (s *sender) chain(f uint8, entries int, slot func(int) []byte) (int, error)
 	return n, nil
 }
 
+// udpCsumOffset is the checksum's offset in a UDP header: the driver's
+// csum_offset, which is pos - cs in a descriptor (§5.4).
+const udpCsumOffset = 6
+
 // plain gathers a non-TSO packet of n descriptors and applies checksum
 // offload (§5.4 step 1.4).
 func (s *sender) plain(n int, mem dma.Space) ([][]byte, error) {
@@ -197,8 +201,13 @@ func (s *sender) plain(n int, mem dma.Space) ([][]byte, error) {
 			return nil, fmt.Errorf("myri10ge: send checksum from %d into %d of a %d-byte frame: %w", cs, pos, total, errSendCksumOffset)
 		}
 		c := ^checksumFold(onesSum(frame[cs:], 0))
-		if c == 0 {
-			c = 0xFFFF // a UDP checksum of 0 means "none"
+		if c == 0 && pos-cs == udpCsumOffset {
+			// In a UDP (or UDP-Lite) header 0 means "no checksum", so a
+			// computed 0 goes out as its other representation (RFC 768).
+			// Everywhere else 0x0000 stays: a correct ones'-complement
+			// computation never yields 0xFFFF (RFC 1624), and tools like
+			// tshark flag a TCP checksum of 0xFFFF as bad.
+			c = 0xFFFF
 		}
 		binary.BigEndian.PutUint16(frame[pos:], c)
 	}
