@@ -10,9 +10,12 @@ BENCHSTAT ?= $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c
 BENCH_COUNT ?= 10
 # Every benchmark with a raw baseline in the same run, named impl=<baseline|ours>.
 BENCH_PKGS = ./vfiouser ./dma ./msi ./wcbar ./fabric ./device/myri10ge
-BENCH_RE = RegionRead4|PostedWrite4|Copy|Raise|Access|SwitchForward|SendTake|OnesSum
+BENCH_NAMES = RegionRead4 PostedWrite4 Copy Raise Access SwitchForward SendTake OnesSum
+empty :=
+space := $(empty) $(empty)
+BENCH_RE = ^($(subst $(space),|,$(BENCH_NAMES)))$$
 
-.PHONY: test demo provision fmt vet unit e2e bench
+.PHONY: test demo provision fmt vet unit e2e bench benchstat
 
 test: provision fmt vet unit e2e
 	@echo "make test: gofmt, vet, unit tests (-race) and every e2e scenario passed"
@@ -45,4 +48,17 @@ demo: provision
 bench:
 	@mkdir -p out
 	$(GO) test -run '^$$' -bench '$(BENCH_RE)' -benchmem -count $(BENCH_COUNT) $(BENCH_PKGS) | tee out/bench.txt
-	$(BENCHSTAT) -filter '-/impl:""' -col /impl out/bench.txt | tee out/benchstat.txt
+	@$(MAKE) --no-print-directory benchstat
+
+# Formats out/bench.txt again (for example one copied from another machine).
+benchstat:
+	@# One table per benchmark, so that each compares with its own baseline
+	@# (the first impl column); out/benchstat-time.txt holds only sec/op.
+	@: > out/benchstat.txt; : > out/benchstat-time.txt
+	@for n in $(BENCH_NAMES); do \
+		$(BENCHSTAT) -filter ".name:$$n -/impl:\"\"" -col /impl out/bench.txt >> out/benchstat.txt || exit 1; \
+		$(BENCHSTAT) -filter ".name:$$n .unit:sec/op -/impl:\"\"" -col /impl out/bench.txt | grep -v '^\(goos\|goarch\|cpu\):' >> out/benchstat-time.txt || exit 1; \
+		echo >> out/benchstat.txt; echo >> out/benchstat-time.txt; \
+	done
+	@cat out/benchstat-time.txt
+	@echo "full tables (time, B/s, allocations): out/benchstat.txt"
