@@ -13,7 +13,7 @@ BENCH_PKGS = ./vfiouser ./dma ./msi ./wcbar ./fabric ./device/myri10ge
 BENCH_NAMES = RegionRead4 PostedWrite4 Copy Raise Access SwitchForward SendTake OnesSum
 empty :=
 space := $(empty) $(empty)
-BENCH_RE = ^($(subst $(space),|,$(BENCH_NAMES)))$$
+BENCH_RE = ^Benchmark($(subst $(space),|,$(BENCH_NAMES)))$$
 
 .PHONY: test demo provision fmt vet unit e2e bench benchstat
 
