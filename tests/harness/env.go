@@ -29,6 +29,10 @@ const (
 	// EnvRunTag is set in the environment of every process the harness
 	// starts, so that leftovers can be found in /proc afterwards.
 	EnvRunTag = "MYRIEMU_E2E_RUN"
+	// EnvBreak is a regular expression: the guests of every test whose
+	// name it matches print a failing result first, so the test fails
+	// (for seeing what a failure looks like; never set in CI).
+	EnvBreak = "MYRIEMU_E2E_BREAK"
 )
 
 // DefaultCache is where scripts/provision.sh keeps the rootfs.

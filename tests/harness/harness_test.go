@@ -212,3 +212,30 @@ func TestReport(t *testing.T) {
 		}
 	}
 }
+
+func TestBreakIfAsked(t *testing.T) {
+	const scenario = "e2e-probe -v"
+	for _, c := range []struct {
+		expr  string
+		broke bool
+	}{
+		{"", false},
+		{"TestSomethingElse", false},
+		{"TestBreak", true},
+		{"^TestBreakIfAsked$", true},
+	} {
+		t.Setenv(EnvBreak, c.expr)
+		g := Guest{Scenario: scenario}
+		(&T{TB: t}).breakIfAsked(&g)
+		if !c.broke {
+			if g.Scenario != scenario {
+				t.Errorf("%s=%q changed the scenario to %q", EnvBreak, c.expr, g.Scenario)
+			}
+			continue
+		}
+		first, rest, _ := strings.Cut(g.Scenario, "\n")
+		if rest != scenario || !strings.HasPrefix(first, "echo 'E2E-RESULT name=deliberate.break status=fail detail=") {
+			t.Errorf("%s=%q: scenario %q, want a failing result line, then the scenario", EnvBreak, c.expr, g.Scenario)
+		}
+	}
+}

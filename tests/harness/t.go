@@ -99,10 +99,30 @@ func (h *T) Server(name string, args ...string) *Server {
 // Servers returns the servers started so far.
 func (h *T) Servers() []*Server { return h.servers }
 
+// breakIfAsked makes g's scenario start with a failing result when
+// EnvBreak matches the test's name, so that anyone can watch a guest
+// assertion fail `make test` and see what the report shows.
+func (h *T) breakIfAsked(g *Guest) {
+	h.Helper()
+	expr := os.Getenv(EnvBreak)
+	if expr == "" {
+		return
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		h.Fatalf("%s=%q: %v", EnvBreak, expr, err)
+	}
+	if re.MatchString(h.Name()) {
+		g.Scenario = fmt.Sprintf("echo 'E2E-RESULT name=deliberate.break status=fail detail=%s=%s matched %s'\n%s",
+			EnvBreak, unsafeName.ReplaceAllString(expr, "_"), unsafeName.ReplaceAllString(h.Name(), "_"), g.Scenario)
+	}
+}
+
 // Guest boots g with its files under the test's artifacts directory and
 // returns the run without judging it.
 func (h *T) Guest(g Guest) *Run {
 	h.Helper()
+	h.breakIfAsked(&g)
 	if g.Dir == "" {
 		g.Dir = filepath.Join(h.Dir, g.Name)
 	}
@@ -119,6 +139,7 @@ func (h *T) Guest(g Guest) *Run {
 func (h *T) Guests(gs ...Guest) []*Run {
 	h.Helper()
 	for i := range gs {
+		h.breakIfAsked(&gs[i])
 		if gs[i].Dir == "" {
 			gs[i].Dir = filepath.Join(h.Dir, gs[i].Name)
 		}
