@@ -79,6 +79,9 @@ type Map struct {
 
 	hookMu sync.Mutex // serialises AddHook
 
+	// unmapWatch is told of every DMA_UNMAP before it takes effect (audit.go).
+	unmapWatch atomic.Pointer[[]*UnmapWatcher]
+
 	// testInCopy, if set, runs under the read lock before each shared
 	// copy: tests use it to hold an access in flight.
 	testInCopy func()
@@ -300,6 +303,7 @@ func (m *Map) Remove(iova, size uint64) error {
 		return fmt.Errorf("dma: unmap %#x+%#x: %w", iova, size, err)
 	}
 	last := iova + size - 1
+	m.notifyUnmap(iova, last)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closedLocked {
@@ -326,6 +330,7 @@ func (m *Map) Remove(iova, size uint64) error {
 // RemoveAll drops every map (DMA_UNMAP with the ALL flag, or the client
 // left), after in-flight accesses finished.
 func (m *Map) RemoveAll() {
+	m.notifyUnmap(0, math.MaxUint64)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.removeAllLocked()
