@@ -136,7 +136,10 @@ func (d *Device) cmdReg(ep *endpoint, c Command) event {
 	}
 	id, shift, nr, first, length := c.RegionID(), c.PageShift(), c.NrPages(), uint64(c.FirstOff()), c.RegLength()
 	access := c.Access()
-	if id >= RegionsPerEP || (shift != 12 && shift != 21) || nr == 0 || nr > MaxPages || access == 0 ||
+	if nr > MaxPages {
+		return fail(StatusNoResources) // more pages than the device's table holds
+	}
+	if id >= RegionsPerEP || (shift != 12 && shift != 21) || nr == 0 || access == 0 ||
 		access&^(AccessSendSrc|AccessRecvDst) != 0 || c.PageList()%8 != 0 {
 		return fail(StatusBadCommand)
 	}
