@@ -187,7 +187,11 @@ var ErrAudit = errors.New("refused by the DMA audit")
 // RegView is a device's copy of one registration as the audit reads it.
 // Pages is not retained past the call that returned it.
 type RegView struct {
-	Valid     bool // state VALID (not INVALIDATING, not FREE)
+	Valid bool // state VALID
+	// Draining: state INVALIDATING. DMA that was in flight when the
+	// invalidation began may still complete (the DEREG waits for it); it
+	// is accepted, and the fence check (A5) covers what comes after.
+	Draining  bool
 	Gen       uint32
 	Read      bool // the device may read it (a send source)
 	Write     bool // the device may write it (a receive destination)
@@ -230,8 +234,8 @@ type AuditSource interface {
 	// ControlArea returns the guest range [base, base+size) the endpoint
 	// may use for control DMA of kind k; size 0 means none.
 	ControlArea(ep int, k TagKind) (base, size uint64)
-	// ValidCovers reports whether a VALID registration of the device
-	// covers [addr, addr+n).
+	// ValidCovers reports whether a live (VALID or draining) registration
+	// of the device covers [addr, addr+n).
 	ValidCovers(addr uint64, n int) bool
 	// PTRoot returns the endpoint's page-table root.
 	PTRoot(ep int) PTRoot
@@ -678,7 +682,7 @@ func (a *Audit) checkData(v *violation, t Tag, op Op, addr uint64, n int) bool {
 	switch {
 	case !ok:
 		return v.set(CheckA3DataTag, "no region %d", t.Region)
-	case !r.Valid:
+	case !r.Valid && !r.Draining:
 		return v.set(CheckA3DataTag, "region %d is not VALID", t.Region)
 	case r.Gen != t.Gen:
 		return v.set(CheckA3DataTag, "region %d generation %d, tag %d", t.Region, r.Gen, t.Gen)
@@ -708,14 +712,15 @@ func (a *Audit) checkData(v *violation, t Tag, op Op, addr uint64, n int) bool {
 		}
 	}
 	a.mu.Unlock()
-	if op == Write && !a.checkQuarantine(v, addr, n) {
-		return false
-	}
+	// A6 needs nothing more here: A3 proved the write lies in this live
+	// registration's pages.
 	return a.checkPageTable(v, t, r, op, addr, n)
 }
 
-// A6: a write into a page a recent DEREG retired, that no VALID
-// registration covers.
+// A6: a write into a page a recent DEREG retired, that no live
+// registration covers. Data writes that passed A3 lie in their own live
+// registration, so this runs for control writes (event queue, status
+// block): a device that kept a stale translation of one of those.
 func (a *Audit) checkQuarantine(v *violation, addr uint64, n int) bool {
 	a.mu.Lock()
 	hit := false
@@ -747,7 +752,13 @@ func (a *Audit) checkControl(v *violation, t Tag, op Op, addr uint64, n int) boo
 	if size == 0 || addr < base || uint64(n) > size || addr-base > size-uint64(n) {
 		return v.set(CheckA4ControlTag, "%d bytes at %#x outside endpoint %d's %s [%#x, +%#x)", n, addr, t.Endpoint, t.Kind, base, size)
 	}
-	return a.checkMapped(v, op, addr, n)
+	if !a.checkMapped(v, op, addr, n) {
+		return false
+	}
+	if op == Write {
+		return a.checkQuarantine(v, addr, n)
+	}
+	return true
 }
 
 // x86-64 page-table entry bits (Intel SDM vol. 3, 4.5).

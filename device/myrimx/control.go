@@ -126,7 +126,7 @@ func (s auditSource) Registration(ep int, id uint32) (dma.RegView, bool) {
 		return dma.RegView{}, false
 	}
 	return dma.RegView{
-		Valid: r.state.Load() == regionValid, Gen: r.gen,
+		Valid: r.state.Load() == regionValid, Draining: r.state.Load() == regionInvalidating, Gen: r.gen,
 		Read: r.access&AccessSendSrc != 0, Write: r.access&AccessRecvDst != 0,
 		PageShift: r.pageShift, FirstOff: r.firstOff, Length: r.length, UserVA: r.userVA,
 		Pages: r.pages, MapEpoch: r.mapEpoch,
@@ -157,7 +157,7 @@ func (s auditSource) ValidCovers(addr uint64, n int) bool {
 	last := addr + uint64(n) - 1
 	for _, ep := range s.d.eps {
 		for _, r := range ep.liveRegions() {
-			if r.state.Load() != regionValid {
+			if st := r.state.Load(); st != regionValid && st != regionInvalidating {
 				continue
 			}
 			ps := r.pageSize()

@@ -27,18 +27,19 @@ func (d *Device) step(t *transfer) bool {
 	if second != first {
 		second.mu.RLock()
 	}
-	unlock := func() {
+	// Completions are posted before the holds end: an invalidation waiting
+	// for this chunk acknowledges its DEREG only after the region's
+	// operations reported how they ended.
+	defer func() {
 		if second != first {
 			second.mu.RUnlock()
 		}
 		first.mu.RUnlock()
-	}
+	}()
 	if t.finished.Load() {
-		unlock()
 		return true
 	}
 	if src.state.Load() != regionValid || dst.state.Load() != regionValid {
-		unlock()
 		d.finish(t, StatusRegionInvalidated)
 		return true
 	}
@@ -61,7 +62,6 @@ func (d *Device) step(t *transfer) bool {
 			break
 		}
 	}
-	unlock()
 	d.stats.chunks.Add(1)
 	if err != nil {
 		d.stats.dmaFaults.Add(1)
