@@ -55,11 +55,10 @@ func must(t *testing.T, ev mxtest.Event, err error, typ myrimx.EventType, st myr
 }
 
 func pattern(n int, seed uint64) []byte {
-	r := rand.New(rand.NewPCG(seed, 7))
+	var s [32]byte
+	s[0], s[1] = byte(seed), byte(seed>>8)
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
+	rand.NewChaCha8(s).Read(b)
 	return b
 }
 

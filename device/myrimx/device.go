@@ -235,15 +235,19 @@ func (d *Device) Detach() {
 
 // Reset is DEVICE_RESET or FLR: every endpoint is closed, every
 // registration dropped after its DMA drained (at most one chunk), and the
-// peers' operations on them complete. The audit sees the function in
-// reset meanwhile (A2).
+// peers' operations on them complete. Once quiesced, the audit sees the
+// function in reset until the registers are back (A2).
 func (d *Device) Reset() {
-	d.inReset.Store(true)
-	defer d.inReset.Store(false)
 	d.cmdMu.Lock()
 	defer d.cmdMu.Unlock()
 	for _, ep := range d.eps {
 		d.closeEndpoint(ep, ReasonReset)
+	}
+	// Quiesced: from here until the registers are back no DMA of this
+	// device is legitimate (A2).
+	d.inReset.Store(true)
+	defer d.inReset.Store(false)
+	for _, ep := range d.eps {
 		ep.resetRegs()
 	}
 	d.devStatus.Store(DevRunning)

@@ -43,6 +43,11 @@ func (d *Device) step(t *transfer) bool {
 		d.finish(t, StatusRegionInvalidated)
 		return true
 	}
+	if !src.audit.BusMaster() || !dst.audit.BusMaster() {
+		d.stats.dmaFaults.Add(1)
+		d.finish(t, StatusDMAFault) // a function may not master the bus: stop, as hardware aborts
+		return true
+	}
 	done := t.done.Load()
 	end := min(t.n, done+Chunk)
 	stag := dma.Tag{Kind: dma.TagData, Endpoint: s.ep.idx, Region: src.id, Gen: src.gen, Cookie: s.cookie}
