@@ -69,6 +69,7 @@ func deviceKinds() map[string]deviceKind {
 			},
 			new: newMyri10ge,
 		},
+		"myrimx": myrimxKind(),
 	}
 }
 
