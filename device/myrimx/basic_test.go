@@ -43,7 +43,7 @@ func newPair(t *testing.T, mode dma.AuditMode) *pair {
 	return p
 }
 
-func must(t *testing.T, ev mxtest.Event, err error, typ myrimx.EventType, st myrimx.Status) mxtest.Event {
+func must(t testing.TB, ev mxtest.Event, err error, typ myrimx.EventType, st myrimx.Status) mxtest.Event {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
