@@ -521,8 +521,9 @@ func (e *Endpoint) Do(c Cmd) (Event, error) {
 }
 
 // Register writes b's page list into guest memory, posts REG and waits
-// for REG_DONE. It returns the page list's address (for tests that change
-// it afterwards) and the completion.
+// for REG_DONE, then frees the list: the device copied it (§6.1). It
+// returns the list's address (a test may scribble on it afterwards, until
+// its next allocation) and the completion.
 func (e *Endpoint) Register(id, gen, access uint32, b Buffer) (uint64, Event, error) {
 	list := e.NIC.Alloc(8*len(b.Pages), 8)
 	lb := e.NIC.Bytes(list, 8*len(b.Pages))
@@ -530,6 +531,11 @@ func (e *Endpoint) Register(id, gen, access uint32, b Buffer) (uint64, Event, er
 		le.PutUint64(lb[8*i:], p)
 	}
 	ev, err := e.Do(RegCmd(id, gen, access, b, list))
+	if err == nil {
+		if ferr := e.NIC.Mem.Free(list); ferr != nil {
+			e.NIC.tb.Errorf("mxtest: %v", ferr)
+		}
+	}
 	return list, ev, err
 }
 
