@@ -37,7 +37,8 @@ func (d *Device) auditEvent(ev dma.AuditEvent) {
 	}
 }
 
-// AuditCounters returns the audit's counters; zero while detached.
+// AuditCounters returns the counters of the audit of the current (or, once
+// detached, the last) attachment; a new attachment starts from zero.
 func (d *Device) AuditCounters() dma.AuditCounters {
 	d.hostMu.RLock()
 	defer d.hostMu.RUnlock()
