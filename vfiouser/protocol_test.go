@@ -82,7 +82,7 @@ func TestWarnLimiter(t *testing.T) {
 }
 
 func TestPickVersionReply(t *testing.T) {
-	texts := versionReplies(DefaultMaxDataXfer)
+	texts := versionReplies(DefaultMaxDataXfer, 65535)
 	for _, tt := range []struct{ limit, want int }{{214, 0}, {130, 1}, {100, 2}, {20, 2}} {
 		got := pickVersionReply(texts, tt.limit)
 		if string(got) != string(texts[tt.want]) {
