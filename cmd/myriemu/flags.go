@@ -36,6 +36,7 @@ type serveConfig struct {
 	LogLevel  logrus.Level
 	LogFormat string // "text" or "json"
 	Pcap      string // capture the switch to this file
+	Limits    limitsConfig
 }
 
 // listFlag collects every value of a repeatable flag, in order.
@@ -62,6 +63,7 @@ type serveFlags struct {
 	*flag.FlagSet
 	sockets, devices    listFlag
 	level, format, pcap *string
+	limits              *limitFlags
 }
 
 // newServeFlags returns serve's flags.
@@ -76,6 +78,7 @@ func newServeFlags(out io.Writer, kinds map[string]deviceKind) *serveFlags {
 	sf.level = fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	sf.format = fs.String("log-format", "text", "log `format` on stderr: text or json")
 	sf.pcap = fs.String("pcap", "", "write every frame crossing the emulated switch to `FILE` (pcap, for tshark)")
+	sf.limits = addLimitFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), serveUsage)
 		fs.PrintDefaults()
@@ -105,6 +108,10 @@ func parseServe(args []string, kinds map[string]deviceKind, out io.Writer) (serv
 		return serveConfig{}, usagef("unexpected argument %q", fs.Arg(0))
 	}
 	cfg := serveConfig{Pcap: *fs.pcap}
+	var err error
+	if cfg.Limits, err = fs.limits.config(); err != nil {
+		return cfg, err
+	}
 	lv, err := logrus.ParseLevel(*level)
 	if err != nil || lv < logrus.ErrorLevel {
 		return cfg, usagef("--log-level %q: want trace, debug, info, warn or error", *level)

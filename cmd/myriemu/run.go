@@ -210,6 +210,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 			root.WithFields(logrus.Fields{"file": cfg.Pcap, "frames": c.Frames()}).Info("capture written")
 		}()
 	}
+	limits := newLimiter(cfg.Limits, root)
 	var all []*served
 	// shutdown closes the servers (dropping clients, removing the socket
 	// files) in parallel, then releases the devices.
@@ -230,7 +231,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 		}
 	}
 	for _, dc := range cfg.Devices {
-		s, err := a.listen(root, wire, dc)
+		s, err := a.listen(root, wire, dc, limits)
 		if err != nil {
 			shutdown()
 			return err
@@ -263,7 +264,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 }
 
 // listen creates device dc and listens on its socket.
-func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig) (*served, error) {
+func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig, limits *limiter) (*served, error) {
 	log := root.WithField("device", dc.Name)
 	dev, err := a.kinds[dc.Kind].new(deviceEnv{Name: dc.Name, Log: log, Opts: dc.Opts, Wire: wire})
 	if err != nil {
@@ -274,7 +275,7 @@ func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig) (
 		dev.Close()
 		return nil, fmt.Errorf("device %s: %w", dc.Name, err)
 	}
-	srv, err := vfiouser.Listen(vfiouser.Config{Path: dc.Socket, Function: f, Log: log.WithField("component", "vfiouser")})
+	srv, err := vfiouser.Listen(limits.serverConfig(dc.Socket, f, log.WithField("component", "vfiouser")))
 	if err != nil {
 		dev.Close()
 		return nil, fmt.Errorf("device %s: %w", dc.Name, err)
