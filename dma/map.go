@@ -7,7 +7,6 @@ import (
 	"math"
 	"runtime/debug"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -89,7 +88,7 @@ type Map struct {
 
 	mu           sync.RWMutex
 	closedLocked bool
-	regions      []*region       // sorted by iova, never overlapping
+	regions      regionTable     // sorted by iova, never overlapping
 	files        map[fileKey]int // live fd maps per inode
 	mmaps        int             // live fd maps (one mmap each)
 	mappedBytes  uint64          // their page-rounded bytes
@@ -173,12 +172,11 @@ func (m *Map) Add(mp Mapping) error {
 	if m.closedLocked {
 		return fmt.Errorf("dma: map %#x+%#x: %w", mp.IOVA, mp.Size, ErrClosed)
 	}
-	i := m.find(r.iova)
-	if i < len(m.regions) && m.regions[i].iova <= r.last {
-		o := m.regions[i]
+	i := m.regions.find(r.iova)
+	if o := m.regions.at(i); o != nil && o.iova <= r.last {
 		return fmt.Errorf("dma: map %#x+%#x overlaps map %#x+%#x: %w", mp.IOVA, mp.Size, o.iova, o.size(), unix.EEXIST)
 	}
-	if len(m.regions) >= m.limits.MaxMaps {
+	if m.regions.len() >= m.limits.MaxMaps {
 		return m.refuse(mp, fmt.Errorf("%d maps, the most a client may have: %w: %w", m.limits.MaxMaps, ErrLimit, unix.ENOSPC))
 	}
 	if fd >= 0 {
@@ -196,10 +194,12 @@ func (m *Map) Add(mp Mapping) error {
 			m.log.WithFields(logrus.Fields{"iova": mp.IOVA, "size": mp.Size}).Warn("writable map backed by a read-only fd")
 		}
 	}
-	m.regions = slices.Insert(m.regions, i, r)
-	m.log.WithFields(logrus.Fields{
-		"iova": mp.IOVA, "size": mp.Size, "offset": mp.Offset, "prot": r.prot.String(), "shared": r.shared,
-	}).Debug("dma map added")
+	m.regions.insert(i, r)
+	if m.log.Logger.IsLevelEnabled(logrus.DebugLevel) { // the fields allocate
+		m.log.WithFields(logrus.Fields{
+			"iova": mp.IOVA, "size": mp.Size, "offset": mp.Offset, "prot": r.prot.String(), "shared": r.shared,
+		}).Debug("dma map added")
+	}
 	return nil
 }
 
@@ -326,13 +326,6 @@ func (m *Map) releaseLocked(r *region) {
 	}
 }
 
-// find returns the index of the first region whose last byte is at or
-// after addr. m.mu is held.
-func (m *Map) find(addr uint64) int {
-	rs := m.regions
-	return sort.Search(len(rs), func(i int) bool { return rs[i].last >= addr })
-}
-
 // Remove drops every map inside [iova, iova+size) (DMA_UNMAP). A range that
 // cuts a map, or covers none, is an error (EINVAL, ENOENT) and changes
 // nothing. Remove returns after every access to the removed maps finished.
@@ -346,21 +339,28 @@ func (m *Map) Remove(iova, size uint64) error {
 	if m.closedLocked {
 		return fmt.Errorf("dma: unmap %#x+%#x: %w", iova, size, ErrClosed)
 	}
-	i := m.find(iova)
-	j := i
-	for ; j < len(m.regions) && m.regions[j].iova <= last; j++ {
-		if r := m.regions[j]; r.iova < iova || r.last > last {
+	i := m.regions.find(iova)
+	n := 0
+	for j := i; ; j = m.regions.next(j) {
+		r := m.regions.at(j)
+		if r == nil || r.iova > last {
+			break
+		}
+		if r.iova < iova || r.last > last {
 			return fmt.Errorf("dma: unmap %#x+%#x cuts map %#x+%#x: %w", iova, size, r.iova, r.size(), unix.EINVAL)
 		}
+		n++
 	}
-	if i == j {
+	if n == 0 {
 		return fmt.Errorf("dma: unmap %#x+%#x: no map in range: %w", iova, size, unix.ENOENT)
 	}
-	for _, r := range m.regions[i:j] {
-		m.releaseLocked(r)
+	for j, k := i, 0; k < n; j, k = m.regions.next(j), k+1 {
+		m.releaseLocked(m.regions.at(j))
 	}
-	m.regions = slices.Delete(m.regions, i, j)
-	m.log.WithFields(logrus.Fields{"iova": iova, "size": size, "maps": j - i}).Debug("dma map removed")
+	m.regions.deleteN(i, n)
+	if m.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		m.log.WithFields(logrus.Fields{"iova": iova, "size": size, "maps": n}).Debug("dma map removed")
+	}
 	return nil
 }
 
@@ -373,13 +373,13 @@ func (m *Map) RemoveAll() {
 }
 
 func (m *Map) removeAllLocked() {
-	for _, r := range m.regions {
+	for r := range m.regions.all() {
 		m.releaseLocked(r)
 	}
-	if len(m.regions) > 0 {
-		m.log.WithField("maps", len(m.regions)).Debug("dma all maps removed")
+	if n := m.regions.len(); n > 0 {
+		m.log.WithField("maps", n).Debug("dma all maps removed")
 	}
-	m.regions = nil
+	m.regions.reset()
 }
 
 // Close removes every map; later accesses fail with ErrClosed and later
@@ -422,9 +422,9 @@ func (m *Map) AddHook(h Hook) {
 func (m *Map) Regions() []RegionInfo {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	out := make([]RegionInfo, len(m.regions))
-	for i, r := range m.regions {
-		out[i] = RegionInfo{IOVA: r.iova, Size: r.size(), Prot: r.prot, Shared: r.shared}
+	out := make([]RegionInfo, 0, m.regions.len())
+	for r := range m.regions.all() {
+		out = append(out, RegionInfo{IOVA: r.iova, Size: r.size(), Prot: r.prot, Shared: r.shared})
 	}
 	return out
 }
@@ -446,7 +446,7 @@ type Usage struct {
 func (m *Map) Usage() Usage {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return Usage{Maps: len(m.regions), Mmaps: m.mmaps, Files: len(m.files), Bytes: m.mappedBytes}
+	return Usage{Maps: m.regions.len(), Mmaps: m.mmaps, Files: len(m.files), Bytes: m.mappedBytes}
 }
 
 // Faults reports how many accesses hit a fault inside a live map: the
@@ -504,11 +504,10 @@ func (m *Map) store32Atomic(addr uint64, v uint32) (done bool, err error) {
 	if m.closedLocked {
 		return false, nil
 	}
-	i := m.find(addr)
-	if i >= len(m.regions) {
+	r := m.regions.at(m.regions.find(addr))
+	if r == nil {
 		return false, nil
 	}
-	r := m.regions[i]
 	if r.iova > addr || r.last-addr < 3 || !r.shared || r.prot&ProtWrite == 0 {
 		return false, nil
 	}
@@ -612,13 +611,13 @@ func (m *Map) copyShared(op Op, p []byte, addr uint64) (n, msgLen int, err error
 	if m.closedLocked {
 		return 0, 0, ErrClosed
 	}
-	i := m.find(addr)
+	i := m.regions.find(addr)
 	for n < len(p) {
 		a := addr + uint64(n)
-		if i >= len(m.regions) || m.regions[i].iova > a {
+		r := m.regions.at(i)
+		if r == nil || r.iova > a {
 			return n, 0, ErrUnmapped
 		}
-		r := m.regions[i]
 		if op == Write && r.prot&ProtWrite == 0 {
 			return n, 0, ErrReadOnly
 		}
@@ -642,7 +641,7 @@ func (m *Map) copyShared(op Op, p []byte, addr uint64) (n, msgLen int, err error
 			copy(r.mem[off:], p[n:n+k])
 		}
 		n += k
-		i++
+		i = m.regions.next(i)
 	}
 	return n, 0, nil
 }
