@@ -79,7 +79,7 @@ func (c *conn) dmaChunk(cmd Command, addr uint64, p []byte) error {
 	}
 	if limit := c.s.cfg.MaxPendingDMA; limit > 0 && len(c.pending) >= limit {
 		c.dmaMu.Unlock()
-		return fmt.Errorf("vfiouser: %v %d@%#x: %d requests already await the client: %w", cmd, len(p), addr, len(c.pending), unix.ENOBUFS)
+		return fmt.Errorf("vfiouser: %v %d@%#x: %d requests already await the client: %w", cmd, len(p), addr, limit, unix.ENOBUFS)
 	}
 	id := c.nextID
 	for c.pending[id] != nil {
