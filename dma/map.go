@@ -68,7 +68,10 @@ type RegionInfo struct {
 // needs the lock; the client performs those accesses itself, so no memory
 // of this process is at stake.
 type Map struct {
-	log *logrus.Entry
+	log       *logrus.Entry
+	limits    Limits
+	pageAlign uint64
+	refusals  atomic.Uint64 // Adds refused by a limit
 
 	busMaster atomic.Bool
 	closed    atomic.Bool // mirrors closedLocked for the lock-free early check
@@ -81,10 +84,6 @@ type Map struct {
 	// testInCopy, if set, runs under the read lock before each shared
 	// copy: tests use it to hold an access in flight.
 	testInCopy func()
-
-	limits    Limits
-	refusals  atomic.Uint64 // Adds refused by a limit
-	pageAlign uint64
 
 	mu           sync.RWMutex
 	closedLocked bool
