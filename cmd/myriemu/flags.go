@@ -33,10 +33,10 @@ type deviceConfig struct {
 // serveConfig is the parsed command line of serve.
 type serveConfig struct {
 	Devices   []deviceConfig
+	Limits    limitsConfig // limits.go
 	LogLevel  logrus.Level
 	LogFormat string // "text" or "json"
 	Pcap      string // capture the switch to this file
-	Limits    limitsConfig
 }
 
 // listFlag collects every value of a repeatable flag, in order.
@@ -63,7 +63,6 @@ type serveFlags struct {
 	*flag.FlagSet
 	sockets, devices    listFlag
 	level, format, pcap *string
-	limits              *limitFlags
 }
 
 // newServeFlags returns serve's flags.
@@ -78,7 +77,7 @@ func newServeFlags(out io.Writer, kinds map[string]deviceKind) *serveFlags {
 	sf.level = fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	sf.format = fs.String("log-format", "text", "log `format` on stderr: text or json")
 	sf.pcap = fs.String("pcap", "", "write every frame crossing the emulated switch to `FILE` (pcap, for tshark)")
-	sf.limits = addLimitFlags(fs)
+	addLimitFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), serveUsage)
 		fs.PrintDefaults()
@@ -108,10 +107,6 @@ func parseServe(args []string, kinds map[string]deviceKind, out io.Writer) (serv
 		return serveConfig{}, usagef("unexpected argument %q", fs.Arg(0))
 	}
 	cfg := serveConfig{Pcap: *fs.pcap}
-	var err error
-	if cfg.Limits, err = fs.limits.config(); err != nil {
-		return cfg, err
-	}
 	lv, err := logrus.ParseLevel(*level)
 	if err != nil || lv < logrus.ErrorLevel {
 		return cfg, usagef("--log-level %q: want trace, debug, info, warn or error", *level)
@@ -122,6 +117,9 @@ func parseServe(args []string, kinds map[string]deviceKind, out io.Writer) (serv
 		cfg.LogFormat = *format
 	default:
 		return cfg, usagef("--log-format %q: want text or json", *format)
+	}
+	if cfg.Limits, err = limitsFrom(fs.FlagSet); err != nil {
+		return cfg, err
 	}
 
 	if len(*devices) == 0 {

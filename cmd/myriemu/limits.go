@@ -27,26 +27,79 @@ const minSize = 4096
 
 // limitFlags are where serve's limit flags land.
 type limitFlags struct {
-	maxMaps, maxMmaps, maxFiles, maxPending, budgetMmaps int
+	maxMaps, maxMmaps, maxFiles, maxPending, budgetMmaps intFlag
 	maxXfer, maxBytes, budgetBytes                       byteSize
 }
 
-// addLimitFlags registers the limit flags on fs.
-func addLimitFlags(fs *flag.FlagSet) *limitFlags {
+// addLimitFlags registers the limit flags on fs; limitsFrom reads them
+// back after fs.Parse.
+func addLimitFlags(fs *flag.FlagSet) {
 	lf := &limitFlags{
+		maxMaps:     dma.DefaultMaxMaps,
+		maxMmaps:    dma.DefaultMaxMmaps,
+		maxFiles:    dma.DefaultMaxFiles,
+		maxPending:  vfiouser.DefaultMaxPendingDMA,
+		budgetMmaps: intFlag(dma.DefaultBudgetMmaps()),
 		maxXfer:     vfiouser.DefaultMaxDataXfer,
 		maxBytes:    dma.DefaultMaxBytes,
 		budgetBytes: byteSize(dma.DefaultBudgetBytes()),
 	}
-	fs.IntVar(&lf.maxMaps, "max-dma-maps", dma.DefaultMaxMaps, "per client: live DMA maps, advertised as max_dma_maps (`N`, 1..65535)")
-	fs.IntVar(&lf.maxMmaps, "max-dma-mmaps", dma.DefaultMaxMmaps, "per client: live DMA maps with an fd, one mmap each (`N`)")
-	fs.Var(&lf.maxBytes, "max-dma-bytes", "per client: address space its DMA maps take, in `SIZE` (bytes, or with a K, M, G or T suffix)")
-	fs.IntVar(&lf.maxFiles, "max-dma-files", dma.DefaultMaxFiles, "per client: distinct files (memory backends) mapped at once (`N`)")
-	fs.Var(&lf.maxXfer, "max-data-xfer", "per message: largest data count, advertised as max_data_xfer_size, in `SIZE` (4K..64M)")
-	fs.IntVar(&lf.maxPending, "max-pending-dma", vfiouser.DefaultMaxPendingDMA, "per client: server DMA_READ/DMA_WRITE requests awaiting a reply (`N`)")
-	fs.IntVar(&lf.budgetMmaps, "budget-mmaps", dma.DefaultBudgetMmaps(), "per process: mmaps of client files, all devices together (`N`; default half of vm.max_map_count)")
-	fs.Var(&lf.budgetBytes, "budget-bytes", "per process: address space of client files, all devices together, in `SIZE`")
-	return lf
+	for _, f := range []struct {
+		v          flag.Value
+		name, help string
+	}{
+		{&lf.maxMaps, "max-dma-maps", "per client: live DMA maps, advertised as max_dma_maps (`N`, 1..65535)"},
+		{&lf.maxMmaps, "max-dma-mmaps", "per client: live DMA maps with an fd, one mmap each (`N`)"},
+		{&lf.maxBytes, "max-dma-bytes", "per client: address space its DMA maps take, in `SIZE` (bytes, or with a K, M, G or T suffix)"},
+		{&lf.maxFiles, "max-dma-files", "per client: distinct files (memory backends) mapped at once (`N`)"},
+		{&lf.maxXfer, "max-data-xfer", "per message: largest data count, advertised as max_data_xfer_size, in `SIZE` (4K..64M)"},
+		{&lf.maxPending, "max-pending-dma", "per client: server DMA_READ/DMA_WRITE requests awaiting a reply (`N`)"},
+		{&lf.budgetMmaps, "budget-mmaps", "per process: mmaps of client files, all devices together (`N`; default half of vm.max_map_count)"},
+		{&lf.budgetBytes, "budget-bytes", "per process: address space of client files, all devices together, in `SIZE`"},
+	} {
+		fs.Var(limitFlag{lf: lf, v: f.v}, f.name, f.help)
+	}
+}
+
+// limitFlag is one limit flag's value. Through it limitsFrom finds the
+// limitFlags again after parsing, so serve's own flag struct needs no
+// field for them.
+type limitFlag struct {
+	lf *limitFlags
+	v  flag.Value
+}
+
+func (f limitFlag) String() string {
+	if f.v == nil { // the zero value flag.PrintDefaults makes
+		return ""
+	}
+	return f.v.String()
+}
+
+func (f limitFlag) Set(s string) error { return f.v.Set(s) }
+
+// limitsFrom returns the checked limits of a parsed flag set that
+// addLimitFlags registered on.
+func limitsFrom(fs *flag.FlagSet) (limitsConfig, error) {
+	f := fs.Lookup("max-dma-maps")
+	if f == nil {
+		return limitsConfig{}, fmt.Errorf("limit flags not registered")
+	}
+	return f.Value.(limitFlag).lf.config()
+}
+
+// intFlag is an int flag value.
+type intFlag int
+
+func (i *intFlag) String() string { return strconv.Itoa(int(*i)) }
+
+func (i *intFlag) Set(s string) error {
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a number", s)
+	}
+	*i = intFlag(v)
+	return nil
 }
 
 // config checks the flag values.
@@ -71,9 +124,9 @@ func (lf *limitFlags) config() (limitsConfig, error) {
 	}
 	return limitsConfig{
 		MaxDataXfer:   int(lf.maxXfer),
-		MaxPendingDMA: lf.maxPending,
-		Client:        dma.Limits{MaxMaps: lf.maxMaps, MaxMmaps: lf.maxMmaps, MaxBytes: uint64(lf.maxBytes), MaxFiles: lf.maxFiles},
-		BudgetMmaps:   lf.budgetMmaps,
+		MaxPendingDMA: int(lf.maxPending),
+		Client:        dma.Limits{MaxMaps: int(lf.maxMaps), MaxMmaps: int(lf.maxMmaps), MaxBytes: uint64(lf.maxBytes), MaxFiles: int(lf.maxFiles)},
+		BudgetMmaps:   int(lf.budgetMmaps),
 		BudgetBytes:   uint64(lf.budgetBytes),
 	}, nil
 }
@@ -100,14 +153,12 @@ func newLimiter(cfg limitsConfig, log *logrus.Entry) *limiter {
 	return &limiter{cfg: cfg, budget: b}
 }
 
-// serverConfig is the vfiouser configuration of one device's server.
-func (l *limiter) serverConfig(path string, f vfiouser.Function, log *logrus.Entry) vfiouser.Config {
-	lim := l.cfg.Client
-	lim.Budget = l.budget
-	return vfiouser.Config{
-		Path: path, Function: f, Log: log,
-		MaxDataXfer: l.cfg.MaxDataXfer, Limits: lim, MaxPendingDMA: l.cfg.MaxPendingDMA,
-	}
+// apply sets the limits of one device's server configuration.
+func (l *limiter) apply(c vfiouser.Config) vfiouser.Config {
+	c.MaxDataXfer, c.MaxPendingDMA = l.cfg.MaxDataXfer, l.cfg.MaxPendingDMA
+	c.Limits = l.cfg.Client
+	c.Limits.Budget = l.budget
+	return c
 }
 
 // byteSize is a flag value of bytes with an optional K, M, G or T suffix

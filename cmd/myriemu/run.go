@@ -127,6 +127,7 @@ type app struct {
 	// onShutdown runs when serve starts shutting down after ctx is done;
 	// main restores default signal handling so a second signal kills.
 	onShutdown func()
+	limits     *limiter // the serve run's resource limits (limits.go)
 }
 
 // run executes the command line args (without the program name) and
@@ -189,6 +190,7 @@ type served struct {
 // and serves until ctx is done (nil) or a server fails (its error).
 func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	root := a.logger(cfg)
+	a.limits = newLimiter(cfg.Limits, root)
 	wire := fabric.NewSwitch(root)
 	defer wire.Close()
 	if cfg.Pcap != "" {
@@ -210,7 +212,6 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 			root.WithFields(logrus.Fields{"file": cfg.Pcap, "frames": c.Frames()}).Info("capture written")
 		}()
 	}
-	limits := newLimiter(cfg.Limits, root)
 	var all []*served
 	// shutdown closes the servers (dropping clients, removing the socket
 	// files) in parallel, then releases the devices.
@@ -231,7 +232,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 		}
 	}
 	for _, dc := range cfg.Devices {
-		s, err := a.listen(root, wire, dc, limits)
+		s, err := a.listen(root, wire, dc)
 		if err != nil {
 			shutdown()
 			return err
@@ -264,7 +265,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 }
 
 // listen creates device dc and listens on its socket.
-func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig, limits *limiter) (*served, error) {
+func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig) (*served, error) {
 	log := root.WithField("device", dc.Name)
 	dev, err := a.kinds[dc.Kind].new(deviceEnv{Name: dc.Name, Log: log, Opts: dc.Opts, Wire: wire})
 	if err != nil {
@@ -275,7 +276,7 @@ func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig, l
 		dev.Close()
 		return nil, fmt.Errorf("device %s: %w", dc.Name, err)
 	}
-	srv, err := vfiouser.Listen(limits.serverConfig(dc.Socket, f, log.WithField("component", "vfiouser")))
+	srv, err := vfiouser.Listen(a.limits.apply(vfiouser.Config{Path: dc.Socket, Function: f, Log: log.WithField("component", "vfiouser")}))
 	if err != nil {
 		dev.Close()
 		return nil, fmt.Errorf("device %s: %w", dc.Name, err)
