@@ -94,7 +94,7 @@ func newConn(s *Server, fd int) *conn {
 // client is gone (or the connection was dropped).
 func (c *conn) serve() {
 	c.log.Info("client connected")
-	c.mem = dma.NewMapLimits(c.log, c.s.cfg.Limits)
+	c.mem = dma.NewMapLimits(c.log, c.s.cfg.dmaLimits())
 	c.mem.SetMessenger(c)
 	c.numRegions, c.numIRQs = c.f.DeviceInfo()
 	c.regions = make([]regionLimit, c.numRegions)

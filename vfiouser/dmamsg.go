@@ -77,7 +77,7 @@ func (c *conn) dmaChunk(cmd Command, addr uint64, p []byte) error {
 		c.dmaMu.Unlock()
 		return errConnClosed
 	}
-	if limit := c.s.cfg.MaxPendingDMA; limit > 0 && len(c.pending) >= limit {
+	if limit := c.s.cfg.maxPendingDMA(); len(c.pending) >= limit {
 		c.dmaMu.Unlock()
 		return fmt.Errorf("vfiouser: %v %d@%#x: %d requests already await the client: %w", cmd, len(p), addr, limit, unix.ENOBUFS)
 	}

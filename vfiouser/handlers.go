@@ -63,7 +63,7 @@ func (c *conn) cmdDMAMap(p []byte, fds []int) error {
 	if errors.Is(err, dma.ErrLimit) {
 		// Counted and logged (rate-limited) as a client mistake: QEMU
 		// stays far below every limit (docs/limits.md).
-		c.s.stats.limitRefusals.Add(1)
+		c.s.limitRefusals.Add(1)
 		return protocolErr{err}
 	}
 	return err

@@ -49,25 +49,19 @@ type Config struct {
 	// Log has component=vfiouser and device=<name>; nil logs to logrus'
 	// standard logger with component=vfiouser.
 	Log *logrus.Entry
-	// MaxDataXfer is the largest data count in one message, advertised as
-	// max_data_xfer_size. 0 means DefaultMaxDataXfer; else 4096..64 MiB.
-	// A message may be at most this plus 4096 bytes (headers, a
-	// WRITE_MULTI); a larger size drops the client (the stream cannot be
-	// trusted past it).
-	MaxDataXfer int
 	// Limits bound each client's DMA maps (zero fields: the dma
 	// defaults); Limits.MaxMaps is advertised as max_dma_maps (at most
 	// 65535). Limits.Budget is the process-wide pool shared with the
-	// other devices' servers; nil gives this server a budget of its own.
+	// other devices' servers; nil: per-client limits only.
 	Limits dma.Limits
 	// MaxPendingDMA bounds the server's own DMA_READ/DMA_WRITE requests
 	// awaiting the client's reply (each holds up to MaxDataXfer bytes);
 	// 0 means DefaultMaxPendingDMA. Past it a device's DMA fails ENOBUFS.
 	MaxPendingDMA int
+	// MaxDataXfer is the largest data count in one message, advertised as
+	// max_data_xfer_size. 0 means DefaultMaxDataXfer; else 4096..64 MiB.
+	MaxDataXfer int
 }
-
-// DefaultMaxPendingDMA is the default of Config.MaxPendingDMA.
-const DefaultMaxPendingDMA = 64
 
 // sleepOrStop pauses after a failed accept; false if ctx ended meanwhile.
 func sleepOrStop(ctx context.Context) bool {
@@ -95,6 +89,8 @@ type Server struct {
 	maxMsg     int
 	dmaTimeout time.Duration
 
+	limitRefusals atomic.Uint64 // DMA_MAPs refused by a limit
+
 	mu        sync.Mutex
 	serving   bool
 	stopping  bool // Close called or ctx done: accept no more
@@ -105,7 +101,7 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	stats struct{ clients, protocolErrors, panics, limitRefusals atomic.Uint64 }
+	stats struct{ clients, protocolErrors, panics atomic.Uint64 }
 }
 
 // Stats counts what a server has seen since Listen.
@@ -122,7 +118,7 @@ func (s *Server) Stats() Stats {
 		Clients:        s.stats.clients.Load(),
 		ProtocolErrors: s.stats.protocolErrors.Load(),
 		Panics:         s.stats.panics.Load(),
-		LimitRefusals:  s.stats.limitRefusals.Load(),
+		LimitRefusals:  s.limitRefusals.Load(),
 	}
 }
 
@@ -145,18 +141,6 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.MaxDataXfer < MinMaxDataXfer || cfg.MaxDataXfer > MaxMaxDataXfer {
 		return nil, fmt.Errorf("vfiouser: listen %s: MaxDataXfer %d out of range %d..%d",
 			cfg.Path, cfg.MaxDataXfer, MinMaxDataXfer, MaxMaxDataXfer)
-	}
-	if cfg.Limits.MaxMaps < 0 || cfg.Limits.MaxMaps > dma.MaxMaxMaps {
-		return nil, fmt.Errorf("vfiouser: listen %s: Limits.MaxMaps %d out of range 1..%d", cfg.Path, cfg.Limits.MaxMaps, dma.MaxMaxMaps)
-	}
-	if cfg.Limits.MaxMaps == 0 {
-		cfg.Limits.MaxMaps = dma.DefaultMaxMaps
-	}
-	if cfg.Limits.Budget == nil {
-		cfg.Limits.Budget = dma.NewBudget(0, 0)
-	}
-	if cfg.MaxPendingDMA <= 0 {
-		cfg.MaxPendingDMA = DefaultMaxPendingDMA
 	}
 	log := cfg.Log
 	if log == nil {
@@ -194,7 +178,7 @@ func Listen(cfg Config) (*Server, error) {
 		log:    log,
 		lfd:    fd,
 		sockID: fileID{uint64(st.Dev), st.Ino},
-		texts:  versionReplies(cfg.MaxDataXfer, cfg.Limits.MaxMaps),
+		texts:  versionReplies(cfg.MaxDataXfer, cfg.dmaLimits().MaxMaps),
 		maxMsg: cfg.MaxDataXfer + 4096,
 
 		dmaTimeout: dmaReplyTimeout,
