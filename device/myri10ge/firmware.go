@@ -8,14 +8,9 @@ import (
 
 // The "firmware" the driver sees is just the SRAM image at power-on: a
 // header pointer at 0x3C, a firmware header it adopts (§3.5) and the
-// EEPROM strings it parses for the MAC (§3.3). Everything else the real
-// firmware does is the Go code of this package.
-const (
-	offHeader        = 0x000100 // where the running firmware's header lives
-	offEEPROMStrings = 0x1DFE00 // header.string_specs: the driver's "sram_size" (§12.3)
-	sramSize         = 0x200000
-)
-
+// EEPROM strings it parses for the MAC (§3.3), at the offsets bar0.go
+// lists. Everything else the real firmware does is the Go code of this
+// package.
 // FirmwareNames are the files the driver asks for (§3.4). With a file
 // present the driver loads it instead of adopting the running firmware;
 // the multi-slice (RSS) mode only works that way (§1.4, §9).

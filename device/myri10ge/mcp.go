@@ -7,18 +7,6 @@ import "fmt"
 // flags and the layouts of the structures shared with the host. Section
 // numbers (§) refer to shared/reference/myri10ge-device-interface.md.
 
-// Fixed BAR0 offsets the driver hard-codes (§2.1).
-const (
-	offHeaderPtr   = 0x00003C // BE32 offset of the firmware header
-	offFWStaging   = 0x100000 // firmware file staging area (plain RAM)
-	offSendGo      = 0x380000 // + 64*slice: multi-queue "go" doorbell
-	offSendStop    = 0x3C0000 // + 64*slice: multi-queue "stop" doorbell
-	offCmd         = 0xF80000 // command mailbox, 64 bytes
-	offBootHandoff = 0xFC0000 // firmware handoff block, 64 bytes
-	offDummyRDMA   = 0xFC01C0 // dummy RDMA block, 64 bytes
-	blockSize      = 64       // mailbox, handoff and dummy RDMA blocks
-)
-
 // Cmd is a firmware command number (the mailbox's cmd word, §4.3).
 type Cmd uint32
 

@@ -252,26 +252,29 @@ func (s Stats) fields() logrus.Fields {
 		"tx_packets": s.TxPackets, "tx_frames": s.TxFrames, "tx_bytes": s.TxBytes, "tx_dropped": s.TxDropped,
 		"rx_frames": s.RxFrames, "rx_bytes": s.RxBytes, "rx_dropped": s.RxDropped,
 		"interrupts": s.Interrupts, "guest_errors": s.GuestErrors, "dma_errors": s.DMAErrors,
-		"handoffs": s.Handoffs, "link_up_events": s.LinkUpEvents, "link_down_events": s.LinkDownEvnts,
+		"unclaimed_writes": s.UnclaimedWrites, "handoffs": s.Handoffs, "link_up_events": s.LinkUpEvents, "link_down_events": s.LinkDownEvnts,
 	}
 }
 
 // Stats are the NIC's counters, for tests, the control socket and logs.
 type Stats struct {
-	Commands      uint64 // mailbox commands executed
-	UnknownCmds   uint64 // answered UNKNOWN
-	FailedCmds    uint64 // answered with an error status
-	TxPackets     uint64 // packets (or TSO chains) taken from send rings
-	TxFrames      uint64 // frames put on the wire
-	TxBytes       uint64
-	TxDropped     uint64 // taken but not sent: link down, not running, malformed
-	RxFrames      uint64 // frames written to guest buffers
-	RxBytes       uint64
-	RxDropped     uint64 // every receive drop, whatever the cause
-	Interrupts    uint64 // interrupt blocks written and vectors raised
-	GuestErrors   uint64 // protocol violations by the guest driver
-	DMAErrors     uint64 // DMA that failed (unmapped, bus master off, ...)
-	Handoffs      uint64 // firmware files loaded
-	LinkUpEvents  uint64
-	LinkDownEvnts uint64
+	Commands    uint64 // mailbox commands executed
+	UnknownCmds uint64 // answered UNKNOWN
+	FailedCmds  uint64 // answered with an error status
+	TxPackets   uint64 // packets (or TSO chains) taken from send rings
+	TxFrames    uint64 // frames put on the wire
+	TxBytes     uint64
+	TxDropped   uint64 // taken but not sent: link down, not running, malformed
+	RxFrames    uint64 // frames written to guest buffers
+	RxBytes     uint64
+	RxDropped   uint64 // every receive drop, whatever the cause
+	Interrupts  uint64 // interrupt blocks written and vectors raised
+	GuestErrors uint64 // protocol violations by the guest driver
+	DMAErrors   uint64 // DMA that failed (unmapped, bus master off, ...)
+	Handoffs    uint64 // firmware files loaded
+	// UnclaimedWrites counts BAR0 stores outside every window of the BAR0
+	// map (bar0.go), such as into the ring of a slice the NIC lacks.
+	UnclaimedWrites uint64
+	LinkUpEvents    uint64
+	LinkDownEvnts   uint64
 }

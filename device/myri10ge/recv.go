@@ -11,15 +11,23 @@ type dropCounters struct {
 	noSmall, noBig                     uint32
 }
 
+// smallRingWrittenLocked looks at a store into slice i's small receive
+// ring; see recvRingWrittenLocked.
+func (n *NIC) smallRingWrittenLocked(i int, rel uint64, size int) {
+	n.recvRingWrittenLocked(n.slices[i], false, rel, size)
+}
+
+// bigRingWrittenLocked looks at a store into slice i's big receive ring.
+func (n *NIC) bigRingWrittenLocked(i int, rel uint64, size int) {
+	n.recvRingWrittenLocked(n.slices[i], true, rel, size)
+}
+
 // recvRingWrittenLocked looks at a store into a receive ring. The driver
 // posts buffers in aligned groups of 8: it copies the group with the
 // first entry's addr_low set to 0xFFFFFFFF, then stores the real addr_low
 // (§5.2). A store that leaves a group's first addr_low valid is the
 // doorbell for those 8 buffers.
 func (n *NIC) recvRingWrittenLocked(s *slice, big bool, rel uint64, size int) {
-	if rel >= rxRingBytes {
-		return
-	}
 	base := smallRingOff(s.idx)
 	ring := &s.rx[ringSmall]
 	if big {

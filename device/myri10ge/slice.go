@@ -177,8 +177,9 @@ func (n *NIC) maybeInterruptLocked(s *slice) {
 
 // claimLocked is a write to a slice's claim pair (§6.2): word 0 returns
 // the RX token (NAPI done), word 1 the IRQ token (end of the ISR).
-func (n *NIC) claimLocked(s *slice, irqWord bool) {
-	if irqWord {
+func (n *NIC) claimLocked(i int, rel uint64, _ int) {
+	s := n.slices[i]
+	if rel >= 4 {
 		s.irqToken = true
 	} else {
 		s.rxToken = true
@@ -190,7 +191,7 @@ func (n *NIC) claimLocked(s *slice, irqWord bool) {
 
 // deassertLocked is the INTx deassert register (§6.4): lower the line, then
 // clear valid in slice 0's block, which the driver spins on.
-func (n *NIC) deassertLocked() {
+func (n *NIC) deassertLocked(int, uint64, int) {
 	if !n.attached {
 		return
 	}

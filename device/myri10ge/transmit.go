@@ -11,10 +11,8 @@ import (
 // its bytes 12..15 with the real flags in one 4-byte store (§5.4): so a
 // store covering the flags byte of the descriptor at the consumer index
 // is the doorbell. Stores covering other descriptors only fill the ring.
-func (n *NIC) sendWrittenLocked(s *slice, rel uint64, size int) {
-	if rel >= sendRingBytes {
-		return
-	}
+func (n *NIC) sendRingWrittenLocked(i int, rel uint64, size int) {
+	s := n.slices[i]
 	head := uint64(s.txIdx%sendRingEntries)*sendDescSize + sendOffFlags
 	if covers(rel, size, head) {
 		n.transmitLocked(s)
