@@ -2,7 +2,6 @@ package myri10ge
 
 import (
 	"encoding/binary"
-	"time"
 
 	"github.com/sirupsen/logrus"
 )
@@ -135,13 +134,6 @@ func (n *NIC) bar0WrittenLocked(off uint64, size int) {
 // has no effect at all.
 func (n *NIC) sendGoLocked(s int, _ uint64, _ int) {
 	n.transmitLocked(n.slices[s])
-}
-
-// coalDelayWrittenLocked stores the interrupt coalescing delay in µs
-// (§6.3), which `ethtool -C rx-usecs` sets.
-func (n *NIC) coalDelayWrittenLocked(int, uint64, int) {
-	us := binary.BigEndian.Uint32(n.bar0[intrCoalOff:])
-	n.fw.coalDelay = time.Duration(us) * time.Microsecond
 }
 
 // be32 reads a big-endian word of BAR0.

@@ -63,3 +63,29 @@ func FirmwareImage() []byte {
 	putHeader(b[hdrOff:])
 	return b
 }
+
+// confirmLocked DMAs the 0xFFFFFFFF confirmation word the driver polls
+// for after a handoff or dummy RDMA (§3.6, §3.7).
+func (n *NIC) confirmLocked(block uint64, what string) {
+	addr := host64(n.be32(block), n.be32(block+4))
+	var w [4]byte
+	binary.BigEndian.PutUint32(w[:], n.be32(block+8))
+	n.dmaStoreLocked(nil, what, addr, w)
+}
+
+// handoffLocked acknowledges a firmware file load (§3.6). The file's code
+// is not run: this package is the firmware. The driver expects a board
+// that restarted, so the state resets as for CMD_RESET.
+func (n *NIC) handoffLocked(int, uint64, int) {
+	n.stats.Handoffs++
+	n.resetFirmwareLocked()
+	n.confirmLocked(offBootHandoff, "handoff confirm")
+	n.log.WithField("length", n.be32(offBootHandoff+0x10)).Info("firmware handoff")
+}
+
+// dummyRDMALocked acknowledges the dummy RDMA switch (§3.7); the periodic
+// host reads it enables exist to work around chipsets we do not have.
+func (n *NIC) dummyRDMALocked(int, uint64, int) {
+	n.fw.dummyRDMA = n.be32(offDummyRDMA+0x14) != 0
+	n.confirmLocked(offDummyRDMA, "dummy RDMA confirm")
+}

@@ -146,14 +146,11 @@ func (n *NIC) respondLocked(addr uint64, data uint32, status Status) {
 	}
 	var w [4]byte
 	binary.BigEndian.PutUint32(w[:], data)
-	if _, err := n.host.Mem.WriteAt(w[:], addr+respOffData); err != nil {
-		n.dmaFailedLocked(err, "command response")
+	if !n.dmaWriteLocked(nil, "command response", addr+respOffData, w[:]) {
 		return
 	}
 	binary.BigEndian.PutUint32(w[:], uint32(status))
-	if err := n.storeHostLocked(addr+respOffResult, w); err != nil {
-		n.dmaFailedLocked(err, "command response")
-	}
+	n.dmaStoreLocked(nil, "command response", addr+respOffResult, w)
 }
 
 func (n *NIC) cmdReset(c *command) Status {
@@ -366,17 +363,11 @@ func (n *NIC) cmdDMATest(c *command) Status {
 	buf := make([]byte, max(readLen, writeLen))
 	start := time.Now()
 	for i := 0; i < dmaTestRounds; i++ {
-		if readLen > 0 {
-			if _, err := n.host.Mem.ReadAt(buf[:readLen], addr); err != nil {
-				n.dmaFailedLocked(err, "DMA test read")
-				return StatusErrorRange
-			}
+		if readLen > 0 && !n.dmaReadLocked(nil, "DMA test read", addr, buf[:readLen]) {
+			return StatusErrorRange
 		}
-		if writeLen > 0 {
-			if _, err := n.host.Mem.WriteAt(buf[:writeLen], addr); err != nil {
-				n.dmaFailedLocked(err, "DMA test write")
-				return StatusErrorRange
-			}
+		if writeLen > 0 && !n.dmaWriteLocked(nil, "DMA test write", addr, buf[:writeLen]) {
+			return StatusErrorRange
 		}
 	}
 	ticks := uint32(min(max(time.Since(start)/(500*time.Nanosecond), 1), 0xFFFF))

@@ -278,3 +278,15 @@ type Stats struct {
 	LinkUpEvents    uint64
 	LinkDownEvnts   uint64
 }
+
+// guestErrorLocked counts and logs a driver protocol violation
+// (rate-limited per message).
+func (n *NIC) guestErrorLocked(msg string, key string, val any) {
+	n.stats.GuestErrors++
+	n.warn.Warn(n.log.WithField(key, val), msg, msg)
+}
+
+// macString formats a MAC address for logs.
+func macString(a [6]byte) string {
+	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3], a[4], a[5])
+}

@@ -145,9 +145,7 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 		e := base + uint64((r.consumed+j)%rxRingEntries)*recvDescSize
 		addr := host64(n.be32(e), n.be32(e+4))
 		lo, hi := max(stream, 0), min(stream+chunk, len(f))
-		if _, err := n.host.Mem.WriteAt(f[lo:hi], addr+uint64(lo-stream)); err != nil {
-			n.dmaFailedLocked(err, "receive buffer")
-			n.haltLocked(s)
+		if !n.dmaWriteLocked(s, "receive buffer", addr+uint64(lo-stream), f[lo:hi]) {
 			return false
 		}
 		stream += chunk
@@ -158,9 +156,7 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 	var w [4]byte
 	binary.BigEndian.PutUint16(w[0:], rxChecksum(f))
 	binary.BigEndian.PutUint16(w[2:], uint16(len(f)))
-	if err := n.storeHostLocked(slot, w); err != nil {
-		n.dmaFailedLocked(err, "rx_done slot")
-		n.haltLocked(s)
+	if !n.dmaStoreLocked(s, "rx_done slot", slot, w) {
 		return false
 	}
 	s.rxDoneIdx++

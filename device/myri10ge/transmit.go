@@ -48,8 +48,7 @@ func (n *NIC) transmitLocked(s *slice) {
 		switch {
 		case errors.As(err, &de):
 			n.stats.TxDropped++
-			n.dmaFailedLocked(err, "send gather")
-			n.haltLocked(s)
+			n.dmaAbortLocked(s, "send gather", err)
 			return
 		case err != nil:
 			n.stats.TxDropped++
