@@ -40,7 +40,7 @@ func (n *NIC) dmaWriteLocked(s *slice, what string, addr uint64, p []byte) bool 
 // store, for the words the driver polls. On failure it aborts (see
 // dmaAbortLocked) and returns false.
 func (n *NIC) dmaStoreLocked(s *slice, what string, addr uint64, w [4]byte) bool {
-	if err := n.storeHostLocked(addr, w); err != nil {
+	if err := n.host.Mem.Store32(addr, binary.NativeEndian.Uint32(w[:])); err != nil {
 		n.dmaAbortLocked(s, what, err)
 		return false
 	}
@@ -55,16 +55,6 @@ func (n *NIC) dmaAbortLocked(s *slice, what string, err error) {
 		n.haltLocked(s)
 	}
 }
-
-// storeHostLocked writes the four bytes w to host memory as one store.
-func (n *NIC) storeHostLocked(addr uint64, w [4]byte) error {
-	if !n.attached {
-		return errNotAttached
-	}
-	return n.host.Mem.Store32(addr, binary.NativeEndian.Uint32(w[:]))
-}
-
-var errNotAttached = errors.New("myri10ge: no client attached")
 
 // dmaFailedLocked counts and logs a failed DMA (rate-limited).
 func (n *NIC) dmaFailedLocked(err error, what string) {

@@ -36,7 +36,7 @@ func (n *NIC) linkStateLocked() uint32 {
 //   - the block (valid last) is written before the vector is raised, and
 //     the rx_done entries it announces before the block.
 func (n *NIC) maybeInterruptLocked(s *slice) {
-	if !n.attached || !s.irqToken || !s.statsSet || s.halted {
+	if !s.irqToken || !s.statsSet || s.halted {
 		return
 	}
 	passRx := s.rxToken && s.rxPending && n.fw.running
@@ -132,9 +132,6 @@ func (n *NIC) claimLocked(i int, rel uint64, _ int) {
 // deassertLocked is the INTx deassert register (§6.4): lower the line, then
 // clear valid in slice 0's block, which the driver spins on.
 func (n *NIC) deassertLocked(int, uint64, int) {
-	if !n.attached {
-		return
-	}
 	n.host.IRQ.Lower()
 	s := n.slices[0]
 	if !s.statsSet {

@@ -82,8 +82,8 @@ type NIC struct {
 	warn *ratelog.Limiter
 
 	mu       sync.Mutex
-	bar0     []byte // the SRAM and PIO windows, big-endian structures
-	host     pci.Host
+	bar0     []byte   // the SRAM and PIO windows, big-endian structures
+	host     pci.Host // pci.DetachedHost() while no client is attached
 	attached bool
 	epoch    uint64 // bumped by every reset and detach; stale timers compare it
 	fw       fwState
@@ -108,6 +108,7 @@ func New(cfg Config) (*NIC, error) {
 		log:  cfg.Log.WithField("component", "myri10ge"),
 		warn: ratelog.New(10*time.Second, 5),
 		bar0: make([]byte, bar0Size),
+		host: pci.DetachedHost(),
 	}
 	n.slices = make([]*slice, cfg.Slices)
 	for i := range n.slices {
@@ -210,7 +211,7 @@ func (n *NIC) Detach() {
 	for _, s := range n.slices {
 		s.stopTimer()
 	}
-	n.host = pci.Host{}
+	n.host = pci.DetachedHost()
 	n.log.WithFields(n.stats.fields()).Info("NIC detached")
 }
 

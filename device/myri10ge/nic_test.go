@@ -706,3 +706,27 @@ func TestDetachLogsCounters(t *testing.T) {
 		t.Errorf("stats %+v: want one frame received and some commands", want)
 	}
 }
+
+// A detached NIC holds pci.DetachedHost: a command still runs, but its
+// response DMA aborts (counted) and nothing reaches the old host.
+func TestDetachedNICTouchesNothing(t *testing.T) {
+	r := newRig(t, 1)
+	r.nic.Detach()
+	before := r.nic.Stats()
+	binary.BigEndian.PutUint32(r.ram.Bytes()[respAddr+4:], uint32(StatusNoResponse))
+	var blk [blockSize]byte
+	binary.BigEndian.PutUint32(blk[cmdOffCmd:], uint32(CmdGetRxRingSize))
+	binary.BigEndian.PutUint32(blk[cmdOffRespLo:], respAddr)
+	r.write(offCmd, blk[:])
+	after := r.nic.Stats()
+	if after.Commands != before.Commands+1 || after.DMAErrors != before.DMAErrors+1 {
+		t.Errorf("commands %d -> %d, DMA errors %d -> %d; want one more of each",
+			before.Commands, after.Commands, before.DMAErrors, after.DMAErrors)
+	}
+	if st := Status(r.ramBE32(respAddr + 4)); st != StatusNoResponse {
+		t.Errorf("response written to the old host's memory: %v", st)
+	}
+	if got := r.irq.take(); got != nil {
+		t.Errorf("raised %v on the old host", got)
+	}
+}

@@ -94,7 +94,7 @@ func (n *NIC) accepts(dst []byte) bool {
 // slot (§5.3). It returns the slice that got it, or nil for a drop.
 func (n *NIC) receiveLocked(f []byte) *slice {
 	switch {
-	case !n.attached || !n.fw.running:
+	case !n.fw.running:
 		n.drops.linkError++
 	case len(f) < 14:
 		n.drops.runt++

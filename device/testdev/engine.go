@@ -48,7 +48,9 @@ func (d *Device) doorbellLocked() (warning, bool) {
 	j := &job{gen: d.gen.Load(), op: Op(r.op), src: r.src, dst: r.dst, length: r.length, pattern: r.pattern}
 	r.status = StatusBusy
 	r.result, r.fail, r.doneBytes = 0, 0, 0
-	if !d.attached {
+	if d.kick == nil {
+		// No engine runs without a client: the op fails as its first DMA
+		// would, before any byte moves.
 		return d.completeLocked(j, outcome{cause: CauseDMAFailed, err: dma.ErrClosed})
 	}
 	d.pending = j

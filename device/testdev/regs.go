@@ -134,10 +134,7 @@ func (d *Device) readRegLocked(reg uint64) uint32 {
 	case RegWinSize:
 		return WindowSize
 	case RegIRQMode:
-		if d.attached {
-			return uint32(d.host.IRQ.Mode())
-		}
-		return IRQModeNone
+		return uint32(d.host.IRQ.Mode())
 	case RegDMASrcLo:
 		return uint32(r.src)
 	case RegDMASrcHi:
@@ -241,9 +238,6 @@ func (d *Device) levelLocked() bool {
 // raiseLocked signals vector for an event that has just set its IRQStatus
 // bit: an MSI-X/MSI message, or INTx asserted.
 func (d *Device) raiseLocked(vector int) {
-	if !d.attached {
-		return
-	}
 	d.r.cntIRQs++
 	d.line = true
 	d.host.IRQ.Raise(vector)
@@ -257,7 +251,7 @@ func (d *Device) updateLineLocked() {
 	switch {
 	case !level:
 		d.lowerLineLocked()
-	case !d.line && d.attached && d.host.IRQ.Mode() == IRQModeINTx:
+	case !d.line && d.host.IRQ.Mode() == IRQModeINTx:
 		d.raiseLocked(0)
 	}
 }
@@ -268,7 +262,5 @@ func (d *Device) lowerLineLocked() {
 		return
 	}
 	d.line = false
-	if d.attached {
-		d.host.IRQ.Lower()
-	}
+	d.host.IRQ.Lower()
 }

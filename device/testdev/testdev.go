@@ -40,15 +40,14 @@ type Device struct {
 	// completes.
 	gen atomic.Uint64
 
-	mu       sync.Mutex
-	r        regs
-	line     bool     // INTx level last signalled
-	host     pci.Host // valid while attached
-	attached bool
-	pending  *job          // doorbell accepted, not yet taken by the engine
-	kick     chan struct{} // wakes the engine; cap 1
-	quit     chan struct{} // closed by Detach
-	wg       sync.WaitGroup
+	mu      sync.Mutex
+	r       regs
+	line    bool          // INTx level last signalled
+	host    pci.Host      // pci.DetachedHost() while no client is attached
+	pending *job          // doorbell accepted, not yet taken by the engine
+	kick    chan struct{} // wakes the engine; cap 1; nil while it does not run
+	quit    chan struct{} // closed by Detach
+	wg      sync.WaitGroup
 
 	winBuf []byte // used only by winDoorbell, on the poller goroutine
 }
@@ -75,6 +74,7 @@ func newDevice(name string, win window, log *logrus.Entry) *Device {
 		name:   name,
 		log:    log.WithFields(logrus.Fields{"component": "testdev", "device": name}),
 		win:    win,
+		host:   pci.DetachedHost(),
 		warn:   ratelog.New(warnEvery, warnBurst),
 		winBuf: make([]byte, winChunk),
 	}
@@ -128,12 +128,11 @@ func (d *Device) Attach(h pci.Host) error {
 		return fmt.Errorf("testdev: %s: attach: host without memory or interrupts", d.name)
 	}
 	d.mu.Lock()
-	if d.attached {
+	if d.kick != nil {
 		d.mu.Unlock()
 		return fmt.Errorf("testdev: %s: attach: already attached", d.name)
 	}
 	d.host = h
-	d.attached = true
 	d.kick = make(chan struct{}, 1)
 	d.quit = make(chan struct{})
 	d.wg.Add(1)
@@ -147,14 +146,14 @@ func (d *Device) Attach(h pci.Host) error {
 // waits for them. Idempotent.
 func (d *Device) Detach() {
 	d.mu.Lock()
-	if !d.attached {
+	if d.kick == nil {
 		d.mu.Unlock()
 		return
 	}
-	d.attached = false
+	d.kick = nil
 	d.gen.Add(1)
 	d.pending = nil
-	d.host = pci.Host{}
+	d.host = pci.DetachedHost()
 	d.line = false
 	close(d.quit)
 	d.mu.Unlock()
