@@ -210,8 +210,10 @@ const (
 
 // Receive ring entry (mcp_kreq_ether_recv, §5.2): BE32 addr_high, addr_low.
 const (
-	recvDescSize = 8
-	recvGroup    = 8 // entries are posted in aligned groups of 8
+	recvDescSize    = 8
+	recvOffAddrHigh = 0
+	recvOffAddrLow  = 4
+	recvGroup       = 8 // entries are posted in aligned groups of 8
 	// recvInvalidLow is what the driver stores in a group's first
 	// addr_low while it copies the group; the real value is the doorbell.
 	recvInvalidLow = 0xFFFFFFFF

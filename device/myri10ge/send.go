@@ -7,6 +7,7 @@ import (
 
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fabric"
+	"github.com/myriemu/myriemu/internal/header"
 )
 
 // The transmit engine (§5.4, §5.5): it takes one posted packet from a
@@ -14,11 +15,9 @@ import (
 // segmentation and hands back the wire frames.
 
 // sendDesc is a view of one send descriptor (mcp_kreq_ether_send, §5.4):
-// 16 bytes, big-endian fields. Call Valid before the accessors.
+// 16 bytes, big-endian fields. It is always a whole descriptor: desc cuts
+// it from the snapshot of the chain.
 type sendDesc []byte
-
-// Valid reports whether d is long enough to hold a descriptor.
-func (d sendDesc) Valid() bool { return len(d) >= sendDescSize }
 
 // addr is the guest bus address of the descriptor's bytes.
 func (d sendDesc) addr() uint64 {
@@ -173,10 +172,6 @@ func (s *sender) chain(f uint8, entries int, slot func(int) []byte) (int, error)
 	return n, nil
 }
 
-// udpCsumOffset is the checksum's offset in a UDP header: the driver's
-// csum_offset, which is pos - cs in a descriptor (§5.4).
-const udpCsumOffset = 6
-
 // plain gathers a non-TSO packet of n descriptors and applies checksum
 // offload (§5.4 step 1.4).
 func (s *sender) plain(n int, mem dma.Space) ([][]byte, error) {
@@ -201,7 +196,8 @@ func (s *sender) plain(n int, mem dma.Space) ([][]byte, error) {
 			return nil, fmt.Errorf("myri10ge: send checksum from %d into %d of a %d-byte frame: %w", cs, pos, total, errSendCksumOffset)
 		}
 		c := ^checksumFold(onesSum(frame[cs:], 0))
-		if c == 0 && pos-cs == udpCsumOffset {
+		// pos - cs is the driver's csum_offset (§5.4).
+		if c == 0 && pos-cs == header.UDPChecksumOff {
 			// In a UDP (or UDP-Lite) header 0 means "no checksum", so a
 			// computed 0 goes out as its other representation (RFC 768).
 			// Everywhere else 0x0000 stays: a correct ones'-complement
