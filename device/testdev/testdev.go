@@ -2,6 +2,7 @@ package testdev
 
 import (
 	"fmt"
+	"github.com/myriemu/myriemu/device/testdev/abi"
 	"sync"
 	"sync/atomic"
 
@@ -58,11 +59,11 @@ var _ pci.Device = (*Device)(nil)
 // name). log should carry the device field; component=testdev is added.
 // Close releases the window once the device is no longer served.
 func New(name string, log *logrus.Entry) (*Device, error) {
-	w, err := wcbar.New(name+"-bar4", WindowSize, log)
+	w, err := wcbar.New(name+"-bar4", abi.WindowSize, log)
 	if err != nil {
 		return nil, fmt.Errorf("testdev: %s: window: %w", name, err)
 	}
-	w.Trap(WinTrapped, WinTrappedSize)
+	w.Trap(abi.WinTrapped, abi.WinTrappedSize)
 	d := newDevice(name, w, log)
 	d.bar4 = w
 	return d, nil
@@ -78,7 +79,7 @@ func newDevice(name string, win window, log *logrus.Entry) *Device {
 		warn:   ratelog.New(warnEvery, warnBurst),
 		winBuf: make([]byte, winChunk),
 	}
-	win.Watch(WinDBDoorbell, d.winDoorbell)
+	win.Watch(abi.WinDBDoorbell, d.winDoorbell)
 	return d
 }
 
@@ -97,27 +98,27 @@ func (d *Device) Close() error {
 // Spec describes the function: see README.md, "Identity and layout".
 func (d *Device) Spec() pci.Spec {
 	return pci.Spec{
-		VendorID:          VendorID,
-		DeviceID:          DeviceID,
-		SubsystemVendorID: VendorID,
-		SubsystemID:       DeviceID,
-		Revision:          Revision,
-		Class:             Class,
+		VendorID:          abi.VendorID,
+		DeviceID:          abi.DeviceID,
+		SubsystemVendorID: abi.VendorID,
+		SubsystemID:       abi.DeviceID,
+		Revision:          abi.Revision,
+		Class:             abi.Class,
 		BARs: [6]pci.BAR{
-			RegsBAR:   {Size: RegsSize},
-			MSIXBAR:   {Size: MSIXSize},
-			WindowBAR: {Size: WindowSize, Flags: pci.BARMem64 | pci.BARPrefetch, Window: d.bar4},
+			abi.RegsBAR:   {Size: abi.RegsSize},
+			abi.MSIXBAR:   {Size: abi.MSIXSize},
+			abi.WindowBAR: {Size: abi.WindowSize, Flags: pci.BARMem64 | pci.BARPrefetch, Window: d.bar4},
 		},
 		InterruptPin: 1,
 		PM:           &pci.PMCap{},
 		MSI:          &pci.MSICap{Vectors: 1, Addr64: true},
 		PCIe:         &pci.PCIeCap{MaxPayload: 256, LinkWidth: 1, LinkSpeed: 1},
 		MSIX: &pci.MSIXCap{
-			Vectors:     NumVectors,
-			TableBAR:    MSIXBAR,
-			TableOffset: MSIXTable,
-			PBABAR:      MSIXBAR,
-			PBAOffset:   MSIXPBA,
+			Vectors:     abi.NumVectors,
+			TableBAR:    abi.MSIXBAR,
+			TableOffset: abi.MSIXTable,
+			PBABAR:      abi.MSIXBAR,
+			PBAOffset:   abi.MSIXPBA,
 		},
 	}
 }
