@@ -28,13 +28,10 @@ type fwState struct {
 
 	// Slices and RSS (ENABLE_RSS_QUEUES, SET_RSS_*).
 	numSlices    int
-	multiTx      bool
 	rssTableSize int
 	rssEnabled   bool
-	rssHashType  uint32
 
 	coalDelay time.Duration
-	dummyRDMA bool
 
 	linkEvent linkEvent // reported through slice 0's interrupt block
 }
@@ -53,7 +50,6 @@ func (n *NIC) resetFirmwareLocked() {
 		allMulti:   true,
 		mcast:      make(map[[6]byte]struct{}),
 		coalDelay:  defaultCoalDelay,
-		dummyRDMA:  n.fw.dummyRDMA, // a board reset does not stop it; only the driver does
 	}
 	n.drops = dropCounters{}
 	n.epoch++

@@ -83,9 +83,9 @@ func (n *NIC) handoffLocked(int, uint64, int) {
 	n.log.WithField("length", n.be32(offBootHandoff+0x10)).Info("firmware handoff")
 }
 
-// dummyRDMALocked acknowledges the dummy RDMA switch (§3.7); the periodic
-// host reads it enables exist to work around chipsets we do not have.
+// dummyRDMALocked acknowledges the dummy RDMA switch (§3.7), on or off
+// alike: the periodic host reads it would enable exist to work around
+// chipsets we do not have.
 func (n *NIC) dummyRDMALocked(int, uint64, int) {
-	n.fw.dummyRDMA = n.be32(offDummyRDMA+0x14) != 0
 	n.confirmLocked(offDummyRDMA, "dummy RDMA confirm")
 }

@@ -104,7 +104,7 @@ func (n *NIC) maybeInterruptLocked(s *slice) {
 	if link {
 		switch n.fw.linkEvent {
 		case linkEventDown, linkEventLost:
-			n.stats.LinkDownEvnts++
+			n.stats.LinkDownEvents++
 		case linkEventUp:
 			n.stats.LinkUpEvents++
 		}

@@ -313,8 +313,9 @@ func (n *NIC) cmdEnableRSSQueues(c *command) Status {
 		n.guestErrorLocked("ENABLE_RSS_QUEUES beyond the slices offered", "slices", c.data0)
 		return StatusErrorRange
 	}
+	// data1's multi-TX bit needs nothing: every slice's send ring is
+	// served at its own doorbell either way.
 	n.fw.numSlices = int(c.data0)
-	n.fw.multiTx = c.data1&rssEnableMultiTx != 0
 	return StatusOK
 }
 
@@ -328,8 +329,9 @@ func (n *NIC) cmdSetRSSTableSize(c *command) Status {
 }
 
 func (n *NIC) cmdSetRSSEnable(c *command) Status {
+	// data1, the hash type, is not used: any steering is acceptable (§9)
+	// and steerLocked always hashes addresses and ports.
 	n.fw.rssEnabled = c.data0 != 0
-	n.fw.rssHashType = c.data1
 	return StatusOK
 }
 

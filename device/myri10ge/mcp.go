@@ -164,12 +164,6 @@ const (
 	respOffResult = 4
 )
 
-// ENABLE_RSS_QUEUES data1 bits.
-const (
-	rssEnableInterrupts = 1 << 0 // one interrupt per slice
-	rssEnableMultiTx    = 1 << 1 // one transmit queue per slice
-)
-
 // Send descriptor (mcp_kreq_ether_send, §5.4): 16 bytes.
 const (
 	sendDescSize        = 16

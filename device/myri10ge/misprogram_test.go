@@ -291,7 +291,7 @@ func statsDelta(a, b myri10ge.Stats) myri10ge.Stats {
 		TxDropped: b.TxDropped - a.TxDropped, RxFrames: b.RxFrames - a.RxFrames, RxBytes: b.RxBytes - a.RxBytes,
 		RxDropped: b.RxDropped - a.RxDropped, Interrupts: b.Interrupts - a.Interrupts, GuestErrors: b.GuestErrors - a.GuestErrors,
 		DMAErrors: b.DMAErrors - a.DMAErrors, Handoffs: b.Handoffs - a.Handoffs,
-		LinkUpEvents: b.LinkUpEvents - a.LinkUpEvents, LinkDownEvnts: b.LinkDownEvnts - a.LinkDownEvnts,
+		LinkUpEvents: b.LinkUpEvents - a.LinkUpEvents, LinkDownEvents: b.LinkDownEvents - a.LinkDownEvents,
 	}
 }
 

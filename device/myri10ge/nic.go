@@ -253,7 +253,7 @@ func (s Stats) fields() logrus.Fields {
 		"tx_packets": s.TxPackets, "tx_frames": s.TxFrames, "tx_bytes": s.TxBytes, "tx_dropped": s.TxDropped,
 		"rx_frames": s.RxFrames, "rx_bytes": s.RxBytes, "rx_dropped": s.RxDropped,
 		"interrupts": s.Interrupts, "guest_errors": s.GuestErrors, "dma_errors": s.DMAErrors,
-		"unclaimed_writes": s.UnclaimedWrites, "handoffs": s.Handoffs, "link_up_events": s.LinkUpEvents, "link_down_events": s.LinkDownEvnts,
+		"unclaimed_writes": s.UnclaimedWrites, "handoffs": s.Handoffs, "link_up_events": s.LinkUpEvents, "link_down_events": s.LinkDownEvents,
 	}
 }
 
@@ -277,7 +277,7 @@ type Stats struct {
 	// map (bar0.go), such as into the ring of a slice the NIC lacks.
 	UnclaimedWrites uint64
 	LinkUpEvents    uint64
-	LinkDownEvnts   uint64
+	LinkDownEvents  uint64
 }
 
 // guestErrorLocked counts and logs a driver protocol violation

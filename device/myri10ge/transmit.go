@@ -6,7 +6,7 @@ import (
 	"github.com/myriemu/myriemu/dma"
 )
 
-// sendWrittenLocked looks at a store into a slice's send ring. The driver
+// sendRingWrittenLocked looks at a store into slice i's send ring. The driver
 // posts a chain with the first descriptor's flags zero and then rewrites
 // its bytes 12..15 with the real flags in one 4-byte store (§5.4): so a
 // store covering the flags byte of the descriptor at the consumer index
