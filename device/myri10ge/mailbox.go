@@ -216,25 +216,33 @@ func (n *NIC) cmdEthernetUp(c *command) Status {
 			return StatusErrorBusy
 		}
 	}
-	if !n.fw.running {
-		n.fw.running = true
-		n.fw.linkEvent = linkEventUp
-		n.log.Info("ethernet up")
-		n.maybeInterruptLocked(n.slices[0])
-	}
+	n.setRunningLocked(true)
 	return StatusOK
 }
 
 // cmdEthernetDown stops the data path and reports the link-down event the
 // driver's close waits for (§7.1).
 func (n *NIC) cmdEthernetDown(c *command) Status {
-	if n.fw.running {
-		n.fw.running = false
+	n.setRunningLocked(false)
+	return StatusOK
+}
+
+// setRunningLocked starts or stops the data path, if it is not so
+// already, and reports the link event through slice 0's interrupt block
+// (§7.1).
+func (n *NIC) setRunningLocked(up bool) {
+	if n.fw.running == up {
+		return
+	}
+	n.fw.running = up
+	if up {
+		n.fw.linkEvent = linkEventUp
+		n.log.Info("ethernet up")
+	} else {
 		n.fw.linkEvent = linkEventDown
 		n.log.Info("ethernet down")
-		n.maybeInterruptLocked(n.slices[0])
 	}
-	return StatusOK
+	n.maybeInterruptLocked(n.slices[0])
 }
 
 func (n *NIC) cmdSetStatsDMAV2(c *command) Status {

@@ -149,8 +149,8 @@ func (n *NIC) Spec() pci.Spec {
 func (n *NIC) ReadBAR(bar int, off uint64, p []byte) error {
 	switch bar {
 	case 0:
-		if off > bar0Size || uint64(len(p)) > bar0Size-off {
-			return fmt.Errorf("myri10ge: BAR0 read %d@%#x: out of range", len(p), off)
+		if err := checkBAR0("read", off, len(p)); err != nil {
+			return err
 		}
 		n.mu.Lock()
 		copy(p, n.bar0[off:])
@@ -164,13 +164,21 @@ func (n *NIC) ReadBAR(bar int, off uint64, p []byte) error {
 	return fmt.Errorf("myri10ge: read of absent BAR %d", bar)
 }
 
+// checkBAR0 fails an access of n bytes at off that does not lie in BAR0.
+func checkBAR0(op string, off uint64, n int) error {
+	if off > bar0Size || uint64(n) > bar0Size-off {
+		return fmt.Errorf("myri10ge: BAR0 %s %d@%#x: out of range", op, n, off)
+	}
+	return nil
+}
+
 // WriteBAR implements pci.Device: the bytes are stored, then a write that
 // completes a trigger runs it (§2.4).
 func (n *NIC) WriteBAR(bar int, off uint64, p []byte) error {
 	switch bar {
 	case 0:
-		if off > bar0Size || uint64(len(p)) > bar0Size-off {
-			return fmt.Errorf("myri10ge: BAR0 write %d@%#x: out of range", len(p), off)
+		if err := checkBAR0("write", off, len(p)); err != nil {
+			return err
 		}
 		n.mu.Lock()
 		copy(n.bar0[off:], p)

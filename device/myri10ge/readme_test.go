@@ -103,20 +103,32 @@ func handlerCell(t *testing.T, funcs map[string]bool, row, cell string) string {
 	return name
 }
 
-func TestREADMEBAR0Map(t *testing.T) {
+// readmeRows returns the rows of the README table under heading, each
+// with at least cells cells and its handler cell (index handler) checked
+// and replaced by the bare name.
+func readmeRows(t *testing.T, heading string, cells, handler int) [][]string {
+	t.Helper()
 	b, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	funcs := packageFuncs(t)
-	var got, want []string
-	for _, r := range readmeTable(t, string(b), "## BAR0") {
-		if len(r) < 6 {
-			t.Errorf("README BAR0 row %q: want offset, stride, count, row, fires on, handler", r)
+	var rows [][]string
+	for _, r := range readmeTable(t, string(b), heading) {
+		if len(r) < cells {
+			t.Errorf("README row %q under %q: want at least %d cells", r, heading, cells)
 			continue
 		}
-		h := handlerCell(t, funcs, r[3], r[5])
-		got = append(got, strings.Join([]string{strings.ToLower(r[0]), strings.ToLower(r[1]), r[2], r[3], r[4], h}, " | "))
+		r[handler] = handlerCell(t, funcs, r[0], r[handler])
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+func TestREADMEBAR0Map(t *testing.T) {
+	var got, want []string
+	for _, r := range readmeRows(t, "## BAR0", 6, 5) {
+		got = append(got, strings.Join([]string{strings.ToLower(r[0]), strings.ToLower(r[1]), r[2], r[3], r[4], r[5]}, " | "))
 	}
 	for _, tr := range bar0Triggers {
 		fires := "any store"
@@ -132,25 +144,15 @@ func TestREADMEBAR0Map(t *testing.T) {
 }
 
 func TestREADMECommands(t *testing.T) {
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	funcs := packageFuncs(t)
 	var got, want []string
-	for _, r := range readmeTable(t, string(b), "## Commands") {
-		if len(r) < 3 {
-			t.Errorf("README command row %q: want #, command, handler", r)
-			continue
-		}
-		h := handlerCell(t, funcs, r[1], r[2])
+	for _, r := range readmeRows(t, "## Commands", 3, 2) {
 		if r[0] == "other" {
-			if h != "–" {
-				t.Errorf("README row other: handler %s, want –", h)
+			if r[2] != "–" {
+				t.Errorf("README row other: handler %s, want –", r[2])
 			}
 			continue
 		}
-		got = append(got, strings.Join([]string{r[0], r[1], h}, " | "))
+		got = append(got, strings.Join(r[:3], " | "))
 	}
 	for c, h := range commands {
 		if h != nil {

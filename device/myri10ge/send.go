@@ -130,17 +130,7 @@ func (s *sender) chain(f uint8, entries int, slot func(int) []byte) (int, error)
 		// Non-TSO: rdma_count descriptors, each posted and none starting
 		// a packet of its own.
 		want := max(s.desc(0).rdmaCount(), 1)
-		for n < min(want, entries) {
-			d := slot(n)
-			fl := d[sendOffFlags]
-			if fl == 0 || fl&flagFirst != 0 {
-				break
-			}
-			if n < maxSendDesc {
-				copy(s.snap[n*sendDescSize:], d)
-			}
-			n++
-		}
+		n = s.extend(n, min(want, entries), maxSendDesc, slot, startsPacket)
 		if want > maxSendDesc {
 			return n, fmt.Errorf("myri10ge: send rdma_count %d, at most %d: %w", want, maxSendDesc, errSendTooManyDescs)
 		}
@@ -152,17 +142,7 @@ func (s *sender) chain(f uint8, entries int, slot func(int) []byte) (int, error)
 	// TSO (§5.5): take descriptors while they are posted and either not
 	// FIRST or payload; a later packet's first descriptor is FIRST without
 	// TSO_PLD (or still 0 until its doorbell).
-	for n < entries {
-		d := slot(n)
-		fl := d[sendOffFlags]
-		if fl == 0 || fl&(flagFirst|flagTSOPld) == flagFirst {
-			break
-		}
-		if n < maxSendDescTSO {
-			copy(s.snap[n*sendDescSize:], d)
-		}
-		n++
-	}
+	n = s.extend(n, entries, maxSendDescTSO, slot, startsTSOPacket)
 	if n > maxSendDescTSO {
 		return n, fmt.Errorf("myri10ge: send TSO chain of %d descriptors, at most %d: %w", n, maxSendDescTSO, errSendTooManyDescs)
 	}
@@ -171,6 +151,32 @@ func (s *sender) chain(f uint8, entries int, slot func(int) []byte) (int, error)
 	}
 	return n, nil
 }
+
+// extend grows a chain of n descriptors while the next one is posted
+// (flags != 0) and does not start something else (ends(flags) false), up
+// to limit descriptors. The first keep of them are copied into s.snap. It
+// returns the chain's new length.
+func (s *sender) extend(n, limit, keep int, slot func(int) []byte, ends func(flags uint8) bool) int {
+	for n < limit {
+		d := slot(n)
+		fl := d[sendOffFlags]
+		if fl == 0 || ends(fl) {
+			break
+		}
+		if n < keep {
+			copy(s.snap[n*sendDescSize:], d)
+		}
+		n++
+	}
+	return n
+}
+
+// startsPacket: in a non-TSO chain, a FIRST descriptor is the next packet.
+func startsPacket(flags uint8) bool { return flags&flagFirst != 0 }
+
+// startsTSOPacket: in a TSO chain, FIRST without TSO_PLD is the next
+// packet's first descriptor (a FIRST payload descriptor only starts a segment).
+func startsTSOPacket(flags uint8) bool { return flags&(flagFirst|flagTSOPld) == flagFirst }
 
 // plain gathers a non-TSO packet of n descriptors and applies checksum
 // offload (§5.4 step 1.4).
