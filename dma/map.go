@@ -81,10 +81,6 @@ type Map struct {
 
 	hookMu sync.Mutex // serialises AddHook
 
-	// testInCopy, if set, runs under the read lock before each shared
-	// copy: tests use it to hold an access in flight.
-	testInCopy func()
-
 	mu           sync.RWMutex
 	closedLocked bool
 	regions      regionTable     // sorted by iova, never overlapping
@@ -629,9 +625,6 @@ func (m *Map) copyShared(op Op, p []byte, addr uint64) (n, msgLen int, err error
 		}
 		if !r.shared {
 			return n, k, nil
-		}
-		if m.testInCopy != nil {
-			m.testInCopy()
 		}
 		off := a - r.iova
 		if op == Read {

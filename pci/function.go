@@ -106,27 +106,17 @@ func NewFunction(dev Device, log *logrus.Entry) (*Function, error) {
 // copySpec copies s deeply enough that the device cannot change the
 // function's view of its capabilities later.
 func copySpec(s Spec) Spec {
-	if s.PM != nil {
-		c := *s.PM
-		s.PM = &c
-	}
-	if s.MSI != nil {
-		c := *s.MSI
-		s.MSI = &c
-	}
-	if s.Vendor != nil {
-		c := *s.Vendor
-		s.Vendor = &c
-	}
-	if s.PCIe != nil {
-		c := *s.PCIe
-		s.PCIe = &c
-	}
-	if s.MSIX != nil {
-		c := *s.MSIX
-		s.MSIX = &c
-	}
+	s.PM, s.MSI, s.Vendor, s.PCIe, s.MSIX = clone(s.PM), clone(s.MSI), clone(s.Vendor), clone(s.PCIe), clone(s.MSIX)
 	return s
+}
+
+// clone returns a copy of *p, or nil.
+func clone[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	return &c
 }
 
 // Spec returns the function's description, as read from the device.

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/myriemu/myriemu/device/testdev"
+	tdabi "github.com/myriemu/myriemu/device/testdev/abi"
 	"github.com/myriemu/myriemu/internal/leaktest"
 	"github.com/myriemu/myriemu/vfiouser/vfiousertest"
 	"golang.org/x/sys/unix"
@@ -200,11 +200,11 @@ func readIDs(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	var b [4]byte
-	if err := c.ReadRegion(testdev.RegsBAR, testdev.RegID, b[:]); err != nil {
+	if err := c.ReadRegion(tdabi.RegsBAR, tdabi.RegID, b[:]); err != nil {
 		t.Fatal(err)
 	}
-	if bar := binary.LittleEndian.Uint32(b[:]); id != testdev.IDValue || bar != testdev.IDValue {
-		t.Errorf("%s: config ID %#x, BAR0 ID %#x, want %#x", path, id, bar, testdev.IDValue)
+	if bar := binary.LittleEndian.Uint32(b[:]); id != tdabi.IDValue || bar != tdabi.IDValue {
+		t.Errorf("%s: config ID %#x, BAR0 ID %#x, want %#x", path, id, bar, tdabi.IDValue)
 	}
 }
 
