@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma"
+	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/msi/msitest"
 	"github.com/myriemu/myriemu/wcbar"
@@ -539,32 +540,42 @@ func TestWindowValidation(t *testing.T) {
 }
 
 // TestWarnings checks client misuse is logged, with component=pci, and
-// rate-limited rather than once per access.
+// rate-limited per kind of mistake rather than once per access; the budget
+// belongs to the function, so clients that come and go share it.
 func TestWarnings(t *testing.T) {
 	logger, hook := logtest.NewNullLogger()
 	f, err := NewFunction(newFakeDevice(fullSpec()), logrus.NewEntry(logger).WithField("device", "t0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 100 {
-		f.ReadRegion(RegionConfig, 4096, make([]byte, 4))
-		f.WriteRegion(2, 0x1000, make([]byte, 8)) // PBA
+	const clients, perClient = 5, 40
+	for range clients {
+		mem := dma.NewMap(testLog())
+		if err := f.Attach(mem); err != nil {
+			t.Fatal(err)
+		}
+		for range perClient {
+			f.ReadRegion(RegionConfig, 4096, make([]byte, 4))
+			f.WriteRegion(2, 0x1000, make([]byte, 8)) // PBA
+		}
+		f.Detach()
+		mem.Close()
 	}
 	entries := hook.AllEntries()
-	if len(entries) != 1 {
-		t.Fatalf("%d log entries for 200 bad accesses, want 1 (rate-limited)", len(entries))
+	if len(entries) != 2*ratelog.Burst {
+		t.Fatalf("%d log entries for %d bad accesses of 2 kinds by %d clients, want %d (rate-limited per function)",
+			len(entries), 2*clients*perClient, clients, 2*ratelog.Burst)
 	}
 	e := entries[0]
 	if e.Level != logrus.WarnLevel || e.Data["component"] != "pci" || e.Data["device"] != "t0" {
 		t.Errorf("log entry %v %q %v, want a Warn with component=pci device=t0", e.Level, e.Message, e.Data)
 	}
 	// After the interval the next one is logged with the suppressed count.
-	f.warnings.mu.Lock()
-	f.warnings.next = time.Time{}
-	f.warnings.mu.Unlock()
+	time.Sleep(ratelog.Interval)
 	f.ReadRegion(RegionConfig, 4096, make([]byte, 4))
-	if entries = hook.AllEntries(); len(entries) != 2 || entries[1].Data["suppressed"] != 199 {
-		t.Errorf("second warning %v, want one with suppressed=199", entries[len(entries)-1].Data)
+	entries = hook.AllEntries()
+	if last := entries[len(entries)-1]; len(entries) != 2*ratelog.Burst+1 || last.Data["suppressed"] != clients*perClient-ratelog.Burst {
+		t.Errorf("warning after the interval %v, want one with suppressed=%d", last.Data, clients*perClient-ratelog.Burst)
 	}
 }
 

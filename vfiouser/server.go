@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/myriemu/myriemu/dma"
+	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -89,6 +90,10 @@ type Server struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// warns limits client-mistake warnings for the server's whole life,
+	// not per connection: a reconnect loop gets no fresh budget.
+	warns ratelog.Limiter
 
 	stats struct{ clients, protocolErrors, panics atomic.Uint64 }
 }

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/internal/ratelog"
@@ -106,7 +105,7 @@ func New(cfg Config) (*NIC, error) {
 	n := &NIC{
 		cfg:  cfg,
 		log:  cfg.Log.WithField("component", "myri10ge"),
-		warn: ratelog.New(10*time.Second, 5),
+		warn: ratelog.New(),
 		bar0: make([]byte, bar0Size),
 	}
 	n.slices = make([]*slice, cfg.Slices)

@@ -75,7 +75,7 @@ func newDevice(name string, win window, log *logrus.Entry) *Device {
 		name:   name,
 		log:    log.WithFields(logrus.Fields{"component": "testdev", "device": name}),
 		win:    win,
-		warn:   ratelog.New(warnEvery, warnBurst),
+		warn:   ratelog.New(),
 		winBuf: make([]byte, winChunk),
 	}
 	win.Watch(WinDBDoorbell, d.winDoorbell)
