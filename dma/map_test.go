@@ -776,16 +776,18 @@ func TestRemoveWaitsForInflightAccess(t *testing.T) {
 		close(entered)
 		<-release
 	}
-	readDone := make(chan error)
+	readDone := make(chan error, 1)
 	go func() {
 		_, err := m.ReadAt(make([]byte, 16), 0x1000)
 		readDone <- err
 	}()
 	<-entered
-	removed := make(chan error)
+	removed := make(chan error, 1)
 	go func() { removed <- m.Remove(0x1000, 0x1000) }()
 	select {
 	case err := <-removed:
+		close(release) // the reader finishes before the test fails
+		<-readDone
 		t.Fatalf("Remove returned (%v) while an access was copying from the map", err)
 	case <-time.After(50 * time.Millisecond):
 	}

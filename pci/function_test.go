@@ -600,6 +600,14 @@ func TestConcurrentRaise(t *testing.T) {
 			f.irq.Lower()
 		}
 	}()
+	defer func() { // also on t.Fatal: the raiser spins until told
+		select {
+		case <-done:
+		default:
+			close(done)
+		}
+		<-stopped
+	}()
 	for range 200 {
 		cfgRead(t, f, 0, configSizePCIe)
 		if err := f.ReadRegion(2, 0x1000, make([]byte, 8)); err != nil {
