@@ -55,7 +55,14 @@ func TestRunCommands(t *testing.T) {
 		stderr string // substring wanted on stderr ("" = stderr empty)
 	}{
 		{args: "", code: 2, stderr: "Usage:"},
-		{args: "help", code: 0, stdout: "myriemu serve --socket PATH --device KIND"},
+		{args: "help", code: 0, stdout: "myriemu serve --device KIND,socket=PATH"},
+		{args: "help serve", code: 0, stdout: "Exit status:\n  0  stopped by SIGTERM, SIGINT or SIGHUP"},
+		{args: "serve --device myri10ge,socket=/tmp/x.sock,slices=0", code: 2,
+			stderr: "myriemu serve: --device \"myri10ge,socket=/tmp/x.sock,slices=0\": slices=0: want a number 1..32\nRun 'myriemu help serve' for usage."},
+		{args: "serve --device myri10ge,socket=/tmp/x.sock,mac=garbage", code: 2, stderr: "mac=garbage: not a MAC address"},
+		{args: "serve --device testdev,socket=/tmp/x.sock --socket-mode 0800", code: 2, stderr: "--socket-mode"},
+		{args: "serve --device testdev,socket=/tmp/x.sock --socket-group no-such-group-here", code: 2, stderr: "--socket-group"},
+		{args: "serve --device testdev,fd=1", code: 2, stderr: "want a descriptor number >= 3"},
 		{args: "--help", code: 0, stdout: "Run 'myriemu help serve'"},
 		{args: "help serve", code: 0, stdout: "testdev    generic test function 1234:7e57"},
 		{args: "help nope", code: 2, stderr: `no help for "nope"`},
