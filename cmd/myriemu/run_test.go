@@ -26,6 +26,9 @@ import (
 
 // TestMain lets TestSignal run this test binary as the real command.
 func TestMain(m *testing.M) {
+	if path := os.Getenv("MYRIEMU_TEST_DIAL"); path != "" {
+		os.Exit(dialExit(path))
+	}
 	if os.Getenv("MYRIEMU_TEST_RUN_MAIN") == "1" {
 		os.Args = append([]string{"myriemu"}, strings.Fields(os.Getenv("MYRIEMU_TEST_ARGS"))...)
 		main()
@@ -109,19 +112,28 @@ func startServe(t *testing.T, args ...string) (ready string, stop func() int, st
 	shutdowns := 0
 	a := &app{stdout: pw, stderr: stderr, kinds: deviceKinds(), onShutdown: func() { shutdowns++ }}
 	codec := make(chan int, 1)
-	go func() {
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		code := a.run(ctx, args)
 		pw.Close()
 		codec <- code
-	}()
+	})
 	lines := make(chan string)
-	go func() {
+	wg.Go(func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			lines <- sc.Text()
 		}
+		io.Copy(io.Discard, pr)
 		close(lines)
-	}()
+	})
+	// Both goroutines are joined on every way out, a t.Fatal included.
+	t.Cleanup(func() {
+		cancel()
+		for range lines {
+		}
+		wg.Wait()
+	})
 	var extra []string
 	stop = func() int {
 		cancel()
@@ -266,9 +278,10 @@ func TestServeSocketInUseOrStale(t *testing.T) {
 }
 
 // TestSignal runs the real command (this test binary, see TestMain) and
-// stops it with SIGTERM, as a supervisor does.
+// stops it with SIGTERM, as a supervisor does (SIGINT and SIGHUP alike):
+// exit 0 within a second, no socket file left behind.
 func TestSignal(t *testing.T) {
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
 			sock := filepath.Join(t.TempDir(), "td.sock")
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
