@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/fabric/fabrictest"
 	"github.com/myriemu/myriemu/internal/leaktest"
+	"github.com/myriemu/myriemu/internal/unixsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -340,5 +342,27 @@ func TestCaptureOnFullDisk(t *testing.T) {
 	}
 	if n < 10 {
 		t.Errorf("%d records in %d bytes, want the file filled with whole records", n, len(data))
+	}
+}
+
+// TestServeOnHandedOverFD: fd=N serves on a supervisor's listening socket;
+// the readiness line names its path, and the file stays after exit.
+func TestServeOnHandedOverFD(t *testing.T) {
+	leaktest.Check(t)
+	path := filepath.Join(t.TempDir(), "sup.sock")
+	fd, err := unixsock.Listen(path, unixsock.Perm{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready, stop, stderr := startServe(t, "serve", "--device", "testdev,fd="+strconv.Itoa(fd)+",name=td")
+	if want := "myriemu: ready device=td socket=" + path; ready != want {
+		t.Errorf("readiness line %q, want %q", ready, want)
+	}
+	readIDs(t, path)
+	if code := stop(); code != 0 {
+		t.Errorf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Errorf("the supervisor's socket file was removed: %v", err)
 	}
 }
