@@ -274,8 +274,13 @@ func (c *conn) protocolErrorMaybe(h Header, err error) {
 // protocolError counts and (rate-limited) logs a client mistake.
 func (c *conn) protocolError(h Header, err error) {
 	c.s.stats.protocolErrors.Add(1)
-	e := c.log.WithFields(logrus.Fields{"cmd": h.Command, "id": h.ID, "size": h.Size, "flags": h.Flags}).WithError(err)
-	c.s.warns.Warn(e, "client protocol error", "client protocol error")
+	if ok, n := c.s.warns.Allow("client protocol error"); ok {
+		e := c.log.WithFields(logrus.Fields{"cmd": h.Command, "id": h.ID, "size": h.Size, "flags": h.Flags}).WithError(err)
+		if n > 0 {
+			e = e.WithField("suppressed", n)
+		}
+		e.Warn("client protocol error")
+	}
 }
 
 // cmdSpec is one row of the dispatch table: how many fds the command may

@@ -45,12 +45,20 @@ func New() *Limiter { return &Limiter{} }
 
 // Warn logs msg at Warn through e unless key has spent its budget.
 func (l *Limiter) Warn(e *logrus.Entry, key, msg string) {
-	if ok, suppressed := l.allow(key, time.Now()); ok {
+	if ok, suppressed := l.Allow(key); ok {
 		if suppressed > 0 {
 			e = e.WithField("suppressed", suppressed)
 		}
 		e.Warn(msg)
 	}
+}
+
+// Allow takes a token of key for a caller that builds its entry only when
+// the line will be logged (a hostile client's error path should not
+// allocate per message). When ok, the line should carry a "suppressed"
+// field if suppressed > 0.
+func (l *Limiter) Allow(key string) (ok bool, suppressed int) {
+	return l.allow(key, time.Now())
 }
 
 // allow takes a token of key at now; when it gets one, suppressed is how
