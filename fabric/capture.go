@@ -1,12 +1,12 @@
 package fabric
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"sync"
 	"time"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/sirupsen/logrus"
@@ -48,8 +48,7 @@ type Capture struct {
 	mu        sync.Mutex
 	queue     []byte // whole records waiting for the writer
 	queued    uint64 // records in queue
-	pw        *pcapgo.Writer
-	stopped   bool // a write failed or Close began: frames are refused
+	stopped   bool   // a write failed or Close began: frames are refused
 	closing   bool
 	err       error  // the write error that stopped the capture
 	frames    uint64 // records written
@@ -59,14 +58,6 @@ type Capture struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
-}
-
-// queueWriter lets the pcap encoder append records to the queue.
-type queueWriter struct{ c *Capture }
-
-func (q queueWriter) Write(p []byte) (int, error) {
-	q.c.queue = append(q.c.queue, p...)
-	return len(p), nil
 }
 
 // NewCapture writes the pcap file header to w and starts the capture's
@@ -87,7 +78,6 @@ func NewCapture(w io.Writer, cfg CaptureConfig) (*Capture, error) {
 	if cl, ok := w.(io.Closer); ok {
 		c.closer = cl
 	}
-	c.pw = pcapgo.NewWriterNanos(queueWriter{c})
 	c.wg.Add(1)
 	go c.runWriter()
 	return c, nil
@@ -101,19 +91,26 @@ func (c *Capture) write(frames [][]byte) {
 	if c.stopped {
 		return
 	}
-	added := false
+	wasEmpty := len(c.queue) == 0
+	sec, nsec := uint32(now.Unix()), uint32(now.Nanosecond())
 	for _, f := range frames {
 		n := min(len(f), MaxFrame)
 		if len(c.queue)+pcapRecordHeader+n > c.limit {
 			c.dropped++
 			continue
 		}
-		ci := gopacket.CaptureInfo{Timestamp: now, CaptureLength: n, Length: len(f)}
-		c.pw.WritePacket(ci, f[:n]) // appends to the queue; cannot fail
+		// A record of a nanosecond pcap file: ts_sec, ts_nsec, incl_len,
+		// orig_len, little-endian as the file header written by pcapgo.
+		c.queue = binary.LittleEndian.AppendUint32(c.queue, sec)
+		c.queue = binary.LittleEndian.AppendUint32(c.queue, nsec)
+		c.queue = binary.LittleEndian.AppendUint32(c.queue, uint32(n))
+		c.queue = binary.LittleEndian.AppendUint32(c.queue, uint32(len(f)))
+		c.queue = append(c.queue, f[:n]...)
 		c.queued++
-		added = true
 	}
-	if added {
+	// The writer takes the whole queue when it wakes: a queue that was not
+	// empty already has a wake-up pending or a writer about to take it.
+	if wasEmpty && len(c.queue) > 0 {
 		select {
 		case c.kick <- struct{}{}:
 		default:
@@ -178,7 +175,7 @@ func (c *Capture) writeOut(out []byte, n uint64) {
 // reached the stream, form whole records, and how many records that is.
 func wholeRecords(out []byte, wrote int) (bytes int, records uint64) {
 	for off := 0; off+pcapRecordHeader <= len(out); {
-		incl := int(uint32(out[off+8]) | uint32(out[off+9])<<8 | uint32(out[off+10])<<16 | uint32(out[off+11])<<24)
+		incl := int(binary.LittleEndian.Uint32(out[off+8:]))
 		end := off + pcapRecordHeader + incl
 		if end > wrote {
 			break
