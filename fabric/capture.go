@@ -186,6 +186,25 @@ func wholeRecords(out []byte, wrote int) (bytes int, records uint64) {
 	return bytes, records
 }
 
+// CaptureStats counts what a capture did.
+type CaptureStats struct {
+	Frames      uint64 // records written
+	Bytes       int64  // bytes of whole records in the stream, file header included
+	Dropped     uint64 // frames refused because the queue was full
+	WriteErrors uint64 // 1 once a write failed (the capture stopped there)
+}
+
+// Stats returns the capture's counters.
+func (c *Capture) Stats() CaptureStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := CaptureStats{Frames: c.frames, Bytes: c.written, Dropped: c.dropped}
+	if c.err != nil {
+		s.WriteErrors = 1
+	}
+	return s
+}
+
 // Frames reports how many frames were written.
 func (c *Capture) Frames() uint64 {
 	c.mu.Lock()

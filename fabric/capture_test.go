@@ -213,6 +213,9 @@ func TestCaptureStopsOnWriteError(t *testing.T) {
 	if err := c.Close(); !errors.Is(err, unix.ENOSPC) {
 		t.Errorf("Close: %v, want ENOSPC", err)
 	}
+	if st := c.Stats(); st.WriteErrors != 1 || st.Frames != 10 || st.Bytes != int64(24+10*(pcapRecordHeader+1000)) {
+		t.Errorf("stats %+v, want 1 write error, 10 frames, %d bytes", st, 24+10*(pcapRecordHeader+1000))
+	}
 	got, _ := readPcap(t, f.bytes())
 	if len(got) != 10 || c.Frames() != 10 {
 		t.Errorf("%d records in the stream, Frames %d; want the 10 that fit", len(got), c.Frames())

@@ -150,7 +150,7 @@ func newServeFlags(out io.Writer, kinds map[string]deviceKind) *serveFlags {
 	sf.printCaps = fs.Bool("print-capabilities", false, "print the device kinds, their keys and the protocol as JSON on stdout, and exit")
 	sf.level = fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	sf.format = fs.String("log-format", "text", "log `format` on stderr: text or json")
-	sf.pcap = fs.String("pcap", "", "write every frame crossing the emulated switch to `FILE` (pcap, for tshark)")
+	sf.pcap = fs.String("pcap", "", "write every frame crossing the emulated switch to `FILE` (pcap, for tshark; created 0600 once the sockets listen, never through a symlink)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), serveUsage)
 		fs.PrintDefaults()

@@ -73,7 +73,8 @@ func startCapture(path string, root *logrus.Entry) (*fabric.Capture, error) {
 func stopCapture(wire *fabric.Switch, c *fabric.Capture, path string, root *logrus.Entry) error {
 	wire.SetCapture(nil)
 	err := c.Close()
-	e := root.WithFields(logrus.Fields{"file": path, "frames": c.Frames(), "dropped": c.Dropped()})
+	st := c.Stats()
+	e := root.WithFields(logrus.Fields{"file": path, "frames": st.Frames, "bytes": st.Bytes, "dropped": st.Dropped, "write_errors": st.WriteErrors})
 	if err != nil {
 		e.WithError(err).Error("capture incomplete")
 		return fmt.Errorf("capture %s incomplete: %w", path, err)
