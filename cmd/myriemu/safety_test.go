@@ -21,7 +21,9 @@ import (
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/fabric/fabrictest"
 	"github.com/myriemu/myriemu/internal/leaktest"
+	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/myriemu/myriemu/internal/unixsock"
+	"github.com/myriemu/myriemu/vfiouser/vfiousertest"
 	"golang.org/x/sys/unix"
 )
 
@@ -364,5 +366,36 @@ func TestServeOnHandedOverFD(t *testing.T) {
 	}
 	if _, err := os.Lstat(path); err != nil {
 		t.Errorf("the supervisor's socket file was removed: %v", err)
+	}
+}
+
+// TestReconnectLoopCannotFloodTheLog (issue 8 finding 6): a client that
+// reconnects 50 times with one protocol error each gets one budget of
+// warnings for the device, not one per connection.
+func TestReconnectLoopCannotFloodTheLog(t *testing.T) {
+	leaktest.Check(t)
+	sock := filepath.Join(t.TempDir(), "td.sock")
+	_, stop, stderr := startServe(t, "serve", "--device", "testdev,socket="+sock, "--log-level", "warn")
+	const conns = 5 * ratelog.Burst
+	for range conns {
+		c, err := vfiousertest.Dial(context.Background(), sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Negotiate(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.ReadRegion(7, 0, nil); err == nil { // count 0: a protocol error
+			t.Error("a zero-length region read succeeded")
+		}
+		c.Close()
+	}
+	readIDs(t, sock) // still serving; also waits for the last client's teardown
+	if code := stop(); code != 0 {
+		t.Errorf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if n := strings.Count(stderr.String(), "client protocol error"); n != ratelog.Burst {
+		t.Errorf("%d warning lines for %d connections with one error each, want %d (one budget per device)",
+			n, conns, ratelog.Burst)
 	}
 }
