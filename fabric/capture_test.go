@@ -198,8 +198,9 @@ func TestCaptureStopsOnWriteError(t *testing.T) {
 		c.write([][]byte{frameOf(1000, byte(i))})
 		time.Sleep(time.Millisecond) // let the writer make several passes
 	}
+	// Err is set just before the line is logged: wait for both.
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Err() == nil && time.Now().Before(deadline) {
+	for (c.Err() == nil || len(hook.AllEntries()) == 0) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if !errors.Is(c.Err(), unix.ENOSPC) {

@@ -549,6 +549,7 @@ func TestWarnings(t *testing.T) {
 		t.Fatal(err)
 	}
 	const clients, perClient = 5, 40
+	start := time.Now()
 	for range clients {
 		mem := dma.NewMap(testLog())
 		if err := f.Attach(mem); err != nil {
@@ -561,21 +562,34 @@ func TestWarnings(t *testing.T) {
 		f.Detach()
 		mem.Close()
 	}
+	// A budget refills one line per Interval: a slow machine may earn more.
+	budget := ratelog.Burst + int(time.Since(start)/ratelog.Interval)
 	entries := hook.AllEntries()
-	if len(entries) != 2*ratelog.Burst {
-		t.Fatalf("%d log entries for %d bad accesses of 2 kinds by %d clients, want %d (rate-limited per function)",
-			len(entries), 2*clients*perClient, clients, 2*ratelog.Burst)
+	count := func(msg string) (n int) {
+		for _, e := range entries {
+			if e.Message == msg {
+				n++
+			}
+		}
+		return n
+	}
+	for _, msg := range []string{"region access out of range", "write to MSI-X PBA ignored"} {
+		if n := count(msg); n < ratelog.Burst || n > budget {
+			t.Errorf("%d %q lines for %d accesses by %d clients, want %d..%d (rate-limited per function)",
+				n, msg, clients*perClient, clients, ratelog.Burst, budget)
+		}
 	}
 	e := entries[0]
 	if e.Level != logrus.WarnLevel || e.Data["component"] != "pci" || e.Data["device"] != "t0" {
 		t.Errorf("log entry %v %q %v, want a Warn with component=pci device=t0", e.Level, e.Message, e.Data)
 	}
 	// After the interval the next one is logged with the suppressed count.
+	logged := count("region access out of range")
 	time.Sleep(ratelog.Interval)
 	f.ReadRegion(RegionConfig, 4096, make([]byte, 4))
 	entries = hook.AllEntries()
-	if last := entries[len(entries)-1]; len(entries) != 2*ratelog.Burst+1 || last.Data["suppressed"] != clients*perClient-ratelog.Burst {
-		t.Errorf("warning after the interval %v, want one with suppressed=%d", last.Data, clients*perClient-ratelog.Burst)
+	if last := entries[len(entries)-1]; last.Message != "region access out of range" || last.Data["suppressed"] != clients*perClient-logged {
+		t.Errorf("warning after the interval %q %v, want one with suppressed=%d", last.Message, last.Data, clients*perClient-logged)
 	}
 }
 

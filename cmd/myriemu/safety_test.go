@@ -377,6 +377,7 @@ func TestReconnectLoopCannotFloodTheLog(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "td.sock")
 	_, stop, stderr := startServe(t, "serve", "--device", "testdev,socket="+sock, "--log-level", "warn")
 	const conns = 5 * ratelog.Burst
+	start := time.Now()
 	for range conns {
 		c, err := vfiousertest.Dial(context.Background(), sock)
 		if err != nil {
@@ -391,11 +392,13 @@ func TestReconnectLoopCannotFloodTheLog(t *testing.T) {
 		c.Close()
 	}
 	readIDs(t, sock) // still serving; also waits for the last client's teardown
+	// The budget refills one line per Interval: a slow machine may earn more.
+	budget := ratelog.Burst + int(time.Since(start)/ratelog.Interval)
 	if code := stop(); code != 0 {
 		t.Errorf("exit %d; stderr:\n%s", code, stderr)
 	}
-	if n := strings.Count(stderr.String(), "client protocol error"); n != ratelog.Burst {
-		t.Errorf("%d warning lines for %d connections with one error each, want %d (one budget per device)",
-			n, conns, ratelog.Burst)
+	if n := strings.Count(stderr.String(), "client protocol error"); n < ratelog.Burst || n > budget {
+		t.Errorf("%d warning lines for %d connections with one error each, want %d..%d (one budget per device)",
+			n, conns, ratelog.Burst, budget)
 	}
 }

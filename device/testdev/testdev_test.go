@@ -774,6 +774,7 @@ func TestGuestMistakesAreRateLimitedWarnings(t *testing.T) {
 	}
 	defer r.d.Detach()
 	r.program(t, OpCopy, 0x10, ramIOVA, 8, 0) // unmapped source
+	start := time.Now()
 	for range 3 * ratelog.Burst {
 		r.write(t, RegDMADoorbell, 1)
 		r.waitIdle(t)
@@ -781,9 +782,11 @@ func TestGuestMistakesAreRateLimitedWarnings(t *testing.T) {
 	if n := r.read(t, RegCntDMAErrors); n != 3*ratelog.Burst {
 		t.Errorf("CNT_DMA_ERRORS %d, want %d", n, 3*ratelog.Burst)
 	}
+	// The budget refills one line per Interval: a slow machine may earn more.
+	budget := ratelog.Burst + int(time.Since(start)/ratelog.Interval)
 	entries := hook.AllEntries()
-	if len(entries) != ratelog.Burst {
-		t.Fatalf("%d log entries for %d faults, want %d", len(entries), 3*ratelog.Burst, ratelog.Burst)
+	if len(entries) < ratelog.Burst || len(entries) > budget {
+		t.Fatalf("%d log entries for %d faults, want %d..%d", len(entries), 3*ratelog.Burst, ratelog.Burst, budget)
 	}
 	e := entries[0]
 	got := []any{e.Level, e.Message, e.Data["component"], e.Data["device"], e.Data["cause"], e.Data["iova"]}
