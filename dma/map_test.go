@@ -806,10 +806,11 @@ func TestRemoveWaitsForInflightAccess(t *testing.T) {
 	m := newMap(t)
 	mustAdd(t, m, Mapping{IOVA: 0x1000, Size: 0x1000, Fd: ram.Fd(), Prot: rw})
 	m.mu.RLock() // an access copying from the map
-	removed := make(chan error)
+	removed := make(chan error, 1)
 	go func() { removed <- m.Remove(0x1000, 0x1000) }()
 	select {
 	case err := <-removed:
+		m.mu.RUnlock()
 		t.Fatalf("Remove returned (%v) while an access was copying from the map", err)
 	case <-time.After(50 * time.Millisecond):
 	}

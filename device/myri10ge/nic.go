@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/internal/ratelog"
@@ -56,14 +55,8 @@ type Config struct {
 }
 
 func (c Config) validate() error {
-	if len(c.MAC) != 6 {
-		return fmt.Errorf("myri10ge: MAC %q: need 6 bytes", c.MAC)
-	}
-	if c.MAC[0]&1 != 0 || [6]byte(c.MAC) == [6]byte{} {
-		return fmt.Errorf("myri10ge: MAC %s: need a unicast, non-zero address", c.MAC)
-	}
-	if c.Slices < 1 || c.Slices > MaxSlices {
-		return fmt.Errorf("myri10ge: %d slices: need 1..%d", c.Slices, MaxSlices)
+	if err := c.validateOptions(); err != nil {
+		return err
 	}
 	if c.Port == nil {
 		return errors.New("myri10ge: no fabric port")
@@ -106,7 +99,7 @@ func New(cfg Config) (*NIC, error) {
 	n := &NIC{
 		cfg:  cfg,
 		log:  cfg.Log.WithField("component", "myri10ge"),
-		warn: ratelog.New(10*time.Second, 5),
+		warn: ratelog.New(),
 		bar0: make([]byte, bar0Size),
 		host: pci.DetachedHost(),
 	}

@@ -76,7 +76,7 @@ func newDevice(name string, win window, log *logrus.Entry) *Device {
 		log:    log.WithFields(logrus.Fields{"component": "testdev", "device": name}),
 		win:    win,
 		host:   pci.DetachedHost(),
-		warn:   ratelog.New(warnEvery, warnBurst),
+		warn:   ratelog.New(),
 		winBuf: make([]byte, winChunk),
 	}
 	win.Watch(abi.WinDBDoorbell, d.winDoorbell)

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/internal/leaktest"
+	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/sirupsen/logrus"
@@ -774,16 +775,19 @@ func TestGuestMistakesAreRateLimitedWarnings(t *testing.T) {
 	}
 	defer r.d.Detach()
 	r.program(t, abi.OpCopy, 0x10, ramIOVA, 8, 0) // unmapped source
-	for range 3 * warnBurst {
+	start := time.Now()
+	for range 3 * ratelog.Burst {
 		r.write(t, abi.RegDMADoorbell, 1)
 		r.waitIdle(t)
 	}
-	if n := r.read(t, abi.RegCntDMAErrors); n != 3*warnBurst {
-		t.Errorf("CNT_DMA_ERRORS %d, want %d", n, 3*warnBurst)
+	if n := r.read(t, abi.RegCntDMAErrors); n != 3*ratelog.Burst {
+		t.Errorf("CNT_DMA_ERRORS %d, want %d", n, 3*ratelog.Burst)
 	}
+	// The budget refills one line per Interval: a slow machine may earn more.
+	budget := ratelog.Burst + int(time.Since(start)/ratelog.Interval)
 	entries := hook.AllEntries()
-	if len(entries) != warnBurst {
-		t.Fatalf("%d log entries for %d faults, want %d", len(entries), 3*warnBurst, warnBurst)
+	if len(entries) < ratelog.Burst || len(entries) > budget {
+		t.Fatalf("%d log entries for %d faults, want %d..%d", len(entries), 3*ratelog.Burst, ratelog.Burst, budget)
 	}
 	e := entries[0]
 	got := []any{e.Level, e.Message, e.Data["component"], e.Data["device"], e.Data["cause"], e.Data["iova"]}
