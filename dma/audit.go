@@ -86,15 +86,16 @@ func (m *Map) coversLocked(addr, n uint64, prot Prot) bool {
 		return false
 	}
 	last := addr + n - 1
-	i := m.find(addr)
-	for a := addr; ; i++ {
-		if i >= len(m.regions) || m.regions[i].iova > a || m.regions[i].prot&prot != prot {
+	i := m.regions.find(addr)
+	for a := addr; ; i = m.regions.next(i) {
+		r := m.regions.at(i)
+		if r == nil || r.iova > a || r.prot&prot != prot {
 			return false
 		}
-		if m.regions[i].last >= last {
+		if r.last >= last {
 			return true
 		}
-		a = m.regions[i].last + 1
+		a = r.last + 1
 	}
 }
 
@@ -573,12 +574,8 @@ func (m *Map) sliceLocked(addr uint64, n int, prot Prot) []byte {
 	if m.closedLocked || n <= 0 || addr > math.MaxUint64-uint64(n-1) {
 		return nil
 	}
-	i := m.find(addr)
-	if i >= len(m.regions) {
-		return nil
-	}
-	r := m.regions[i]
-	if r.iova > addr || r.last-addr < uint64(n-1) || r.file == nil || r.prot&prot != prot {
+	r := m.regions.at(m.regions.find(addr))
+	if r == nil || r.iova > addr || r.last-addr < uint64(n-1) || !r.shared || r.prot&prot != prot {
 		return nil
 	}
 	off := addr - r.iova

@@ -8,9 +8,13 @@ func myrimxKind() deviceKind {
 	hub := myrimx.NewHub()
 	return deviceKind{
 		help: "MX-like zero-copy NIC 14c1:00a0 (not a Myricom product): registration table, fenced invalidation, DMA audit (device/myrimx/README.md)",
-		keys: myrimx.Keys,
+		keys: keysOf(myrimx.Keys, func(k myrimx.Key) deviceKey { return deviceKey(k) }),
+		check: func(opts map[string]string) error {
+			_, err := myrimx.ParseOptions(opts)
+			return err
+		},
 		new: func(env deviceEnv) (device, error) {
-			cfg, err := myrimx.ParseKeys(env.Opts)
+			cfg, err := myrimx.ParseOptions(env.Opts)
 			if err != nil {
 				return nil, err
 			}

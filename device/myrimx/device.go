@@ -6,7 +6,6 @@ import (
 	"hash/fnv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/internal/ratelog"
@@ -85,12 +84,6 @@ type stats struct {
 
 var _ pci.Device = (*Device)(nil)
 
-// Warnings are rate-limited per kind.
-const (
-	warnEvery = time.Second
-	warnBurst = 5
-)
-
 // New creates a NIC and adds it to cfg.Hub. Close removes it.
 func New(cfg Config) (*Device, error) {
 	if cfg.Hub == nil {
@@ -124,7 +117,7 @@ func New(cfg Config) (*Device, error) {
 		nicID: cfg.NICID,
 		nEP:   cfg.Endpoints,
 		log:   cfg.Log.WithFields(logrus.Fields{"component": "myrimx", "device": cfg.Name}),
-		warn:  ratelog.New(warnEvery, warnBurst),
+		warn:  ratelog.New(),
 		buf:   make([]byte, Chunk),
 	}
 	d.auditMode.Store(uint32(cfg.Audit))

@@ -2,23 +2,35 @@ package myrimx
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/myriemu/myriemu/dma"
 )
 
-// Keys are the --device myrimx keys beyond socket and name, with their help.
-var Keys = map[string]string{
-	"endpoints": fmt.Sprintf("endpoints, each with a doorbell page and an MSI-X vector, 1..%d (default %d)", MaxEndpoints, DefaultEndpoints),
-	"audit":     "DMA audit mode: off, observe (report, let through) or enforce (report, refuse: DMA_FAULT) (default observe)",
-	"nic_id":    "48-bit MX nic id (default: 00:60:dd and three bytes hashed from the name)",
+// Key is a --device key of a myrimx and its help text.
+type Key struct{ Name, Help string }
+
+// Keys are the keys ParseOptions takes, in the order help lists them.
+var Keys = []Key{
+	{"endpoints", fmt.Sprintf("endpoints, each with a doorbell page and an MSI-X vector, 1..%d (default %d)", MaxEndpoints, DefaultEndpoints)},
+	{"audit", "DMA audit mode: off, observe (report, let through) or enforce (report, refuse: DMA_FAULT) (default observe)"},
+	{"nic_id", "48-bit MX nic id, nonzero (default: 00:60:dd and three bytes hashed from the name)"},
 }
 
-// ParseKeys turns the --device keys of a myrimx into a Config (Name, Hub
-// and Log are the caller's). Unknown keys are an error.
-func ParseKeys(opts map[string]string) (Config, error) {
+// ParseOptions returns the Config of a myrimx from its key=value options
+// (see Keys); Name, Hub and Log are the caller's to fill. An unknown key
+// or a bad value is an error naming the key and what it takes.
+func ParseOptions(opts map[string]string) (Config, error) {
 	cfg := Config{Endpoints: DefaultEndpoints, Audit: dma.AuditObserve}
-	for k, v := range opts {
+	keys := make([]string, 0, len(opts))
+	for k := range opts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // the first bad key reported is always the same one
+	for _, k := range keys {
+		v := opts[k]
 		switch k {
 		case "endpoints":
 			n, err := strconv.Atoi(v)
@@ -29,7 +41,7 @@ func ParseKeys(opts map[string]string) (Config, error) {
 		case "audit":
 			m, err := dma.ParseAuditMode(v)
 			if err != nil {
-				return cfg, fmt.Errorf("audit=%s: %w", v, err)
+				return cfg, fmt.Errorf("audit=%s: want off, observe or enforce", v)
 			}
 			cfg.Audit = m
 		case "nic_id":
@@ -39,7 +51,11 @@ func ParseKeys(opts map[string]string) (Config, error) {
 			}
 			cfg.NICID = n
 		default:
-			return cfg, fmt.Errorf("unknown key %q", k)
+			names := make([]string, len(Keys))
+			for i, key := range Keys {
+				names[i] = key.Name
+			}
+			return cfg, fmt.Errorf("unknown key %q (known: %s)", k, strings.Join(names, ", "))
 		}
 	}
 	return cfg, nil

@@ -1,12 +1,13 @@
 package myrimx
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/myriemu/myriemu/dma"
 )
 
-func TestParseKeys(t *testing.T) {
+func TestParseOptions(t *testing.T) {
 	for _, c := range []struct {
 		opts    map[string]string
 		want    Config
@@ -22,14 +23,14 @@ func TestParseKeys(t *testing.T) {
 		{map[string]string{"nic_id": "0x1000000000000"}, Config{}, true},
 		{map[string]string{"speed": "10g"}, Config{}, true},
 	} {
-		got, err := ParseKeys(c.opts)
+		got, err := ParseOptions(c.opts)
 		if (err != nil) != c.wantErr || (!c.wantErr && got != c.want) {
-			t.Errorf("ParseKeys(%v) = %+v, %v; want %+v, error %v", c.opts, got, err, c.want, c.wantErr)
+			t.Errorf("ParseOptions(%v) = %+v, %v; want %+v, error %v", c.opts, got, err, c.want, c.wantErr)
 		}
 	}
-	for k := range Keys {
-		if _, err := ParseKeys(map[string]string{k: "x"}); err == nil || err.Error() == `unknown key "`+k+`"` {
-			t.Errorf("key %s is documented but not parsed", k)
+	for _, k := range Keys {
+		if _, err := ParseOptions(map[string]string{k.Name: "x"}); err == nil || strings.HasPrefix(err.Error(), "unknown key") {
+			t.Errorf("key %s is documented but not parsed", k.Name)
 		}
 	}
 }
