@@ -99,14 +99,25 @@ func (m *Map) coversLocked(addr, n uint64, prot Prot) bool {
 	}
 }
 
-// readInternal reads guest memory for the audit itself (page-table walks):
-// not a device DMA, so neither the bus-master gate nor the hooks apply.
-func (m *Map) readInternal(p []byte, addr uint64) error {
-	n, _, err := m.copyShared(Read, p, addr)
-	if err == nil && n < len(p) {
-		err = ErrUnmapped
+// readU64Internal reads a little-endian word of guest memory for the
+// audit itself (page-table walks): not a device DMA, so neither the
+// bus-master gate nor the hooks apply. Only shared maps are read.
+func (m *Map) readU64Internal(addr uint64) (v uint64, err error) {
+	m.mu.RLock()
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		m.mu.RUnlock()
+		if e := recover(); e != nil {
+			m.fault(e)
+			err = ErrUnmapped
+		}
+	}()
+	b := m.sliceLocked(addr, 8, ProtRead)
+	if b == nil {
+		return 0, ErrUnmapped
 	}
-	return err
+	return binary.LittleEndian.Uint64(b), nil
 }
 
 // TagKind says what a tagged DMA is for (§6.1).
@@ -807,14 +818,13 @@ func (a *Audit) walk(root PTRoot, va uint64) (pa uint64, writable bool, err erro
 	}
 	table := root.Addr &^ 0xfff
 	writable = true
-	var b [8]byte
 	for level := root.Levels; level >= 1; level-- {
 		shift := 12 + 9*uint(level-1)
 		idx := (va >> shift) & 0x1ff
-		if err := a.readPT(b[:], table+idx*8); err != nil {
+		e, err := a.readPT(table + idx*8)
+		if err != nil {
 			return 0, false, fmt.Errorf("level %d entry at %#x: %w", level, table+idx*8, err)
 		}
-		e := binary.LittleEndian.Uint64(b[:])
 		if e&ptePresent == 0 {
 			return 0, false, fmt.Errorf("not present at level %d", level)
 		}
@@ -828,12 +838,15 @@ func (a *Audit) walk(root PTRoot, va uint64) (pa uint64, writable bool, err erro
 	panic("unreachable")
 }
 
-func (a *Audit) readPT(p []byte, addr uint64) error {
+func (a *Audit) readPT(addr uint64) (uint64, error) {
 	if a.m != nil {
-		return a.m.readInternal(p, addr)
+		return a.m.readU64Internal(addr)
 	}
-	_, err := a.mem.ReadAt(p, addr)
-	return err
+	var b [8]byte
+	if _, err := a.mem.ReadAt(b[:], addr); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
 }
 
 func uintptrOf(m *Map) uintptr { return uintptr(unsafe.Pointer(m)) }
