@@ -185,10 +185,11 @@ func TestStreamPair(t *testing.T) {
 					t.Fatalf("burst frame %d: got %d bytes, want %d", i, len(got), len(want))
 				}
 			}
-			st := cli.Stats()
-			if st.InFrames != 3+500 || st.OutFrames != 3 || st.Connects != 1 {
-				t.Errorf("client stats %+v: want 503 frames in, 3 out, 1 connect", st)
-			}
+			// Out is counted after the write, maybe after the frame arrived.
+			eventually(t, "client counters", func() bool {
+				st := cli.Stats()
+				return st.InFrames == 3+500 && st.OutFrames == 3 && st.Connects == 1
+			})
 		})
 	}
 }
@@ -244,8 +245,10 @@ func TestStreamClientReconnects(t *testing.T) {
 	defer a.port.Detach()
 	eventually(t, "client reconnected", func() bool { return cli.Stats().Carrier })
 	ping(a)
-	if st := cli.Stats(); st.Connects != 2 || st.Disconnects != 1 {
-		t.Errorf("client: %d connects, %d disconnects; want 2 and 1", st.Connects, st.Disconnects)
+	// A redial can land in the closing listener's backlog: count one or
+	// more reconnections, each after a disconnect.
+	if st := cli.Stats(); st.Connects < 2 || st.Disconnects != st.Connects-1 {
+		t.Errorf("client: %d connects, %d disconnects; want at least 2, and one fewer", st.Connects, st.Disconnects)
 	}
 }
 
@@ -364,10 +367,10 @@ func TestMTUDropsNeverTruncates(t *testing.T) {
 	if len(f) != 1518 || f[14] != 2 {
 		t.Fatalf("got a %d-byte frame, want the 1518-byte one", len(f))
 	}
-	eventually(t, "two drops counted", func() bool { return srv.Stats().OutTooBig == 2 })
-	if st := srv.Stats(); st.OutFrames != 1 {
-		t.Errorf("stats %+v: want 1 frame out", st)
-	}
+	eventually(t, "two drops and one frame counted", func() bool {
+		st := srv.Stats()
+		return st.OutTooBig == 2 && st.OutFrames == 1
+	})
 }
 
 // TestDgramPair joins two switches by a dgram port pair, UDP and UNIX.
@@ -398,9 +401,10 @@ func TestDgramPair(t *testing.T) {
 					t.Fatalf("b to a, %d bytes: differs (got %d)", size, len(got))
 				}
 			}
-			if sa, sb := pa.Stats(), pb.Stats(); sa.OutFrames != 3 || sb.InFrames != 3 || !sa.Carrier {
-				t.Errorf("stats a %+v, b %+v", sa, sb)
-			}
+			eventually(t, "counters", func() bool {
+				sa, sb := pa.Stats(), pb.Stats()
+				return sa.OutFrames == 3 && sb.InFrames == 3 && sa.Carrier
+			})
 		})
 	}
 }

@@ -201,6 +201,9 @@ func (s *stream) start(l *Link) {
 }
 
 func (s *stream) shutdown() {
+	if s.ln != nil {
+		s.ln.Close() // first, so that no peer reconnects in between
+	}
 	s.mu.Lock()
 	s.down = true
 	if s.cancelDial != nil {
@@ -210,9 +213,6 @@ func (s *stream) shutdown() {
 		c.Close()
 	}
 	s.mu.Unlock()
-	if s.ln != nil {
-		s.ln.Close()
-	}
 }
 
 // track records c as open, or closes it and reports false when the link is
