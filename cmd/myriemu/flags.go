@@ -36,6 +36,8 @@ type serveConfig struct {
 	LogLevel  logrus.Level
 	LogFormat string // "text" or "json"
 	Pcap      string // capture the switch to this file
+
+	Ports []string // --port values: switch ports to other networks (ports.go)
 }
 
 // listFlag collects every value of a repeatable flag, in order.
@@ -62,6 +64,8 @@ type serveFlags struct {
 	*flag.FlagSet
 	sockets, devices    listFlag
 	level, format, pcap *string
+
+	ports listFlag // ports.go
 }
 
 // newServeFlags returns serve's flags.
@@ -75,6 +79,7 @@ func newServeFlags(out io.Writer, kinds map[string]deviceKind) *serveFlags {
 		strings.Join(kindNames(kinds), ", "))
 	sf.level = fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	sf.format = fs.String("log-format", "text", "log `format` on stderr: text or json")
+	fs.Var(&sf.ports, "port", portUsage)
 	sf.pcap = fs.String("pcap", "", "write every frame crossing the emulated switch to `FILE` (pcap, for tshark)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), serveUsage)
@@ -115,6 +120,9 @@ func parseServe(args []string, kinds map[string]deviceKind, out io.Writer) (serv
 		cfg.LogFormat = *format
 	default:
 		return cfg, usagef("--log-format %q: want text or json", *format)
+	}
+	if cfg.Ports, err = checkPorts(fs.ports); err != nil {
+		return cfg, err
 	}
 
 	if len(*devices) == 0 {

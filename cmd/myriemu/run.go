@@ -210,6 +210,11 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 			root.WithFields(logrus.Fields{"file": cfg.Pcap, "frames": c.Frames()}).Info("capture written")
 		}()
 	}
+	ports, perr := openPorts(root, wire, cfg.Ports)
+	if perr != nil {
+		return perr
+	}
+	defer ports.Close()
 	var all []*served
 	// shutdown closes the servers (dropping clients, removing the socket
 	// files) in parallel, then releases the devices.

@@ -298,7 +298,7 @@ func (l *Link) Start() {
 	l.startOnce.Do(func() {
 		l.port.Attach(l)
 		l.t.start(l)
-		l.log.WithField("addr", l.t.addr()).Info("port started")
+		l.log.WithFields(logrus.Fields{"addr": l.t.addr(), "spec": l.cfg.Spec()}).Info("port started")
 	})
 }
 
