@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/myriemu/myriemu/fabric"
@@ -194,8 +195,9 @@ type Stats struct {
 
 	OutFrames, OutBytes uint64
 	// OutTooBig counts frames dropped because they exceed the far side's
-	// MTU; OutNoCarrier frames dropped while the far side was away;
-	// OutErrors frames a write failed for.
+	// MTU; OutNoCarrier frames dropped while the far side was away (a
+	// write that found it gone included); OutErrors frames another write
+	// failure lost.
 	OutTooBig, OutNoCarrier, OutErrors uint64
 }
 
@@ -395,12 +397,17 @@ func (l *Link) Deliver(frames [][]byte) {
 		return
 	}
 	if err := h.f.writeFrames(ok); err != nil {
-		l.c.outErrors.Add(uint64(len(ok)))
-		select {
-		case <-l.stop:
-		default:
-			l.warn.Warn(l.log.WithError(err), "write", "sending to the far side failed")
+		// The far side went away (a stream peer that stopped, a
+		// datagram socket nobody has bound yet): the frames are lost
+		// as on an unplugged cable, counted, and not a fault of anyone
+		// to warn about.
+		if farGone(err) || l.closing() {
+			l.c.outNoCarrier.Add(uint64(len(ok)))
+			l.log.WithError(err).Debug("far side away; frames dropped")
+			return
 		}
+		l.c.outErrors.Add(uint64(len(ok)))
+		l.warn.Warn(l.log.WithError(err), "write", "sending to the far side failed")
 		return
 	}
 	var bytes uint64
@@ -409,6 +416,14 @@ func (l *Link) Deliver(frames [][]byte) {
 	}
 	l.c.outFrames.Add(uint64(len(ok)))
 	l.c.outBytes.Add(bytes)
+}
+
+// farGone reports whether a write failed because the far side is not
+// there (rather than because of a fault worth a warning).
+func farGone(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTCONN) ||
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EIO)
 }
 
 // LinkChanged implements fabric.Receiver. The far side has its own

@@ -112,6 +112,12 @@ func (s *streamConn) writeFrames(frames [][]byte) error {
 	}
 	s.wbuf = b
 	_, err := s.c.Write(b)
+	if err != nil {
+		// A partial write leaves the peer mid-frame: the connection
+		// cannot go on. Closing it ends its reader, which drops the
+		// carrier (a client then redials).
+		s.c.Close()
+	}
 	return err
 }
 
