@@ -26,6 +26,22 @@ func checkDatagram(n int) error {
 	return nil
 }
 
+// inFrame hands one frame read whole from a datagram or TAP file to the
+// switch, or counts and drops it. f may be one byte longer than the
+// largest frame (a longer read was truncated). batch is a one-element
+// scratch slice.
+func (l *Link) inFrame(f []byte, batch [][]byte) {
+	switch err := checkDatagram(len(f)); {
+	case errors.Is(err, errRunt):
+		l.badInput(&l.c.inRunt, "runt", "runt frame dropped", len(f))
+	case errors.Is(err, errOversize):
+		l.badInput(&l.c.inOversize, "oversize", "oversized frame dropped", len(f))
+	default:
+		batch[0] = f
+		l.in(batch)
+	}
+}
+
 // dgram is the dgram transport: one socket bound to the local address,
 // sending to the remote one. It has no carrier of its own: the link is up
 // from Start to Close.
@@ -120,15 +136,6 @@ func (d *dgram) runRead() {
 			}
 			continue
 		}
-		switch err := checkDatagram(n); {
-		case errors.Is(err, errRunt):
-			d.l.badInput(&d.l.c.inRunt, "runt", "runt datagram dropped", n)
-			continue
-		case errors.Is(err, errOversize):
-			d.l.badInput(&d.l.c.inOversize, "oversize", "oversized datagram dropped", n)
-			continue
-		}
-		batch[0] = buf[:n]
-		d.l.in(batch)
+		d.l.inFrame(buf[:n], batch)
 	}
 }

@@ -201,6 +201,17 @@ type Stats struct {
 	OutTooBig, OutNoCarrier, OutErrors uint64
 }
 
+// fields renders the counters, and the switch port's, as log fields
+// (snake_case, as the NICs log theirs).
+func (s Stats) fields(sw fabric.PortStats) logrus.Fields {
+	return logrus.Fields{
+		"carrier": s.Carrier, "connects": s.Connects, "disconnects": s.Disconnects,
+		"in_frames": s.InFrames, "in_bytes": s.InBytes, "in_runt": s.InRunt, "in_oversize": s.InOversize, "in_desync": s.InDesync,
+		"out_frames": s.OutFrames, "out_bytes": s.OutBytes, "out_too_big": s.OutTooBig, "out_no_carrier": s.OutNoCarrier, "out_errors": s.OutErrors,
+		"switch_rx_dropped": sw.RxDropped, "switch_tx_dropped": sw.TxDropped, "switch_tx_errors": sw.TxErrors,
+	}
+}
+
 type counters struct {
 	connects, disconnects                 atomic.Uint64
 	inFrames, inBytes, inRunt, inOversize atomic.Uint64
@@ -313,7 +324,7 @@ func (l *Link) Close() {
 		l.wg.Wait()
 		l.port.Detach()
 		l.setFar(nil)
-		l.log.Info("port closed")
+		l.log.WithFields(l.Stats().fields(l.port.Stats())).Info("port closed")
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/fabric/fabrictest"
 	"github.com/myriemu/myriemu/internal/leaktest"
+	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/sirupsen/logrus"
 )
 
@@ -521,3 +522,5 @@ func TestOpenErrors(t *testing.T) {
 		t.Errorf("failed opens left %d ports on the switch", n)
 	}
 }
+
+func newTestLimiter() *ratelog.Limiter { return ratelog.New(time.Hour, 1) }

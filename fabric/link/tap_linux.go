@@ -112,15 +112,6 @@ func (t *tap) runRead() {
 			}
 			continue
 		}
-		switch err := checkDatagram(n); {
-		case errors.Is(err, errRunt):
-			t.l.badInput(&t.l.c.inRunt, "runt", "runt TAP frame dropped", n)
-			continue
-		case errors.Is(err, errOversize):
-			t.l.badInput(&t.l.c.inOversize, "oversize", "oversized TAP frame dropped", n)
-			continue
-		}
-		batch[0] = buf[:n]
-		t.l.in(batch)
+		t.l.inFrame(buf[:n], batch)
 	}
 }
