@@ -11,7 +11,7 @@ import (
 // portUsage is the help of serve's --port flag.
 const portUsage = "`KIND=ADDR[,...]` of a switch port joining another network (repeatable): " +
 	"stream=HOST:PORT|unix:PATH,server|client (QEMU -netdev stream), " +
-	"dgram=LOCAL,REMOTE (QEMU -netdev dgram), tap=IFNAME (created if missing); " +
+	"dgram=LOCAL,REMOTE (QEMU -netdev dgram), tap=IFNAME (created if missing), vhost-user=PATH (QEMU -netdev vhost-user); " +
 	"keys mtu=N (the far side's MTU, default 9000) and name=NAME; see docs/wire.md"
 
 // checkPorts validates the --port values, as usage errors.

@@ -35,6 +35,8 @@ const (
 	Stream Kind = "stream" // QEMU -netdev stream: TCP or UNIX stream, 4-byte big-endian length then the frame
 	Dgram  Kind = "dgram"  // QEMU -netdev dgram: one frame per UDP or UNIX datagram
 	TAP    Kind = "tap"    // a Linux TAP interface
+	// VhostUser serves QEMU's -netdev vhost-user: a virtio-net guest.
+	VhostUser Kind = "vhost-user"
 )
 
 // Config describes one link; ParseSpec makes one from a --port value.
@@ -92,12 +94,13 @@ func (c Config) mtu() int {
 //	stream=ADDR,server|client[,mtu=N][,name=NAME]
 //	dgram=LOCAL,REMOTE[,mtu=N][,name=NAME]
 //	tap=IFNAME[,mtu=N][,name=NAME]
+//	vhost-user=PATH[,mtu=N][,name=NAME]
 //
 // where ADDR, LOCAL and REMOTE are host:port or unix:PATH.
 func ParseSpec(spec string) (Config, error) {
 	kind, rest, ok := strings.Cut(spec, "=")
 	if !ok || rest == "" {
-		return Config{}, fmt.Errorf("port %q: want KIND=ADDR[,...] (kinds: stream, dgram, tap)", spec)
+		return Config{}, fmt.Errorf("port %q: want KIND=ADDR[,...] (kinds: stream, dgram, tap, vhost-user)", spec)
 	}
 	parts := strings.Split(rest, ",")
 	c := Config{Kind: Kind(kind), Addr: parts[0]}
@@ -146,6 +149,10 @@ func ParseSpec(spec string) (Config, error) {
 		if isUnix(c.Addr) != isUnix(c.Remote) {
 			return c, fmt.Errorf("port %q: local and remote must both be unix: or both host:port", spec)
 		}
+	case VhostUser:
+		if len(pos) != 0 || c.Addr == "" {
+			return c, fmt.Errorf("port %q: want vhost-user=PATH", spec)
+		}
 	case TAP:
 		if len(pos) != 0 {
 			return c, fmt.Errorf("port %q: want tap=IFNAME", spec)
@@ -154,7 +161,7 @@ func ParseSpec(spec string) (Config, error) {
 			return c, fmt.Errorf("port %q: %q is not an interface name (at most 15 characters, no '/', ':' or spaces)", spec, c.Addr)
 		}
 	default:
-		return c, fmt.Errorf("port %q: unknown kind %q (known: stream, dgram, tap)", spec, kind)
+		return c, fmt.Errorf("port %q: unknown kind %q (known: stream, dgram, tap, vhost-user)", spec, kind)
 	}
 	return c, nil
 }
@@ -284,6 +291,8 @@ func Open(sw *fabric.Switch, cfg Config, log *logrus.Entry) (*Link, error) {
 		l.t, err = openDgram(l)
 	case TAP:
 		l.t, err = openTAP(l)
+	case VhostUser:
+		l.t, err = openVhostUser(l)
 	default:
 		err = fmt.Errorf("unknown kind %q", cfg.Kind)
 	}

@@ -118,6 +118,7 @@ func TestParseSpec(t *testing.T) {
 		{"dgram=127.0.0.1:1,127.0.0.1:2", Config{Kind: Dgram, Addr: "127.0.0.1:1", Remote: "127.0.0.1:2"}},
 		{"dgram=unix:/a,unix:/b,mtu=9000", Config{Kind: Dgram, Addr: "unix:/a", Remote: "unix:/b", MTU: 9000}},
 		{"tap=myri-tap0", Config{Kind: TAP, Addr: "myri-tap0"}},
+		{"vhost-user=/run/vu.sock,mtu=1500", Config{Kind: VhostUser, Addr: "/run/vu.sock", MTU: 1500}},
 	}
 	for _, g := range good {
 		got, err := ParseSpec(g.spec)
@@ -137,7 +138,7 @@ func TestParseSpec(t *testing.T) {
 		"", "stream", "stream=", "stream=127.0.0.1:5555", "stream=127.0.0.1:5555,both",
 		"stream=nohost,server", "stream=unix:,server", "dgram=127.0.0.1:1", "dgram=unix:/a,127.0.0.1:2",
 		"tap=", "tap=waytoolonginterfacename", "tap=a/b", "tap=t0,server", "vde=x",
-		"tap=t0,mtu=10", "tap=t0,mtu=70000", "tap=t0,mtu=x", "tap=t0,color=red", "tap=t0,name=a b",
+		"tap=t0,mtu=10", "vhost-user=", "vhost-user=/a,server", "tap=t0,mtu=70000", "tap=t0,mtu=x", "tap=t0,color=red", "tap=t0,name=a b",
 	} {
 		if c, err := ParseSpec(bad); err == nil {
 			t.Errorf("ParseSpec(%q) = %+v, want an error", bad, c)
