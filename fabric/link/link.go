@@ -333,7 +333,13 @@ func (l *Link) Close() {
 		l.wg.Wait()
 		l.port.Detach()
 		l.setFar(nil)
-		l.log.WithFields(l.Stats().fields(l.port.Stats())).Info("port closed")
+		f := l.Stats().fields(l.port.Stats())
+		if vs, ok := l.VhostUserStats(); ok {
+			f["sessions"] = vs.Connects
+			f["rx_no_buffer"], f["rx_too_small"], f["tx_oversize"] = vs.RxNoBuffer, vs.RxTooSmall, vs.TxOversize
+			f["bad_messages"], f["ring_errors"] = vs.BadMessages, vs.RingErrors
+		}
+		l.log.WithFields(f).Info("port closed")
 	})
 }
 

@@ -369,3 +369,76 @@ func portCountersString(c myripair.Counters) string {
 	}
 	return strings.TrimSpace(b.String())
 }
+
+// TestWireVhostUser is issue #13, acceptance 1, for vhost-user:
+//
+//	"1. A Myri-10G guest (unmodified myri10ge) pings with 0% loss and
+//	moves 16 MiB with equal SHA-256 to and from: ... a virtio-net guest
+//	over vhost-user; ..."
+//
+// S1 serves A's Myri-10G NIC and a vhost-user-net backend on the same
+// switch; a stock QEMU guest's virtio-net-pci (the sid kernel's virtio_net
+// driver) uses it through -netdev vhost-user. A pings it 50 times and they
+// move 16 MiB each way.
+func TestWireVhostUser(t *testing.T) {
+	h := harness.New(t, env)
+	w := h.Dir
+	if len(filepath.Join(w, "vhost-user.sock")) > 100 {
+		w = t.TempDir()
+	}
+	vu := filepath.Join(w, "vhost-user.sock")
+	nicA := myripair.NIC{Name: "myri0", Socket: filepath.Join(w, "myri0.sock"), MAC: "00:60:dd:00:00:01"}
+	s1 := h.Server("s1", append(myripair.ServerArgs([]myripair.NIC{nicA}, 1, "", "debug"),
+		"--port", "vhost-user="+vu+",name=virtio,mtu=1500")...)
+	p := wirePeer{"vhost", 5}
+	a := myripair.NewScript(p.aIP()).
+		Step(fmt.Sprintf("e2e-net ping -to %s -count 50 -interval 0.05 -wait 6m -label %s", p.peerIP(), p.label)).
+		Raw(p.aSide()).Step("e2e-net ethtool stats eth0 -dma").Step(dmesgCheck(true, ""))
+	v := myripair.NewScript(p.peerIP()).Raw(p.peerSide())
+	vGuest := harness.Guest{
+		Name:     "virtio",
+		Programs: []string{myripair.NetTool},
+		Modules:  []string{"virtio_net"},
+		Scenario: v.String(),
+		Timeout:  15 * time.Minute,
+		Require:  []string{"link:eth0"},
+		ExtraArgs: []string{
+			"-chardev", "socket,id=vu,path=" + vu + ",reconnect-ms=1000",
+			"-netdev", "vhost-user,id=nv,chardev=vu",
+			"-device", "virtio-net-pci,netdev=nv,mac=52:54:00:00:13:05",
+		},
+	}
+	start := time.Now()
+	runs := h.Guests(
+		myripair.GuestSpec{Name: "a", NIC: nicA, Script: a, Timeout: 15 * time.Minute,
+			Require: join(driverResults, []string{"dmesg:adopted"})}.Guest(),
+		vGuest,
+	)
+	h.Logf("guests done in %.0f s", time.Since(start).Seconds())
+	ra, rv := runs[0], runs[1]
+	logDriver(h, ra)
+	if res, ok := myripair.Find(rv, "ethtool.drvinfo"); ok {
+		h.Logf("virtio guest: %s", res.Detail)
+	}
+	ping := mustFind(h, ra, "ping:"+p.label)
+	if myripair.Field(ping.Detail, "received") != "50" || myripair.Field(ping.Detail, "loss") != "0%" {
+		h.Errorf("A's ping: %s", ping.Detail)
+	}
+	h.Logf("A's ping of the virtio-net guest: %s", ping.Detail)
+	for _, dir := range []struct {
+		label            string
+		sender, receiver *harness.Run
+	}{{"a-to-vhost", ra, rv}, {"vhost-to-a", rv, ra}} {
+		tr, problems := myripair.Transfers(dir.sender, dir.receiver, dir.label, 1, wireSize)
+		for _, pr := range problems {
+			h.Errorf("%s", pr)
+		}
+		h.Logf("%s: %d bytes, SHA-256 %s at both ends, %.2f MB/s", dir.label, tr.Bytes, tr.GotSHA, tr.MBps)
+	}
+	checkServer(h, s1, []myripair.NIC{nicA})
+	c := portCounters(s1.Log())["virtio"]
+	h.Logf("s1 port virtio: %s", portCountersString(c))
+	if c == nil || c["in_bytes"] < wireSize || c["out_bytes"] < wireSize {
+		h.Errorf("s1's vhost-user port carried too little: %s", portCountersString(c))
+	}
+}
