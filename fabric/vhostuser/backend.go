@@ -91,6 +91,8 @@ type Backend struct {
 	rings    [nQueues]vring
 	broken   bool // the guest corrupted a ring: no more data path until reset
 	up       bool
+	txBufs   [][]byte // frame buffers of drainTxLocked, reused
+	txFrames [][]byte
 }
 
 // Listen listens on cfg.Path (removing a stale socket file first).
@@ -501,7 +503,7 @@ func (b *Backend) drainTxLocked() {
 	if b.broken || !r.ready() || b.mem == nil {
 		return
 	}
-	var frames [][]byte
+	frames := b.txFrames[:0]
 	for range r.num {
 		head, ok, err := r.pop()
 		if err != nil {
@@ -511,7 +513,11 @@ func (b *Backend) drainTxLocked() {
 		if !ok {
 			break
 		}
-		frame := make([]byte, 0, 2048)
+		// Buffers are reused drain after drain: Transmit copies.
+		if len(frames) == len(b.txBufs) {
+			b.txBufs = append(b.txBufs, make([]byte, 0, maxFrame))
+		}
+		frame := b.txBufs[len(frames)][:0]
 		skip := netHdrSize
 		oversize := false
 		err = r.chain(b.mem, head, func(p []byte, writable bool) error {
@@ -542,6 +548,7 @@ func (b *Backend) drainTxLocked() {
 			frames = append(frames, frame)
 		}
 	}
+	b.txFrames = frames[:0]
 	if len(frames) > 0 || r.usedIdx != r.lastAvail {
 		r.notify()
 	}

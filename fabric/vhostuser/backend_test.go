@@ -38,7 +38,7 @@ const (
 
 // frontEnd is a fake QEMU: it owns guest memory and speaks vhost-user.
 type frontEnd struct {
-	t     *testing.T
+	t     testing.TB
 	c     *net.UnixConn
 	mem   []byte
 	memfd int
@@ -54,7 +54,7 @@ type backendUnderTest struct {
 	wg      sync.WaitGroup
 }
 
-func startBackend(t *testing.T) (*backendUnderTest, string) {
+func startBackend(t testing.TB) (*backendUnderTest, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "vu.sock")
 	bt := &backendUnderTest{tx: make(chan []byte, 1024), carrier: make(chan bool, 64)}
@@ -77,7 +77,7 @@ func startBackend(t *testing.T) (*backendUnderTest, string) {
 	return bt, path
 }
 
-func dial(t *testing.T, path string) *frontEnd {
+func dial(t testing.TB, path string) *frontEnd {
 	t.Helper()
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
