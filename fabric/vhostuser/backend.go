@@ -126,7 +126,11 @@ func (b *Backend) Serve() {
 			default:
 			}
 			b.warn.Warn(b.log.WithError(err), "accept", "vhost-user accept failed")
-			time.Sleep(100 * time.Millisecond)
+			select {
+			case <-b.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
 			continue
 		}
 		b.connMu.Lock()
