@@ -256,8 +256,9 @@ type Link struct {
 	c      counters
 	t      transport
 
-	far     atomic.Pointer[farHolder] // nil while the far side is away
-	carrier atomic.Bool
+	far        atomic.Pointer[farHolder] // nil while the far side is away
+	deliverBuf [][]byte                  // Deliver's scratch; it runs on one goroutine
+	carrier    atomic.Bool
 
 	wg        sync.WaitGroup
 	startOnce sync.Once
@@ -405,7 +406,8 @@ func (l *Link) in(frames [][]byte) {
 // side, except those larger than its MTU, which are dropped and counted
 // (never truncated).
 func (l *Link) Deliver(frames [][]byte) {
-	ok := frames[:0:0]
+	ok := l.deliverBuf[:0]
+	defer func() { clear(ok); l.deliverBuf = ok[:0] }()
 	for _, f := range frames {
 		if len(f) > l.maxOut {
 			l.c.outTooBig.Add(1)
