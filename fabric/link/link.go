@@ -280,7 +280,7 @@ func Open(sw *fabric.Switch, cfg Config, log *logrus.Entry) (*Link, error) {
 		cfg:    cfg,
 		sw:     sw,
 		log:    log.WithFields(logrus.Fields{"component": "fabric", "port": cfg.Name, "kind": string(cfg.Kind)}),
-		warn:   ratelog.New(10*time.Second, 5),
+		warn:   ratelog.New(),
 		maxOut: cfg.mtu() + overhead,
 		stop:   make(chan struct{}),
 	}

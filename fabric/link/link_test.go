@@ -456,7 +456,7 @@ func TestCaptureSeesLinkTraffic(t *testing.T) {
 	leaktest.Check(t)
 	sw := fabric.NewSwitch(quietLog())
 	var pcap bytes.Buffer
-	c, err := fabric.NewCapture(&pcap)
+	c, err := fabric.NewCapture(&pcap, fabric.CaptureConfig{Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -524,4 +524,4 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-func newTestLimiter() *ratelog.Limiter { return ratelog.New(time.Hour, 1) }
+func newTestLimiter() *ratelog.Limiter { return ratelog.New() }

@@ -109,7 +109,7 @@ func Listen(cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("vhostuser: listen: %w", err)
 	}
 	ln.SetUnlinkOnClose(true)
-	return &Backend{cfg: cfg, ln: ln, log: cfg.Log, warn: ratelog.New(10*time.Second, 5), stop: make(chan struct{})}, nil
+	return &Backend{cfg: cfg, ln: ln, log: cfg.Log, warn: ratelog.New(), stop: make(chan struct{})}, nil
 }
 
 // Serve accepts front ends one after the other until Close.

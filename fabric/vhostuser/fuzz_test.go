@@ -10,7 +10,7 @@ import (
 )
 
 func newFuzzBackend() *Backend {
-	return &Backend{log: quietLog(), warn: ratelog.New(1<<62, 1), stop: make(chan struct{})}
+	return &Backend{log: quietLog(), warn: ratelog.New(), stop: make(chan struct{})}
 }
 
 // FuzzMessage decodes any bytes as a message (header then payload, no
