@@ -30,11 +30,13 @@ func checkPorts(specs []string) ([]string, error) {
 	return specs, nil
 }
 
-// openPorts opens and starts the switch's ports to other networks; the
+// openPorts opens and starts the switch's ports to other networks (their
+// UNIX socket files get the mode and group of the devices' sockets); the
 // caller closes the set.
-func openPorts(root *logrus.Entry, wire *fabric.Switch, specs []string) (*link.Set, error) {
+func openPorts(root *logrus.Entry, wire *fabric.Switch, cfg serveConfig) (*link.Set, error) {
 	set := link.NewSet(wire, root)
-	for _, spec := range specs {
+	set.Perm = cfg.Perm // --socket-mode and --socket-group, as for the devices' sockets
+	for _, spec := range cfg.Ports {
 		if _, err := set.Add(spec); err != nil {
 			set.Close()
 			return nil, fmt.Errorf("--port %s: %w", spec, err)

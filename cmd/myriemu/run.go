@@ -200,7 +200,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	a.limits = newLimiter(cfg.Limits, root)
 	wire := fabric.NewSwitch(root)
 	defer wire.Close()
-	ports, perr := openPorts(root, wire, cfg.Ports)
+	ports, perr := openPorts(root, wire, cfg)
 	if perr != nil {
 		return perr
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/myriemu/myriemu/fabric"
+	"github.com/myriemu/myriemu/internal/unixsock"
 )
 
 // QEMU's dgram netdev (net/dgram.c) sends each packet as one datagram with
@@ -64,6 +65,13 @@ func openDgram(l *Link) (transport, error) {
 		uc, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: local, Net: "unixgram"})
 		if err == nil {
 			d.pc, d.unlink = uc, local
+			// A datagram socket has no listen step to hide behind: the
+			// file exists with the umask's mode from bind until here.
+			err = applyPerm(local, l.cfg.Perm)
+			if err != nil {
+				uc.Close()
+				os.Remove(local)
+			}
 		}
 	} else {
 		var ra *net.UDPAddr
@@ -85,6 +93,20 @@ func openDgram(l *Link) (transport, error) {
 // is taken to be ours from a previous run.
 func removeStaleDgram(path string) {
 	removeStaleSocketFile(path)
+}
+
+// applyPerm gives a datagram socket file perm's mode and group.
+func applyPerm(path string, perm unixsock.Perm) error {
+	mode := perm.Mode & os.ModePerm
+	if mode == 0 {
+		mode = unixsock.DefaultMode
+	}
+	if perm.SetGID {
+		if err := os.Lchown(path, -1, perm.GID); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(path, mode)
 }
 
 func (d *dgram) addr() string {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/internal/ratelog"
+	"github.com/myriemu/myriemu/internal/unixsock"
 	"github.com/sirupsen/logrus"
 )
 
@@ -57,6 +58,10 @@ type Config struct {
 	// MTU plus an Ethernet header and a VLAN tag is dropped and counted.
 	// 0 means DefaultMTU.
 	MTU int
+	// Perm is the mode and group of the UNIX socket files the link
+	// creates (stream servers, dgram and vhost-user sockets); the zero
+	// value is 0600 and the process's group, as serve's other sockets.
+	Perm unixsock.Perm
 }
 
 // Spec returns c as a --port value, the inverse of ParseSpec.

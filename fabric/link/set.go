@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/myriemu/myriemu/fabric"
+	"github.com/myriemu/myriemu/internal/unixsock"
 	"github.com/sirupsen/logrus"
 )
 
@@ -13,6 +14,8 @@ import (
 type Set struct {
 	sw  *fabric.Switch
 	log *logrus.Entry
+	// Perm is given to every link's UNIX socket files (set before Add).
+	Perm unixsock.Perm
 
 	mu     sync.Mutex // guards links, order and closed
 	links  map[string]*Link
@@ -61,6 +64,7 @@ func (s *Set) AddConfig(cfg Config) (*Link, error) {
 	if s.links[cfg.Name] != nil {
 		return nil, fmt.Errorf("link: port name %q in use", cfg.Name)
 	}
+	cfg.Perm = s.Perm
 	l, err := Open(s.sw, cfg, s.log)
 	if err != nil {
 		return nil, err

@@ -1,11 +1,15 @@
 package link
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/internal/leaktest"
+	"github.com/myriemu/myriemu/internal/unixsock"
+	"golang.org/x/sys/unix"
 )
 
 func TestSet(t *testing.T) {
@@ -47,5 +51,41 @@ func TestSet(t *testing.T) {
 	s.Close()
 	if _, err := s.Add("stream=127.0.0.1:0,server"); err == nil {
 		t.Error("Add after Close succeeded")
+	}
+}
+
+// TestSocketFilesMode: the UNIX socket files links create get the set's
+// mode, whatever the umask.
+func TestSocketFilesMode(t *testing.T) {
+	leaktest.Check(t)
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+	dir := t.TempDir()
+	s := NewSet(fabric.NewSwitch(quietLog()), quietLog())
+	s.Perm = unixsock.Perm{Mode: 0o640}
+	defer s.Close()
+	for _, spec := range []string{
+		"stream=unix:" + dir + "/s,server",
+		"dgram=unix:" + dir + "/d,unix:" + dir + "/peer",
+		"vhost-user=" + dir + "/v",
+	} {
+		if _, err := s.Add(spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"s", "d", "v"} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o640 {
+			t.Errorf("%s: mode %v, want 0640", f, fi.Mode().Perm())
+		}
+	}
+	s.Close()
+	for _, f := range []string{"s", "d", "v"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			t.Errorf("%s left behind after Close", f)
+		}
 	}
 }

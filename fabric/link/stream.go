@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/myriemu/myriemu/fabric"
+	"github.com/myriemu/myriemu/internal/unixsock"
 )
 
 // QEMU's stream netdev (net/stream.c, net/net.c net_fill_rstate) frames
@@ -160,12 +161,17 @@ func openStream(l *Link) (transport, error) {
 	if s.network == "unix" {
 		removeStaleSocket(s.address)
 	}
-	ln, err := net.Listen(s.network, s.address)
+	var ln net.Listener
+	var err error
+	if s.network == "unix" {
+		// The socket file gets the mode and group of serve's other
+		// sockets (0600 by default), whatever the umask.
+		ln, err = unixsock.ListenUnix(s.address, l.cfg.Perm)
+	} else {
+		ln, err = net.Listen(s.network, s.address)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
-	}
-	if u, ok := ln.(*net.UnixListener); ok {
-		u.SetUnlinkOnClose(true)
 	}
 	s.ln = ln
 	return s, nil

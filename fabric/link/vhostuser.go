@@ -16,6 +16,7 @@ func openVhostUser(l *Link) (transport, error) {
 	v := &vhostUser{l: l}
 	b, err := vhostuser.Listen(vhostuser.Config{
 		Path:     l.cfg.Addr,
+		Perm:     l.cfg.Perm,
 		Transmit: l.in,
 		Carrier: func(up bool) {
 			if up {

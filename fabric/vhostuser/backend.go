@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/myriemu/myriemu/internal/ratelog"
+	"github.com/myriemu/myriemu/internal/unixsock"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -42,8 +43,9 @@ const maxFrame = 9000 + 14 + 4
 // Config configures a Backend.
 type Config struct {
 	// Path is the UNIX socket the front end (QEMU's -chardev socket)
-	// connects to.
+	// connects to; Perm its file's mode and group (zero: 0600).
 	Path string
+	Perm unixsock.Perm
 	// Transmit takes the frames the guest sent, on the backend's kick
 	// goroutine; the slices are valid only during the call.
 	Transmit func(frames [][]byte)
@@ -104,11 +106,10 @@ func Listen(cfg Config) (*Backend, error) {
 		}
 		os.Remove(cfg.Path)
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Path, Net: "unix"})
+	ln, err := unixsock.ListenUnix(cfg.Path, cfg.Perm)
 	if err != nil {
 		return nil, fmt.Errorf("vhostuser: listen: %w", err)
 	}
-	ln.SetUnlinkOnClose(true)
 	return &Backend{cfg: cfg, ln: ln, log: cfg.Log, warn: ratelog.New(), stop: make(chan struct{})}, nil
 }
 
