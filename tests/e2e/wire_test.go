@@ -240,11 +240,11 @@ echo "stream NIC: $S, dgram NIC: $D"`, macS, macD))
 
 	start := time.Now()
 	runs := h.Env.RunGuests(ctx,
-		tscReliable(myripair.GuestSpec{Name: "a", NIC: nicA, Script: a, Timeout: 20 * time.Minute, Dir: filepath.Join(h.Dir, "a"),
-			Require: join(driverResults, []string{"dmesg:adopted", "grows:restart-moving"})}.Guest()),
+		myripair.GuestSpec{Name: "a", NIC: nicA, Script: a, Timeout: 20 * time.Minute, Dir: filepath.Join(h.Dir, "a"),
+			Require: join(driverResults, []string{"dmesg:adopted", "grows:restart-moving"})}.Guest(),
 		withDir(eGuest, filepath.Join(h.Dir, "e1000e")),
-		tscReliable(myripair.GuestSpec{Name: "b", NIC: nicB, Script: b, Timeout: 20 * time.Minute, Dir: filepath.Join(h.Dir, "b"),
-			Require: join(driverResults, []string{"dmesg:adopted"})}.Guest()),
+		myripair.GuestSpec{Name: "b", NIC: nicB, Script: b, Timeout: 20 * time.Minute, Dir: filepath.Join(h.Dir, "b"),
+			Require: join(driverResults, []string{"dmesg:adopted"})}.Guest(),
 	)
 	stopHost()
 	wg.Wait()
@@ -336,16 +336,6 @@ echo "stream NIC: $S, dgram NIC: $D"`, macS, macD))
 	}
 }
 
-// tscReliable keeps the guest kernel's clocksource watchdog off the TSC.
-// With five TCG guests on a loaded 2-core host the watchdog sees the
-// emulated TSC skew against the HPET and logs a warning ("Marking
-// clocksource tsc unstable due to frequency skew") that the Myri-10G
-// guests' kernel-log check would count against the driver.
-func tscReliable(g harness.Guest) harness.Guest {
-	g.Append = strings.TrimSpace(g.Append + " tsc=reliable")
-	return g
-}
-
 func withDir(g harness.Guest, dir string) harness.Guest {
 	g.Dir = dir
 	return g
@@ -420,8 +410,8 @@ func TestWireVhostUser(t *testing.T) {
 	}
 	start := time.Now()
 	runs := h.Guests(
-		tscReliable(myripair.GuestSpec{Name: "a", NIC: nicA, Script: a, Timeout: 15 * time.Minute,
-			Require: join(driverResults, []string{"dmesg:adopted"})}.Guest()),
+		myripair.GuestSpec{Name: "a", NIC: nicA, Script: a, Timeout: 15 * time.Minute,
+			Require: join(driverResults, []string{"dmesg:adopted"})}.Guest(),
 		vGuest,
 	)
 	h.Logf("guests done in %.0f s", time.Since(start).Seconds())
