@@ -2,7 +2,6 @@ package vfiouser_test
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -60,18 +59,7 @@ func startServerWith(tb testing.TB, name string, fake *vfiouser.FakeFunction, ma
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
-		if err := <-done; !errors.Is(err, vfiouser.ErrServerClosed) {
-			tb.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-		cancel()
-	})
+	vfiousertest.Serve(tb, s)
 	return &testServer{Server: s, Path: path, Fake: fake, Log: hook}
 }
 

@@ -611,28 +611,8 @@ func TestMessageDMATimeout(t *testing.T) {
 	leaktest.Check(t)
 	s := startServer(t, "dmato")
 	vfiouser.SetDMATimeout(s.Server, 100*time.Millisecond)
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: s.Path}); err != nil {
-		t.Fatal(err)
-	}
-	r := newRawConn(fd)
-	p := append([]byte{0, 0, 0, 0}, vfiousertest.QEMUVersionJSON...)
-	p = append(p, 0)
-	msg := make([]byte, 16+len(p))
-	vfiouser.Header{Command: vfiouser.CmdVersion, Size: uint32(len(msg))}.Put(msg)
-	copy(msg[16:], p)
-	r.send(t, msg)
-	r.recv(t)
-	m := make([]byte, 48)
-	vfiouser.Header{ID: 1, Command: vfiouser.CmdDMAMap, Size: 48}.Put(m)
-	le.PutUint32(m[16:], 32)
-	le.PutUint32(m[20:], 3)
-	le.PutUint64(m[40:], 0x1000)
-	r.send(t, m)
+	r := negotiatedRaw(t, s.Path)
+	r.send(t, dmaMapMsg(1, 0, 0x1000))
 	if h := r.recv(t); h.IsError() {
 		t.Fatalf("DMA_MAP: %v", h)
 	}
@@ -1015,31 +995,11 @@ func TestPipelinedInOrder(t *testing.T) {
 
 	// A burst of DMA_MAPs sent without waiting, as QEMU's memory listener
 	// does: the replies come back in the same order.
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
 	c.Close()
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: s.Path}); err != nil {
-		t.Fatal(err)
-	}
-	r := newRawConn(fd)
-	p := append([]byte{0, 0, 0, 0}, vfiousertest.QEMUVersionJSON...)
-	p = append(p, 0)
-	var burst []byte
-	v := make([]byte, 16+len(p))
-	vfiouser.Header{ID: 1000, Command: vfiouser.CmdVersion, Size: uint32(len(v))}.Put(v)
-	copy(v[16:], p)
-	burst = append(burst, v...)
+	r := dialRaw(t, s.Path)
+	burst := versionMsg(1000)
 	for i := range 100 {
-		m := make([]byte, 48)
-		vfiouser.Header{ID: uint16(i), Command: vfiouser.CmdDMAMap, Size: 48}.Put(m)
-		le.PutUint32(m[16:], 32)
-		le.PutUint32(m[20:], 3)
-		le.PutUint64(m[32:], uint64(i)<<20)
-		le.PutUint64(m[40:], 1<<20)
-		burst = append(burst, m...)
+		burst = append(burst, dmaMapMsg(uint16(i), uint64(i)<<20, 1<<20)...)
 	}
 	r.send(t, burst)
 	if h := r.recv(t); h.ID != 1000 || h.IsError() {

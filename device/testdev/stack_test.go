@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"github.com/myriemu/myriemu/device/testdev/abi"
 	"path/filepath"
 	"sync/atomic"
@@ -80,16 +79,7 @@ func newStack(t *testing.T, noFD bool) *stack {
 		t.Fatal(err)
 	}
 	s.srv = srv
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(context.Background()) }()
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Error(err)
-		}
-		if err := <-served; !errors.Is(err, vfiouser.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	vfiousertest.Serve(t, srv)
 	s.c = s.dial(t, path)
 	s.ram = dmatest.NewRAM(t, stackRAM)
 	if noFD {

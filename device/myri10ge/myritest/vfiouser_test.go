@@ -125,14 +125,9 @@ func TestVFIOUserAdapter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		srv.Close()
-		<-served
-	})
+	vfiousertest.Serve(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	c, err := vfiousertest.Dial(ctx, srv.Path())
 	if err != nil {
 		t.Fatal(err)
