@@ -3,29 +3,15 @@ package myri10ge
 import "testing"
 
 // The Status names are the firmware's (MXGEFW_CMD_*), as the driver's
-// messages and our logs print them.
+// messages and our logs print them; a value without one prints as Status(n).
 func TestStatusNames(t *testing.T) {
-	tests := []struct {
-		s    Status
-		want string
-	}{
-		{StatusOK, "OK"},
-		{StatusUnknown, "UNKNOWN"},
-		{StatusErrorRange, "ERROR_RANGE"},
-		{StatusErrorBusy, "ERROR_BUSY"},
-		{StatusErrorEmpty, "ERROR_EMPTY"},
-		{StatusErrorClosed, "ERROR_CLOSED"},
-		{StatusErrorHash, "ERROR_HASH_ERROR"},
-		{StatusErrorBadPort, "ERROR_BAD_PORT"},
-		{StatusErrorResources, "ERROR_RESOURCES"},
-		{StatusErrorMulticast, "ERROR_MULTICAST"},
-		{StatusErrorUnaligned, "ERROR_UNALIGNED"},
-		{Status(11), "Status(11)"},
-		{StatusNoResponse, "Status(4294967295)"},
-	}
-	for _, tt := range tests {
-		if got := tt.s.String(); got != tt.want {
-			t.Errorf("Status(%d).String() = %q, want %q", uint32(tt.s), got, tt.want)
+	for v, want := range []string{"OK", "UNKNOWN", "ERROR_RANGE", "ERROR_BUSY", "ERROR_EMPTY", "ERROR_CLOSED",
+		"ERROR_HASH_ERROR", "ERROR_BAD_PORT", "ERROR_RESOURCES", "ERROR_MULTICAST", "ERROR_UNALIGNED", "Status(11)"} {
+		if got := Status(v).String(); got != want {
+			t.Errorf("Status(%d).String() = %q, want %q", v, got, want)
 		}
+	}
+	if got := StatusNoResponse.String(); got != "Status(4294967295)" {
+		t.Errorf("StatusNoResponse.String() = %q", got)
 	}
 }
