@@ -118,6 +118,18 @@ func negotiatedRaw(tb testing.TB, path string) *rawConn {
 	return r
 }
 
+// messageDMARaw negotiates a rawConn and maps guest memory [0, 0x1000)
+// without an fd, so the device's DMA there becomes messages to it.
+func messageDMARaw(tb testing.TB, path string) *rawConn {
+	tb.Helper()
+	r := negotiatedRaw(tb, path)
+	r.send(tb, dmaMapMsg(1, 0, 0x1000))
+	if h := r.recv(tb); h.IsError() {
+		tb.Fatalf("DMA_MAP: %v", h)
+	}
+	return r
+}
+
 // dmaMapMsg is a DMA_MAP (read and write) of [iova, iova+size) without an fd.
 func dmaMapMsg(id uint16, iova, size uint64) []byte {
 	m := make([]byte, 48)

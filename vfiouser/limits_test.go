@@ -24,11 +24,7 @@ func startLimited(t *testing.T, name string, l dma.Limits) *testServer {
 // filled in).
 func startConfig(t *testing.T, name string, cfg vfiouser.Config) *testServer {
 	t.Helper()
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fake.Close)
+	fake := newFake(t)
 	log, hook := testLogger()
 	path := filepath.Join(socketDir(t), name+".sock")
 	cfg.Path, cfg.Function, cfg.Log = path, fake, log
@@ -89,11 +85,7 @@ func TestMaxPendingDMA(t *testing.T) {
 	leaktest.Check(t)
 	s := startConfig(t, "pending", vfiouser.Config{MaxPendingDMA: 2})
 	vfiouser.SetDMATimeout(s.Server, 20*time.Second)
-	r := negotiatedRaw(t, s.Path)
-	r.send(t, dmaMapMsg(1, 0, 0x1000))
-	if h := r.recv(t); h.IsError() {
-		t.Fatalf("DMA_MAP: %v", h)
-	}
+	r := messageDMARaw(t, s.Path)
 	done := make(chan error, 2)
 	for range 2 {
 		go func() { _, err := s.Fake.Mem().ReadAt(make([]byte, 4), 0); done <- err }()

@@ -292,11 +292,7 @@ func TestRegionReadWrite(t *testing.T) {
 	}
 	// Above max_data_xfer_size: E2BIG. Region 2 is 16 KiB; use a server
 	// with a 4 KiB limit.
-	fake2, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake2.Close()
+	fake2 := newFake(t)
 	s2 := startServerWith(t, "rw4k", fake2, 4096)
 	c2 := negotiated(t, s2.Path)
 	if err := c2.ReadRegion(2, 0, make([]byte, 8192)); !vfiousertest.IsErrno(err, unix.E2BIG) {
@@ -464,11 +460,7 @@ func TestDMAMapShared(t *testing.T) {
 
 func TestMessageDMA(t *testing.T) {
 	leaktest.Check(t)
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := newFake(t)
 	s := startServerWith(t, "msgdma", fake, 0)
 	c := dial(t, s.Path)
 	// The client accepts at most 4 KiB per DMA message: the server must split.
@@ -518,7 +510,7 @@ func TestMessageDMA(t *testing.T) {
 		return nil
 	})
 	start := time.Now()
-	err = c.WriteRegion(0, 0x100, []byte{1, 2, 3, 4})
+	err := c.WriteRegion(0, 0x100, []byte{1, 2, 3, 4})
 	if inHandler := <-inHandlerC; !errors.Is(inHandler, dma.ErrInHandler) {
 		t.Errorf("message DMA on the reader: %v, want dma.ErrInHandler", inHandler)
 	}
@@ -611,11 +603,7 @@ func TestMessageDMATimeout(t *testing.T) {
 	leaktest.Check(t)
 	s := startServer(t, "dmato")
 	vfiouser.SetDMATimeout(s.Server, 100*time.Millisecond)
-	r := negotiatedRaw(t, s.Path)
-	r.send(t, dmaMapMsg(1, 0, 0x1000))
-	if h := r.recv(t); h.IsError() {
-		t.Fatalf("DMA_MAP: %v", h)
-	}
+	r := messageDMARaw(t, s.Path)
 	done := make(chan error, 1)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -784,11 +772,7 @@ func TestDisconnectDetachesAndClosesMap(t *testing.T) {
 
 func TestAttachError(t *testing.T) {
 	leaktest.Check(t)
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := newFake(t)
 	fake.AttachErr = errors.New("no")
 	s := startServerWith(t, "atterr", fake, 0)
 	c := dial(t, s.Path)
@@ -800,11 +784,7 @@ func TestAttachError(t *testing.T) {
 
 func TestListenErrors(t *testing.T) {
 	leaktest.Check(t)
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := newFake(t)
 	dir := socketDir(t)
 
 	// Stale: a socket file nobody listens on.
@@ -814,7 +794,7 @@ func TestListenErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	unix.Close(fd)
-	_, err = vfiouser.Listen(vfiouser.Config{Path: stale, Function: fake})
+	_, err := vfiouser.Listen(vfiouser.Config{Path: stale, Function: fake})
 	if err == nil || !strings.Contains(err.Error(), "rm "+stale) || !strings.Contains(err.Error(), "stale") {
 		t.Errorf("stale socket: %v, want an error naming `rm %s`", err, stale)
 	}
@@ -856,11 +836,7 @@ func TestListenErrors(t *testing.T) {
 
 func TestCloseAndServeLifecycle(t *testing.T) {
 	leaktest.Check(t)
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := newFake(t)
 	path := filepath.Join(socketDir(t), "life.sock")
 
 	// Close without Serve unlinks; idempotent.
@@ -926,11 +902,7 @@ func TestCloseAndServeLifecycle(t *testing.T) {
 
 func TestCloseLeavesForeignSocketFile(t *testing.T) {
 	leaktest.Check(t)
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := newFake(t)
 	path := filepath.Join(socketDir(t), "f.sock")
 	s, err := vfiouser.Listen(vfiouser.Config{Path: path, Function: fake, Log: quietLog})
 	if err != nil {

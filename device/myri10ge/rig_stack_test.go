@@ -194,20 +194,7 @@ func newNode(t *testing.T, sw *fabric.Switch, name string, mac net.HardwareAddr,
 	})
 	vfiousertest.Serve(t, srv)
 
-	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer dcancel()
-	c, err := vfiousertest.Dial(dctx, srv.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("%s: vfio-user client: %v", name, err)
-		}
-	})
-	if err := c.Negotiate(); err != nil {
-		t.Fatal(err)
-	}
+	c := vfiousertest.Negotiated(t, srv.Path())
 	mem, err := myritest.NewVFIOUserMemory(t, c, stackRAM, stackIOVA)
 	if err != nil {
 		t.Fatal(err)

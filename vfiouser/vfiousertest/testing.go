@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/myriemu/myriemu/vfiouser"
 )
@@ -23,4 +24,33 @@ func Serve(tb testing.TB, srv *vfiouser.Server) {
 			tb.Errorf("vfio-user server %s: Serve returned %v, want ErrServerClosed", srv.Path(), err)
 		}
 	})
+}
+
+// Connect dials the server at path, waiting up to 10 s for it to accept.
+// The client is closed when the test ends; a protocol violation it saw
+// fails the test.
+func Connect(tb testing.TB, path string) *Client {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			tb.Errorf("client saw protocol violations: %v", err)
+		}
+	})
+	return c
+}
+
+// Negotiated is Connect followed by Negotiate.
+func Negotiated(tb testing.TB, path string) *Client {
+	tb.Helper()
+	c := Connect(tb, path)
+	if err := c.Negotiate(); err != nil {
+		tb.Fatal(err)
+	}
+	return c
 }

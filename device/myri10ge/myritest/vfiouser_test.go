@@ -126,20 +126,7 @@ func TestVFIOUserAdapter(t *testing.T) {
 		t.Fatal(err)
 	}
 	vfiousertest.Serve(t, srv)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := vfiousertest.Dial(ctx, srv.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("client: %v", err)
-		}
-	})
-	if err := c.Negotiate(); err != nil {
-		t.Fatal(err)
-	}
+	c := vfiousertest.Negotiated(t, srv.Path())
 	mem, err := NewVFIOUserMemory(t, c, 1<<20, testBase)
 	if err != nil {
 		t.Fatal(err)
