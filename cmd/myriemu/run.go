@@ -88,6 +88,7 @@ func deviceKinds() map[string]deviceKind {
 			},
 			new: newMyri10ge,
 		},
+		"myrimx": myrimxKind(),
 	}
 }
 
