@@ -14,6 +14,7 @@ import (
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/msi/msitest"
 	"github.com/myriemu/myriemu/wcbar"
+	"github.com/myriemu/myriemu/wcbar/wcbartest"
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/sys/unix"
@@ -444,19 +445,6 @@ func TestSpecIsCopied(t *testing.T) {
 	}
 }
 
-func newWindow(t *testing.T, size uint64, traps ...[2]uint64) *wcbar.Window {
-	t.Helper()
-	w, err := wcbar.New("pci-test", size, testLog())
-	if err != nil {
-		t.Fatalf("wcbar.New: %v", err)
-	}
-	t.Cleanup(func() { w.Close() })
-	for _, tr := range traps {
-		w.Trap(tr[0], tr[1])
-	}
-	return w
-}
-
 func TestWindowRegionInfo(t *testing.T) {
 	const size = 64 << 10
 	rwm := RegionRead | RegionWrite | RegionMmap
@@ -480,7 +468,7 @@ func TestWindowRegionInfo(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := newWindow(t, size, tt.traps...)
+			w := wcbartest.NewWindow(t, size, tt.traps...)
 			s := minimalSpec()
 			s.BARs[2] = BAR{Size: size, Flags: BARMem64 | BARPrefetch, Window: w}
 			f, _ := newTestFunction(t, s)
@@ -525,7 +513,7 @@ func TestWindowValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := newWindow(t, 64<<10, tt.traps...)
+			w := wcbartest.NewWindow(t, 64<<10, tt.traps...)
 			s := minimalSpec()
 			tt.edit(&s, w)
 			_, err := NewFunction(newFakeDevice(s), testLog())

@@ -17,11 +17,7 @@ import (
 // device, and Close leaves the supervisor's file where it is.
 func TestListenFD(t *testing.T) {
 	leaktest.Check(t)
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := newFake(t)
 	path := filepath.Join(socketDir(t), "sup.sock")
 	lfd, err := unixsock.Listen(path, unixsock.Perm{})
 	if err != nil {
@@ -56,11 +52,7 @@ func TestListenFD(t *testing.T) {
 }
 
 func TestListenFDRefusesOtherFDs(t *testing.T) {
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := newFake(t)
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		t.Fatal(err)

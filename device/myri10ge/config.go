@@ -3,8 +3,9 @@ package myri10ge
 import (
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -33,12 +34,8 @@ func ParseOptions(name string, opts map[string]string) (Config, error) {
 		Serial: sum % 1000000,
 		Slices: 1,
 	}
-	keys := make([]string, 0, len(opts))
-	for k := range opts {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys) // the first bad key reported is always the same one
-	for _, k := range keys {
+	// In key order: the first bad key reported is always the same one.
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
 		v := opts[k]
 		switch k {
 		case "mac":

@@ -123,30 +123,24 @@ const (
 	StatusNoResponse     Status = 0xFFFFFFFF // the driver's "not answered yet"
 )
 
+// statusNames are the firmware's names of the Status words (MXGEFW_CMD_*).
+var statusNames = [...]string{
+	StatusOK:             "OK",
+	StatusUnknown:        "UNKNOWN",
+	StatusErrorRange:     "ERROR_RANGE",
+	StatusErrorBusy:      "ERROR_BUSY",
+	StatusErrorEmpty:     "ERROR_EMPTY",
+	StatusErrorClosed:    "ERROR_CLOSED",
+	StatusErrorHash:      "ERROR_HASH_ERROR",
+	StatusErrorBadPort:   "ERROR_BAD_PORT",
+	StatusErrorResources: "ERROR_RESOURCES",
+	StatusErrorMulticast: "ERROR_MULTICAST",
+	StatusErrorUnaligned: "ERROR_UNALIGNED",
+}
+
 func (s Status) String() string {
-	switch s {
-	case StatusOK:
-		return "OK"
-	case StatusUnknown:
-		return "UNKNOWN"
-	case StatusErrorRange:
-		return "ERROR_RANGE"
-	case StatusErrorBusy:
-		return "ERROR_BUSY"
-	case StatusErrorEmpty:
-		return "ERROR_EMPTY"
-	case StatusErrorClosed:
-		return "ERROR_CLOSED"
-	case StatusErrorHash:
-		return "ERROR_HASH_ERROR"
-	case StatusErrorBadPort:
-		return "ERROR_BAD_PORT"
-	case StatusErrorResources:
-		return "ERROR_RESOURCES"
-	case StatusErrorMulticast:
-		return "ERROR_MULTICAST"
-	case StatusErrorUnaligned:
-		return "ERROR_UNALIGNED"
+	if s < Status(len(statusNames)) && statusNames[s] != "" {
+		return statusNames[s]
 	}
 	return fmt.Sprintf("Status(%d)", uint32(s))
 }

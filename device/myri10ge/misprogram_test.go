@@ -243,19 +243,27 @@ func (g *rawGuest) postRx(big bool, grp int, addr func(i int) uint64) {
 	if big {
 		ring = bar0BigRing
 	}
-	var b [64]byte
-	for i := range 8 {
-		a := addr(grp*8 + i)
-		binary.BigEndian.PutUint32(b[i*8:], uint32(a>>32))
-		binary.BigEndian.PutUint32(b[i*8+4:], uint32(a))
-	}
-	low := binary.BigEndian.Uint32(b[4:])
-	binary.BigEndian.PutUint32(b[4:], 0xFFFFFFFF)
+	b, low := rxGroup(addr, grp*8)
 	off := ring + uint64(grp)*64
 	g.store(off, b[:32])
 	g.store(off+32, b[32:])
 	g.put32(off+4, low)
 	g.sync() // posted before the test's next frame arrives by another path
+}
+
+// rxGroup is a group of 8 receive descriptors for buffers addr(first) to
+// addr(first+7), as the driver writes it first: big-endian high and low
+// words with the first low word invalid (0xFFFFFFFF); low is the real one,
+// written last to hand the group to the NIC.
+func rxGroup(addr func(i int) uint64, first int) (b [64]byte, low uint32) {
+	for i := range 8 {
+		a := addr(first + i)
+		binary.BigEndian.PutUint32(b[i*8:], uint32(a>>32))
+		binary.BigEndian.PutUint32(b[i*8+4:], uint32(a))
+	}
+	low = binary.BigEndian.Uint32(b[4:])
+	binary.BigEndian.PutUint32(b[4:], 0xFFFFFFFF)
+	return b, low
 }
 
 // rxBuf is receive buffer i (2 KiB each).
@@ -960,14 +968,7 @@ func (z *bar0Fuzz) postRx(big bool, s, grp int, addr func(i int) uint64) {
 		ring = bar0BigRing
 	}
 	ring += uint64(s) * 0x1000
-	var b [64]byte
-	for i := range 8 {
-		a := addr(i)
-		binary.BigEndian.PutUint32(b[i*8:], uint32(a>>32))
-		binary.BigEndian.PutUint32(b[i*8+4:], uint32(a))
-	}
-	low := binary.BigEndian.Uint32(b[4:])
-	binary.BigEndian.PutUint32(b[4:], 0xFFFFFFFF)
+	b, low := rxGroup(addr, 0)
 	off := ring + uint64(grp)*64
 	z.write(off, b[:32])
 	z.write(off+32, b[32:])

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/myriemu/myriemu/internal/leaktest"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/pci"
+	"github.com/myriemu/myriemu/pci/pcitest"
 	"github.com/sirupsen/logrus"
 )
 
@@ -32,37 +32,12 @@ const (
 	testMAC     = "00:60:dd:47:00:01"
 )
 
-// fakeIRQ records raised vectors.
-type fakeIRQ struct {
-	mu      sync.Mutex
-	raised  []int
-	lowered int
-	mode    msi.Mode
-}
-
-func (f *fakeIRQ) Raise(v int) { f.mu.Lock(); f.raised = append(f.raised, v); f.mu.Unlock() }
-func (f *fakeIRQ) Lower()      { f.mu.Lock(); f.lowered++; f.mu.Unlock() }
-func (f *fakeIRQ) Mode() msi.Mode {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.mode
-}
-
-// take returns and forgets the vectors raised so far.
-func (f *fakeIRQ) take() []int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	r := f.raised
-	f.raised = nil
-	return r
-}
-
 type rig struct {
 	t    *testing.T
 	nic  *NIC
 	ram  *dmatest.RAM
 	mem  *dma.Map
-	irq  *fakeIRQ
+	irq  *pcitest.Raiser
 	port *fabrictest.Port
 	logs *bytes.Buffer
 }
@@ -87,7 +62,7 @@ func newRig(t *testing.T, slices int) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	irq := &fakeIRQ{mode: msi.ModeMSI}
+	irq := pcitest.NewRaiser(msi.ModeMSI)
 	if err := nic.Attach(pci.Host{Mem: mem, IRQ: irq, Log: log}); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +149,7 @@ func (r *rig) open(mtu int) {
 		r.postGroup(0, true, g)
 	}
 	r.mustCmd(CmdEthernetUp, 0, 0, 0)
-	if got := r.irq.take(); !cmp.Equal(got, []int{0}) {
+	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		r.t.Fatalf("after ETHERNET_UP raised %v, want [0]", got)
 	}
 	if got := r.block(0).linkUp; got != linkUp {
@@ -388,7 +363,7 @@ func TestResetZeroesSendRingAndState(t *testing.T) {
 	// The data path is stopped and the tokens are home: a frame now is a
 	// drop, and nothing is reported.
 	r.port.Inject(testFrame(testMAC, 60))
-	if got := r.irq.take(); len(got) != 0 {
+	if got, _ := r.irq.Take(); len(got) != 0 {
 		t.Errorf("interrupt %v after reset", got)
 	}
 }
@@ -398,7 +373,7 @@ func TestReceiveSmallAndTokens(t *testing.T) {
 	r.open(1500)
 	f := testFrame(testMAC, 100)
 	r.port.Inject(f)
-	if got := r.irq.take(); !cmp.Equal(got, []int{0}) {
+	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		t.Fatalf("raised %v, want [0]", got)
 	}
 	if b := r.block(0); b.valid != 1 || b.statsUpdated != 1 || b.rdmaTags != rdmaTagsAvailable || b.linkUp != linkUp {
@@ -416,15 +391,15 @@ func TestReceiveSmallAndTokens(t *testing.T) {
 	// Both tokens are with the driver: more frames are written but not
 	// announced until the tokens come back.
 	r.port.Inject(testFrame(testMAC, 60), testFrame(testMAC, 61))
-	if got := r.irq.take(); len(got) != 0 {
+	if got, _ := r.irq.Take(); len(got) != 0 {
 		t.Fatalf("interrupt %v while the IRQ token is out", got)
 	}
 	r.claim(0, true) // ISR done; RX token still out (NAPI polling)
-	if got := r.irq.take(); len(got) != 0 {
+	if got, _ := r.irq.Take(); len(got) != 0 {
 		t.Fatalf("interrupt %v: nothing to report without the RX token", got)
 	}
 	r.claim(0, false) // NAPI done: entries it may have missed are announced
-	if got := r.irq.take(); !cmp.Equal(got, []int{0}) {
+	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		t.Fatalf("after claims raised %v, want [0]", got)
 	}
 	if b := r.block(0); b.valid != 1 {
@@ -481,7 +456,7 @@ func TestReceiveDropsAndFilter(t *testing.T) {
 	r.port.Inject(testFrame("02:00:00:00:00:77", 60)) // another host's unicast
 	r.port.Inject(testFrame(testMAC, 1519))           // longer than SET_MTU
 	r.port.Inject(testFrame(testMAC, 10))             // runt
-	if got := r.irq.take(); len(got) != 0 {
+	if got, _ := r.irq.Take(); len(got) != 0 {
 		t.Fatalf("interrupt %v for dropped frames", got)
 	}
 	if s := r.nic.Stats(); s.RxDropped != 3 || s.RxFrames != 0 {
@@ -489,7 +464,7 @@ func TestReceiveDropsAndFilter(t *testing.T) {
 	}
 	r.mustCmd(CmdEnablePromisc, 0, 0, 0)
 	r.port.Inject(testFrame("02:00:00:00:00:77", 60))
-	if got := r.irq.take(); !cmp.Equal(got, []int{0}) {
+	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		t.Errorf("promiscuous receive raised %v, want [0]", got)
 	}
 	if b := r.block(0); b.unicastFiltered != 1 {
@@ -507,7 +482,7 @@ func TestReceiveWithoutBuffers(t *testing.T) {
 		r.claim(0, true)
 		r.claim(0, false)
 	}
-	r.irq.take()
+	r.irq.Take()
 	r.port.Inject(testFrame(testMAC, 60))
 	if s := r.nic.slices[0]; s.rx[ringSmall].avail() != 0 || s.rx[ringBig].consumed != 0 {
 		t.Fatalf("rings: small avail %d, big consumed %d", s.rx[ringSmall].avail(), s.rx[ringBig].consumed)
@@ -540,7 +515,7 @@ func TestLinkEvents(t *testing.T) {
 	r := newRig(t, 1)
 	r.open(1500)
 	r.port.SetLink(false)
-	if got := r.irq.take(); !cmp.Equal(got, []int{0}) {
+	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		t.Fatalf("carrier loss raised %v", got)
 	}
 	if b := r.block(0); b.linkUp != linkDown || b.linkDown != 0 || b.valid != 2 {
@@ -553,7 +528,7 @@ func TestLinkEvents(t *testing.T) {
 	}
 	r.claim(0, true)
 	r.mustCmd(CmdEthernetDown, 0, 0, 0)
-	if got := r.irq.take(); len(got) != 2 {
+	if got, _ := r.irq.Take(); len(got) != 2 {
 		t.Fatalf("raised %v, want the carrier-up and the down interrupts", got)
 	}
 	if b := r.block(0); b.linkDown != 1 || b.linkUp != linkDown || b.valid != 2 {
@@ -567,16 +542,16 @@ func TestCoalescingDelay(t *testing.T) {
 	r.put32(intrCoalOff, 200_000) // 200 ms between interrupts
 	r.claim(0, false)
 	r.port.Inject(testFrame(testMAC, 60))
-	first := r.irq.take()
+	first, _ := r.irq.Take()
 	r.claim(0, true)
 	r.claim(0, false)
 	r.port.Inject(testFrame(testMAC, 60))
-	if got := r.irq.take(); len(first)+len(got) > 1 {
+	if got, _ := r.irq.Take(); len(first)+len(got) > 1 {
 		t.Fatalf("two interrupts within the coalescing delay: %v then %v", first, got)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if got := r.irq.take(); len(got) > 0 {
+		if got, _ := r.irq.Take(); len(got) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -761,7 +736,7 @@ func TestDetachedNICTouchesNothing(t *testing.T) {
 	if st := Status(r.ramBE32(respAddr + 4)); st != StatusNoResponse {
 		t.Errorf("response written to the old host's memory: %v", st)
 	}
-	if got := r.irq.take(); got != nil {
+	if got, _ := r.irq.Take(); got != nil {
 		t.Errorf("raised %v on the old host", got)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/pci"
+	"github.com/myriemu/myriemu/pci/pcitest"
 	"github.com/sirupsen/logrus"
 )
 
@@ -144,42 +145,6 @@ func (m *fakeMem) access(op dma.Op, p []byte, addr uint64) (int, error) {
 	return len(p), nil
 }
 
-// fakeIRQ is an msi.Raiser that records what the device did.
-type fakeIRQ struct {
-	mu     sync.Mutex
-	mode   msi.Mode
-	raised []int
-	lowers int
-	ch     chan int // if set, each raised vector is sent (non-blocking)
-}
-
-func (f *fakeIRQ) Raise(vector int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.raised = append(f.raised, vector)
-	if f.ch != nil {
-		select {
-		case f.ch <- vector:
-		default:
-		}
-	}
-}
-
-func (f *fakeIRQ) Lower() { f.mu.Lock(); f.lowers++; f.mu.Unlock() }
-
-func (f *fakeIRQ) Mode() msi.Mode { f.mu.Lock(); defer f.mu.Unlock(); return f.mode }
-
-func (f *fakeIRQ) setMode(m msi.Mode) { f.mu.Lock(); f.mode = m; f.mu.Unlock() }
-
-// take returns and clears the raised vectors and the number of lowers.
-func (f *fakeIRQ) take() (raised []int, lowers int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	raised, lowers = f.raised, f.lowers
-	f.raised, f.lowers = nil, 0
-	return raised, lowers
-}
-
 // fakeWindow is the window as plain memory. Watch records the callback;
 // tests ring it with ring. Start and Stop count calls.
 type fakeWindow struct {
@@ -241,7 +206,7 @@ func (w *fakeWindow) ring(v uint32) {
 type rig struct {
 	d   *Device
 	mem *fakeMem
-	irq *fakeIRQ
+	irq *pcitest.Raiser
 	win *fakeWindow
 }
 
@@ -254,7 +219,7 @@ const (
 // ramIOVA; it is detached at the end of the test.
 func newRig(tb testing.TB) *rig {
 	tb.Helper()
-	r := &rig{mem: newFakeMem(ramIOVA, ramSize), irq: &fakeIRQ{mode: msi.ModeMSIX}, win: &fakeWindow{}}
+	r := &rig{mem: newFakeMem(ramIOVA, ramSize), irq: pcitest.NewRaiser(msi.ModeMSIX), win: &fakeWindow{}}
 	r.d = newDevice("td0", r.win, testLog(tb))
 	if err := r.d.Attach(pci.Host{Mem: r.mem, IRQ: r.irq, Log: testLog(tb)}); err != nil {
 		tb.Fatal(err)

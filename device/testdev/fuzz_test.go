@@ -7,6 +7,7 @@ import (
 	"github.com/myriemu/myriemu/dma/dmatest"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/pci"
+	"github.com/myriemu/myriemu/pci/pcitest"
 	"testing"
 )
 
@@ -152,7 +153,7 @@ func newFuzzRig(t *testing.T) (r *rig, check func()) {
 		}
 	}
 	m.SetBusMaster(true)
-	r = &rig{irq: &fakeIRQ{mode: msi.ModeMSIX}, win: &fakeWindow{}}
+	r = &rig{irq: pcitest.NewRaiser(msi.ModeMSIX), win: &fakeWindow{}}
 	r.d = newDevice("td0", r.win, testLog(t))
 	if err := r.d.Attach(pci.Host{Mem: m, IRQ: r.irq}); err != nil {
 		t.Fatal(err)

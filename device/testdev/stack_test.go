@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"github.com/myriemu/myriemu/device/testdev/abi"
 	"path/filepath"
 	"sync/atomic"
@@ -80,17 +79,8 @@ func newStack(t *testing.T, noFD bool) *stack {
 		t.Fatal(err)
 	}
 	s.srv = srv
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(context.Background()) }()
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Error(err)
-		}
-		if err := <-served; !errors.Is(err, vfiouser.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	s.c = s.dial(t, path)
+	vfiousertest.Serve(t, srv)
+	s.c = vfiousertest.Negotiated(t, path)
 	s.ram = dmatest.NewRAM(t, stackRAM)
 	if noFD {
 		err = s.c.MapRAMNoFD(s.ram, stackIOVA)
@@ -112,23 +102,6 @@ func newStack(t *testing.T, noFD bool) *stack {
 
 // dial connects and negotiates a client, closed (and checked for protocol
 // violations) at the end of the test.
-func (s *stack) dial(t *testing.T, path string) *vfiousertest.Client {
-	t.Helper()
-	c, err := vfiousertest.Dial(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("client saw protocol violations: %v", err)
-		}
-	})
-	if err := c.Negotiate(); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func (s *stack) read(t *testing.T, reg uint64) uint32 {
 	t.Helper()
 	var b [4]byte
@@ -483,7 +456,7 @@ func TestStackReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A new client finds a reset device whose engine and poller run again.
-	s.c = s.dial(t, s.srv.Path())
+	s.c = vfiousertest.Negotiated(t, s.srv.Path())
 	ram := dmatest.NewRAM(t, 1<<16)
 	if err := s.c.MapRAM(ram, stackIOVA); err != nil {
 		t.Fatal(err)
@@ -529,7 +502,7 @@ func TestStackDisconnectMidOp(t *testing.T) {
 	if err := s.c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s.c = s.dial(t, s.srv.Path())
+	s.c = vfiousertest.Negotiated(t, s.srv.Path())
 	if got := s.read(t, abi.RegDMAStatus); got != 0 {
 		t.Errorf("status %#x for the next client, want 0", got)
 	}

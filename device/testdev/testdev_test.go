@@ -15,6 +15,7 @@ import (
 	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/pci"
+	"github.com/myriemu/myriemu/pci/pcitest"
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 )
@@ -46,7 +47,7 @@ func TestResetValues(t *testing.T) {
 		r.write(t, reg, 0xffffffff) // doorbells too: an op that fails
 	}
 	r.waitIdle(t)
-	r.irq.take()
+	r.irq.Take()
 	r.d.Reset()
 	got := map[uint64]uint32{}
 	for reg := uint64(0); reg < abi.RegsSize; reg += 4 {
@@ -63,7 +64,7 @@ func TestIRQMode(t *testing.T) {
 	leaktest.Check(t)
 	r := newRig(t)
 	for _, m := range []msi.Mode{msi.ModeNone, msi.ModeINTx, msi.ModeMSI, msi.ModeMSIX} {
-		r.irq.setMode(m)
+		r.irq.SetMode(m)
 		if got := r.read(t, abi.RegIRQMode); got != uint32(m) {
 			t.Errorf("IRQ_MODE with %v = %d, want %d", m, got, m)
 		}
@@ -294,7 +295,7 @@ func TestOps(t *testing.T) {
 		r.mem.checkCanaries(t)
 	})
 	t.Run("checksum max length", func(t *testing.T) {
-		r := &rig{mem: newFakeMem(ramIOVA, abi.MaxDMALen), irq: &fakeIRQ{}, win: &fakeWindow{}}
+		r := &rig{mem: newFakeMem(ramIOVA, abi.MaxDMALen), irq: pcitest.NewRaiser(msi.ModeNone), win: &fakeWindow{}}
 		r.d = newDevice("td0", r.win, testLog(t))
 		if err := r.d.Attach(pci.Host{Mem: r.mem, IRQ: r.irq}); err != nil {
 			t.Fatal(err)
@@ -394,7 +395,7 @@ func TestOpErrors(t *testing.T) {
 			if got := r.read(t, abi.RegIRQStatus); got != abi.IRQStatusDMA {
 				t.Errorf("IRQ_STATUS = %#x, want %#x", got, abi.IRQStatusDMA)
 			}
-			if raised, _ := r.irq.take(); !cmp.Equal(raised, []int{1}) {
+			if raised, _ := r.irq.Take(); !cmp.Equal(raised, []int{1}) {
 				t.Errorf("raised %v, want [1]", raised)
 			}
 			if u := tt.untouched; u[1] > u[0] {
@@ -490,7 +491,7 @@ func TestInterrupts(t *testing.T) {
 			r.program(t, abi.OpFill, 0, ramIOVA, 4, 0)
 			r.write(t, abi.RegDMADoorbell, 1)
 			r.waitIdle(t)
-			if raised, _ := r.irq.take(); !cmp.Equal(raised, []int{v}) {
+			if raised, _ := r.irq.Take(); !cmp.Equal(raised, []int{v}) {
 				t.Errorf("raised %v, want [%d]", raised, v)
 			}
 		}
@@ -504,7 +505,7 @@ func TestInterrupts(t *testing.T) {
 		r.program(t, abi.OpFill, 0, ramIOVA, 4, 0)
 		r.write(t, abi.RegDMADoorbell, 1)
 		r.waitIdle(t)
-		if raised, _ := r.irq.take(); raised != nil {
+		if raised, _ := r.irq.Take(); raised != nil {
 			t.Errorf("raised %v, want none", raised)
 		}
 		if got := r.read(t, abi.RegIRQStatus); got != abi.IRQStatusDMA {
@@ -519,7 +520,7 @@ func TestInterrupts(t *testing.T) {
 		for _, v := range []uint32{2, 0, 4, 0xffffffff, 3} {
 			r.write(t, abi.RegIRQRaise, v)
 		}
-		raised, _ := r.irq.take()
+		raised, _ := r.irq.Take()
 		if diff := cmp.Diff([]int{2, 0, 3}, raised); diff != "" {
 			t.Errorf("raised (-want +got):\n%s", diff)
 		}
@@ -536,37 +537,37 @@ func TestInterrupts(t *testing.T) {
 		if err := r.d.WriteBAR(abi.RegsBAR, abi.RegIRQRaise, []byte{1}); err != nil {
 			t.Fatal(err)
 		}
-		if raised, _ := r.irq.take(); !cmp.Equal(raised, []int{1}) {
+		if raised, _ := r.irq.Take(); !cmp.Equal(raised, []int{1}) {
 			t.Errorf("byte write raised %v, want [1]", raised)
 		}
 	})
 	t.Run("INTx level", func(t *testing.T) {
 		r := newRig(t)
-		r.irq.setMode(msi.ModeINTx)
+		r.irq.SetMode(msi.ModeINTx)
 		r.write(t, abi.RegIRQRaise, 0)
 		r.write(t, abi.RegIRQCtrl, abi.IRQCtrlDMAEnable)
 		r.program(t, abi.OpFill, 0, ramIOVA, 4, 0)
 		r.write(t, abi.RegDMADoorbell, 1)
 		r.waitIdle(t)
-		if raised, lowers := r.irq.take(); !cmp.Equal(raised, []int{0, 0}) || lowers != 0 {
+		if raised, lowers := r.irq.Take(); !cmp.Equal(raised, []int{0, 0}) || lowers != 0 {
 			t.Errorf("raised %v lowers %d, want [0 0] and 0", raised, lowers)
 		}
 		// Clearing one of two asserting bits keeps the line up.
 		r.write(t, abi.RegIRQStatus, abi.IRQStatusSoft)
-		if _, lowers := r.irq.take(); lowers != 0 {
+		if _, lowers := r.irq.Take(); lowers != 0 {
 			t.Errorf("lowered with DMA still pending")
 		}
 		// Disabling the source lowers it; enabling it again re-asserts.
 		r.write(t, abi.RegIRQCtrl, 0)
-		if _, lowers := r.irq.take(); lowers != 1 {
+		if _, lowers := r.irq.Take(); lowers != 1 {
 			t.Errorf("lowers = %d after disabling the source, want 1", lowers)
 		}
 		r.write(t, abi.RegIRQCtrl, abi.IRQCtrlDMAEnable)
-		if raised, _ := r.irq.take(); !cmp.Equal(raised, []int{0}) {
+		if raised, _ := r.irq.Take(); !cmp.Equal(raised, []int{0}) {
 			t.Errorf("re-enabling raised %v, want [0]", raised)
 		}
 		r.write(t, abi.RegIRQStatus, 0xffffffff)
-		if _, lowers := r.irq.take(); lowers != 1 {
+		if _, lowers := r.irq.Take(); lowers != 1 {
 			t.Errorf("lowers = %d after clearing, want 1", lowers)
 		}
 		if got := r.read(t, abi.RegIRQStatus); got != 0 {
@@ -574,9 +575,9 @@ func TestInterrupts(t *testing.T) {
 		}
 		// Reset lowers an asserted line.
 		r.write(t, abi.RegIRQRaise, 0)
-		r.irq.take()
+		r.irq.Take()
 		r.d.Reset()
-		if _, lowers := r.irq.take(); lowers != 1 {
+		if _, lowers := r.irq.Take(); lowers != 1 {
 			t.Errorf("lowers = %d after reset, want 1", lowers)
 		}
 	})
@@ -586,7 +587,7 @@ func TestInterrupts(t *testing.T) {
 		r.write(t, abi.RegDMADoorbell, 1)
 		r.waitIdle(t)
 		r.write(t, abi.RegIRQCtrl, abi.IRQCtrlDMAEnable)
-		if raised, _ := r.irq.take(); raised != nil {
+		if raised, _ := r.irq.Take(); raised != nil {
 			t.Errorf("raised %v, want none: MSI-X signals events only", raised)
 		}
 	})
@@ -633,7 +634,7 @@ func TestWindowDoorbell(t *testing.T) {
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("result, status, ack, mirrors, count, IRQ_STATUS (-want +got):\n%s", diff)
 			}
-			if raised, _ := r.irq.take(); !cmp.Equal(raised, tt.wantRaise) {
+			if raised, _ := r.irq.Take(); !cmp.Equal(raised, tt.wantRaise) {
 				t.Errorf("raised %v, want %v", raised, tt.wantRaise)
 			}
 		})
@@ -667,7 +668,7 @@ func TestResetDuringOp(t *testing.T) {
 	if diff := cmp.Diff(want, r.state(t)); diff != "" {
 		t.Errorf("registers (-want +got):\n%s", diff)
 	}
-	if raised, _ := r.irq.take(); !cmp.Equal(raised, []int{0}) {
+	if raised, _ := r.irq.Take(); !cmp.Equal(raised, []int{0}) {
 		t.Errorf("raised %v, want [0] (the new op only)", raised)
 	}
 	// At most the piece in flight landed: the second page of the cancelled
@@ -722,7 +723,7 @@ func TestDetach(t *testing.T) {
 	close(gate)
 	<-done
 	n := r.mem.n.Load()
-	if raised, _ := r.irq.take(); raised != nil {
+	if raised, _ := r.irq.Take(); raised != nil {
 		t.Errorf("raised %v after detach", raised)
 	}
 	if r.win.starts != 1 || r.win.stops != 1 {
@@ -741,7 +742,7 @@ func TestDetach(t *testing.T) {
 	if got := r.mem.n.Load(); got != n {
 		t.Errorf("%d memory accesses after detach", got-n)
 	}
-	if raised, _ := r.irq.take(); raised != nil {
+	if raised, _ := r.irq.Take(); raised != nil {
 		t.Errorf("raised %v while detached", raised)
 	}
 	// And it attaches again.
@@ -768,7 +769,7 @@ func TestAttachNeedsHost(t *testing.T) {
 func TestGuestMistakesAreRateLimitedWarnings(t *testing.T) {
 	leaktest.Check(t)
 	log, hook := logtest.NewNullLogger()
-	r := &rig{mem: newFakeMem(ramIOVA, ramSize), irq: &fakeIRQ{}, win: &fakeWindow{}}
+	r := &rig{mem: newFakeMem(ramIOVA, ramSize), irq: pcitest.NewRaiser(msi.ModeNone), win: &fakeWindow{}}
 	r.d = newDevice("td7", r.win, logrus.NewEntry(log))
 	if err := r.d.Attach(pci.Host{Mem: r.mem, IRQ: r.irq}); err != nil {
 		t.Fatal(err)

@@ -109,10 +109,12 @@ func exerciseAdapter(t *testing.T, a adapter, mem *Memory) {
 	}
 }
 
-func TestVFIOUserAdapter(t *testing.T) {
-	leaktest.Check(t)
+// testdevFunction is a testdev behind a pci.Function, closed when the
+// test ends: a device the adapters can be checked against without QEMU.
+func testdevFunction(t *testing.T, name string) *pci.Function {
+	t.Helper()
 	log := quietLog()
-	dev, err := testdev.New("td0", log)
+	dev, err := testdev.New(name, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,30 +123,18 @@ func TestVFIOUserAdapter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := vfiouser.Listen(vfiouser.Config{Path: filepath.Join(t.TempDir(), "td.sock"), Function: f, Log: log})
+	return f
+}
+
+func TestVFIOUserAdapter(t *testing.T) {
+	leaktest.Check(t)
+	f := testdevFunction(t, "td0")
+	srv, err := vfiouser.Listen(vfiouser.Config{Path: filepath.Join(t.TempDir(), "td.sock"), Function: f, Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		srv.Close()
-		<-served
-	})
-	c, err := vfiousertest.Dial(ctx, srv.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("client: %v", err)
-		}
-	})
-	if err := c.Negotiate(); err != nil {
-		t.Fatal(err)
-	}
+	vfiousertest.Serve(t, srv)
+	c := vfiousertest.Negotiated(t, srv.Path())
 	mem, err := NewVFIOUserMemory(t, c, 1<<20, testBase)
 	if err != nil {
 		t.Fatal(err)
@@ -158,16 +148,7 @@ func TestVFIOUserAdapter(t *testing.T) {
 
 func TestFunctionAdapter(t *testing.T) {
 	leaktest.Check(t)
-	log := quietLog()
-	dev, err := testdev.New("td1", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close() })
-	f, err := pci.NewFunction(dev, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := testdevFunction(t, "td1")
 	mem, err := AttachRAM(t, f, 1<<20, testBase)
 	if err != nil {
 		t.Fatal(err)
