@@ -76,6 +76,7 @@ const usage = `myriemu serves emulated PCI devices to QEMU guests over vfio-user
 
 Usage:
   myriemu serve --socket PATH --device KIND [...]   serve devices until SIGTERM or SIGINT
+  myriemu run [flags] -- CMD [ARG...]              boot guests with the cards, run CMD in each, summarise ('myriemu run -h')
   myriemu firmware --out DIR                       write the myri10ge firmware files a guest needs for RSS
   myriemu version                                  print the version
   myriemu help [serve]                             print help
@@ -139,6 +140,8 @@ func (a *app) run(ctx context.Context, args []string) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		return a.runServe(ctx, rest)
+	case "run":
+		return a.runRun(ctx, rest)
 	case "firmware":
 		return a.runFirmware(rest)
 	case "version", "--version", "-version":
