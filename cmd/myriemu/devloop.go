@@ -82,6 +82,19 @@ func (d *devloop) run(ctx context.Context) int {
 	d.start = time.Now()
 	ctx, d.cancel = context.WithCancel(ctx)
 	defer d.cancel()
+	code := d.steps(ctx)
+	if ctx.Err() != nil && code != exitInterrupted {
+		// Interrupted before the guests ran (a step failed because of
+		// it): everything started so far is stopped by now.
+		d.say("interrupted; stopped everything it had started")
+		return exitInterrupted
+	}
+	return code
+}
+
+// steps runs everything in order; each step's deferred cleanup stops what
+// it started.
+func (d *devloop) steps(ctx context.Context) int {
 	rootfs, qemu, err := d.environment(ctx)
 	if err != nil {
 		d.say("%v", err)

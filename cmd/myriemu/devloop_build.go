@@ -51,7 +51,9 @@ func buildModule(ctx context.Context, r *image.Rootfs, src, work string, out io.
 	if err := copySource(src, dir); err != nil {
 		return nil, &compileError{src, err}
 	}
-	w := &pathRewriter{out: out, from: "/mnt/", to: src + "/"}
+	// "Entering directory '/mnt'" too: editors resolve kbuild's relative
+	// file names against it.
+	w := &pathRewriter{out: out, r: strings.NewReplacer("/mnt/", src+"/", "'/mnt'", "'"+src+"'")}
 	err = image.InRootfs(ctx, r, dir, w, "make", "-C", "/usr/lib/modules/"+r.KernelABI+"/build", "M=/mnt", "modules")
 	w.Flush()
 	if err != nil {
@@ -122,12 +124,12 @@ func isBuildProduct(name string) bool {
 	return false
 }
 
-// pathRewriter writes whole lines to out with from replaced by to.
+// pathRewriter writes whole lines to out, rewritten by r.
 type pathRewriter struct {
-	mu       sync.Mutex
-	out      io.Writer
-	from, to string
-	partial  []byte
+	mu      sync.Mutex
+	out     io.Writer
+	r       *strings.Replacer
+	partial []byte
 }
 
 func (w *pathRewriter) Write(p []byte) (int, error) {
@@ -139,7 +141,7 @@ func (w *pathRewriter) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		_, _ = io.WriteString(w.out, strings.ReplaceAll(string(w.partial[:i+1]), w.from, w.to))
+		_, _ = io.WriteString(w.out, w.r.Replace(string(w.partial[:i+1])))
 		w.partial = w.partial[i+1:]
 	}
 	return len(p), nil
@@ -150,7 +152,7 @@ func (w *pathRewriter) Flush() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.partial) > 0 {
-		_, _ = io.WriteString(w.out, strings.ReplaceAll(string(w.partial), w.from, w.to)+"\n")
+		_, _ = io.WriteString(w.out, w.r.Replace(string(w.partial))+"\n")
 		w.partial = nil
 	}
 }
