@@ -70,6 +70,8 @@ type devloop struct {
 	liveMu sync.Mutex
 	start  time.Time
 	cancel context.CancelFunc // ends the run as a signal does (--shell's Ctrl-])
+	// barrier is the guests' barrier directory (several guests only).
+	barrier string
 }
 
 func (d *devloop) say(format string, args ...any) {
@@ -130,6 +132,13 @@ func (d *devloop) steps(ctx context.Context) int {
 		return exitUsage
 	}
 
+	if d.cfg.Guests > 1 {
+		d.barrier = filepath.Join(work, "barrier")
+		if err := os.Mkdir(d.barrier, 0o755); err != nil {
+			d.say("%v", err)
+			return exitProblem
+		}
+	}
 	guests := planGuests(d.cfg, filepath.Join(work, "s"))
 	if err := os.MkdirAll(filepath.Join(work, "s"), 0o700); err != nil {
 		d.say("%v", err)
@@ -246,10 +255,12 @@ func (d *devloop) environment(ctx context.Context) (*image.Rootfs, vm.Binary, er
 	if err != nil {
 		return nil, vm.Binary{}, err
 	}
-	if d.cfg.Share != "" {
+	if d.cfg.Share != "" || d.cfg.Guests > 1 {
 		if err := vm.HasDevices(qemu, "virtio-9p-pci"); err != nil {
-			return nil, vm.Binary{}, fmt.Errorf("--share needs 9p: %v (or give --share none)", err)
+			return nil, vm.Binary{}, fmt.Errorf("--share and several guests need 9p: %v", err)
 		}
+	}
+	if d.cfg.Share != "" {
 		if st, err := os.Stat(d.cfg.Share); err != nil || !st.IsDir() {
 			return nil, vm.Binary{}, fmt.Errorf("--share %s: not a directory", d.cfg.Share)
 		}
@@ -359,7 +370,7 @@ func (d *devloop) images(rootfs *image.Rootfs, guests []guestPlan, mods []image.
 			}
 		}
 	}
-	if d.cfg.Share != "" {
+	if d.cfg.Share != "" || d.barrier != "" {
 		intree = append(intree, "9pnet_virtio", "9p")
 	}
 	var out []string

@@ -183,6 +183,9 @@ func parseRun(args []string, kinds map[string]deviceKind, cwd string, out io.Wri
 	case !cfg.Shell && len(cfg.Cmd) == 0:
 		return cfg, usagef("no CMD: give -- CMD [ARG...] (e.g. -- true) or --shell")
 	}
+	if len(cfg.Cmd) == 0 {
+		cfg.Cmd = nil
+	}
 	if _, err := logLevel(cfg.LogLevel); err != nil {
 		return cfg, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,6 +21,12 @@ const (
 	setupFailedRC = 125
 	// shareTag is the 9p mount tag of --share.
 	shareTag = "myriemu-share"
+	// barrierTag is the 9p mount tag of the guests' barrier directory,
+	// mounted at barrierDir: with several guests, CMD starts once every
+	// guest is set up, and no guest powers off before every CMD ended
+	// (a peer's ping must not meet a guest that has gone).
+	barrierTag = "myriemu-barrier"
+	barrierDir = "/run/myriemu"
 )
 
 // guestPlan is one guest: its cards on the server, its QEMU devices and
@@ -132,14 +139,26 @@ func netdevs(cfg runConfig) int {
 // addr is the address of interface k of guest i.
 func addr(k, i int) string { return fmt.Sprintf("10.0.%d.%d", k, i) }
 
-// shareArgs are QEMU's arguments for the 9p share (commas in the path
-// doubled, as QEMU's option parser wants). security_model=none: files are
-// created with the QEMU process's owner and ownership changes the host
-// refuses are not errors in the guest.
-func shareArgs(dir string) []string {
+// shareArgs are QEMU's arguments for a 9p export of dir with mount tag
+// tag (commas in the path doubled, as QEMU's option parser wants).
+// security_model=none: files are created with the QEMU process's owner and
+// ownership changes the host refuses are not errors in the guest.
+func shareArgs(id, dir, tag string) []string {
 	return []string{
-		"-fsdev", "local,id=share,security_model=none,path=" + strings.ReplaceAll(dir, ",", ",,"),
-		"-device", "virtio-9p-pci,fsdev=share,mount_tag=" + shareTag,
+		"-fsdev", "local,id=" + id + ",security_model=none,path=" + strings.ReplaceAll(dir, ",", ",,"),
+		"-device", "virtio-9p-pci,fsdev=" + id + ",mount_tag=" + tag,
+	}
+}
+
+// barrier is the guest's barrier directory on the host: the guests
+// touch NAME.<index> there and wait for GUEST_COUNT of them; run touches
+// a guest's files itself when its QEMU exits, so that no guest waits for
+// one that died.
+func touchBarrier(dir string, index int) {
+	for _, name := range []string{"ready", "done"} {
+		if f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s.%d", name, index))); err == nil {
+			f.Close()
+		}
 	}
 }
 
@@ -149,6 +168,7 @@ func shareArgs(dir string) []string {
 // run CMD (or a shell), and on any exit print the kernel log for the
 // summary. modules are the developer's module names, to check.
 func scenario(cfg runConfig, g guestPlan, modules []string) string {
+	barrier := cfg.Guests > 1
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	w("# myriemu run: %s of %d", g.Name, cfg.Guests)
@@ -156,6 +176,15 @@ func scenario(cfg runConfig, g guestPlan, modules []string) string {
 	// happens; the live console hides it and the summary scans it.
 	w(`trap 'dmesg | sed "s/^/%s/"' EXIT`, markDmesg)
 	w(`setup_failed() { echo "%s$*"; exit %d; }`, markSetup, setupFailedRC)
+	if barrier {
+		w("mkdir -p %s && mount -t 9p -o trans=virtio,version=9p2000.L %s %s || setup_failed %s",
+			barrierDir, barrierTag, barrierDir, shq("cannot mount the barrier directory (9p)"))
+		// A guest that fails releases the others at once (run would when
+		// its QEMU exits).
+		w(`trap 'touch %[1]s/ready.%[2]d %[1]s/done.%[2]d; dmesg | sed "s/^/%[3]s/"' EXIT`, barrierDir, g.Index, markDmesg)
+		w(`barrier() { touch %s/$1.%d; until [ "$(ls %s | grep -c "^$1\.")" -ge %d ]; do sleep 0.1; done; }`,
+			barrierDir, g.Index, barrierDir, cfg.Guests)
+	}
 	w("ip link set lo up")
 	if cfg.Share != "" {
 		q := shq(cfg.Share)
@@ -204,10 +233,15 @@ func scenario(cfg runConfig, g guestPlan, modules []string) string {
 	}
 	w("export %s", strings.Join(env, " "))
 	w("cd %s || setup_failed %s", shq(cfg.Cwd), shq("cannot cd to "+cfg.Cwd))
+	if barrier {
+		w("barrier ready")
+	}
 	w("echo %s", markCmdStart)
-	if cfg.Shell {
+	if cfg.Shell && g.Index == 1 {
 		// A controlling tty, so that Ctrl-C reaches the shell's children.
 		w(`PS1="%s:\w# " setsid cttyhack sh -i`, g.Name)
+	} else if cfg.Shell {
+		w(": the first guest has the shell")
 	} else {
 		quoted := make([]string, len(cfg.Cmd))
 		for i, a := range cfg.Cmd {
@@ -217,6 +251,9 @@ func scenario(cfg runConfig, g guestPlan, modules []string) string {
 	}
 	w("rc=$?")
 	w(`echo "%s$rc"`, markCmdExit)
+	if barrier {
+		w("barrier done")
+	}
 	w("exit $rc")
 	return b.String()
 }

@@ -52,7 +52,12 @@ func (d *devloop) runGuest(ctx context.Context, r *guestRun, qemu vm.Binary, roo
 		QMPSocket: filepath.Join(filepath.Dir(r.initrd), "s", r.plan.Name+".qmp"),
 	}
 	if d.cfg.Share != "" {
-		cfg.ExtraArgs = shareArgs(d.cfg.Share)
+		cfg.ExtraArgs = shareArgs("share", d.cfg.Share, shareTag)
+	}
+	if d.barrier != "" {
+		cfg.ExtraArgs = append(cfg.ExtraArgs, shareArgs("barrier", d.barrier, barrierTag)...)
+		// Whatever became of this guest, the others need not wait for it.
+		defer touchBarrier(d.barrier, r.plan.Index)
 	}
 	m, err := vm.New(cfg, nil)
 	if err != nil {
