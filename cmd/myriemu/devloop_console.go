@@ -38,21 +38,26 @@ func (c *console) Write(p []byte) (int, error) {
 	if c.file != nil {
 		_, _ = c.file.Write(p)
 	}
-	if c.raw {
-		c.liveMu.Lock()
-		_, _ = c.live.Write(p)
-		c.liveMu.Unlock()
-	}
-	c.partial = append(c.partial, p...)
-	for {
-		i := bytes.IndexByte(c.partial, '\n')
-		if i < 0 {
-			break
+	n := len(p)
+	for len(p) > 0 {
+		seg := p
+		i := bytes.IndexByte(p, '\n')
+		if i >= 0 {
+			seg = p[:i+1]
 		}
-		c.line(strings.TrimRight(string(c.partial[:i]), "\r"))
-		c.partial = c.partial[i+1:]
+		if c.raw {
+			c.liveMu.Lock()
+			_, _ = c.live.Write(seg)
+			c.liveMu.Unlock()
+		}
+		c.partial = append(c.partial, seg...)
+		p = p[len(seg):]
+		if i >= 0 {
+			c.line(strings.TrimRight(string(c.partial[:len(c.partial)-1]), "\r"))
+			c.partial = c.partial[:0]
+		}
 	}
-	return len(p), nil
+	return n, nil
 }
 
 // flush handles a last line without a newline.
@@ -75,6 +80,9 @@ func (c *console) line(l string) {
 		}
 	}
 	if c.raw {
+		// The shell has ended: what follows (the kernel log dump) is
+		// filtered again.
+		c.raw = !strings.HasPrefix(l, markCmdExit)
 		return
 	}
 	show, ok := liveLine(l)

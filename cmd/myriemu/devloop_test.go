@@ -276,3 +276,20 @@ func TestModuleNameOf(t *testing.T) {
 		}
 	}
 }
+
+// --shell: bytes reach the terminal as they come (a prompt has no
+// newline) until the shell's exit marker; the kernel log dump after it is
+// filtered as usual.
+func TestConsoleRaw(t *testing.T) {
+	var live bytes.Buffer
+	c := &console{name: "guest1", live: &live, liveMu: new(sync.Mutex), raw: true}
+	c.Write([]byte("guest1:/# "))
+	if live.String() != "guest1:/# " {
+		t.Fatalf("prompt not shown at once: %q", live.String())
+	}
+	c.Write([]byte("exit 3\r\nMYRIEMU-RUN cmd-exit rc=3\r\nMYRIEMU-DMESG [ 1.0] x\r\n[ 2.0] reboot: Power down\r\n"))
+	want := "guest1:/# exit 3\r\nMYRIEMU-RUN cmd-exit rc=3\r\nguest1| [ 2.0] reboot: Power down\n"
+	if live.String() != want {
+		t.Errorf("live %q, want %q", live.String(), want)
+	}
+}
