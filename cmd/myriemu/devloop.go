@@ -46,7 +46,7 @@ func (a *app) runRun(ctx context.Context, args []string) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(a.stderr, "myriemu run: %v\nRun 'myriemu help run' for usage.\n", err)
+		fmt.Fprintf(a.stderr, "myriemu run: %v\nRun 'myriemu run -h' for usage.\n", err)
 		return exitUsage
 	}
 	if a.onShutdown != nil {
