@@ -72,6 +72,12 @@ func (c *console) flush() {
 
 // line is called with c.mu held.
 func (c *console) line(l string) {
+	if i := strings.Index(l, markCmdExit); i > 0 {
+		// CMD's last output had no newline: the marker follows it on
+		// the same line.
+		c.line(l[:i])
+		l = l[i:]
+	}
 	c.lines = append(c.lines, l)
 	if !c.booted && strings.HasPrefix(l, result.PrefixBoot+" ") {
 		c.booted = true

@@ -156,7 +156,7 @@ func TestConsoleLiveAndOutcome(t *testing.T) {
 		"E2E-RESULT name=insmod:my_mod status=fail detail=insmod: can't insert 'my_mod.ko': invalid module format\r\n" +
 		"MYRIEMU-RUN cmd-start\r\n" +
 		"hello from CMD: request timed out\r\n" +
-		"MYRIEMU-RUN cmd-exit rc=3\r\n" +
+		"no newline at the endMYRIEMU-RUN cmd-exit rc=3\r\n" +
 		"MYRIEMU-DMESG [    2.100000] WARNING: CPU: 0 PID: 1 at foo.c:1 init+0x1/0x2\r\n" +
 		"MYRIEMU-DMESG [    2.200000] myri10ge 0000:01:00.0: command 21 timed out\r\n" +
 		"[    2.100000] WARNING: CPU: 0 PID: 1 at foo.c:1 init+0x1/0x2\r\n" +
@@ -172,6 +172,7 @@ func TestConsoleLiveAndOutcome(t *testing.T) {
 	wantLive := "guest1| [    1.000000] early line\n" +
 		"guest1| insmod my_mod failed: insmod: can't insert 'my_mod.ko': invalid module format\n" +
 		"guest1| hello from CMD: request timed out\n" +
+		"guest1| no newline at the end\n" +
 		"guest1| [    2.100000] WARNING: CPU: 0 PID: 1 at foo.c:1 init+0x1/0x2\n" +
 		"guest1| [    9.000000] reboot: Power down\n"
 	if diff := cmp.Diff(wantLive, live.String()); diff != "" {
