@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/myriemu/myriemu/device/myri10ge"
@@ -31,7 +32,7 @@ const defaultCache = "/var/cache/myriemu"
 const (
 	exitProblem     = 1   // CMD succeeded, but something else did not
 	exitUsage       = 2   // usage or module compile error; nothing booted
-	exitInterrupted = 130 // Ctrl-C or SIGTERM
+	exitInterrupted = 130 // Ctrl-C (143 after SIGTERM: signalCode)
 )
 
 func (a *app) runRun(ctx context.Context, args []string) int {
@@ -85,13 +86,22 @@ func (d *devloop) run(ctx context.Context) int {
 	ctx, d.cancel = context.WithCancel(ctx)
 	defer d.cancel()
 	code := d.steps(ctx)
-	if ctx.Err() != nil && code != exitInterrupted {
+	if ctx.Err() != nil && code != signalCode(ctx) {
 		// Interrupted before the guests ran (a step failed because of
 		// it): everything started so far is stopped by now.
 		d.say("interrupted; stopped everything it had started")
-		return exitInterrupted
+		return signalCode(ctx)
 	}
 	return code
+}
+
+// signalCode is the exit status after an interrupt: 128+SIGTERM for
+// SIGTERM, else 128+SIGINT (Ctrl-C, or --shell's Ctrl-]).
+func signalCode(ctx context.Context) int {
+	if c := context.Cause(ctx); c != nil && strings.HasPrefix(c.Error(), syscall.SIGTERM.String()+" ") {
+		return 128 + int(syscall.SIGTERM)
+	}
+	return exitInterrupted
 }
 
 // steps runs everything in order; each step's deferred cleanup stops what
@@ -123,7 +133,7 @@ func (d *devloop) steps(ctx context.Context) int {
 		switch {
 		case ctx.Err() != nil:
 			d.say("interrupted while building; nothing booted")
-			return exitInterrupted
+			return signalCode(ctx)
 		case errors.As(err, &ce):
 			d.say("%v; nothing booted", err)
 			return exitUsage
@@ -163,7 +173,7 @@ func (d *devloop) steps(ctx context.Context) int {
 	srv, err := startServer(ctx, exe, srvArgs, logFile)
 	if err != nil {
 		if ctx.Err() != nil {
-			return exitInterrupted
+			return signalCode(ctx)
 		}
 		d.say("myriemu serve did not start: %v%s", err, serveHint(err))
 		return exitProblem
@@ -208,6 +218,9 @@ func (d *devloop) steps(ctx context.Context) int {
 	s.cards = guests
 	s.control = d.cfg.Control
 	code := s.exitCode()
+	if s.interrupted {
+		code = signalCode(ctx)
+	}
 	d.liveMu.Lock()
 	s.write(d.errw, code)
 	d.liveMu.Unlock()

@@ -101,7 +101,8 @@ guest's GUEST_ADDR), NIC_COUNT and per Myri-10G NIC j: NICj_IF, NICj_ADDR
 
 Exit status: CMD's worst; 1 if CMD succeeded everywhere but a kernel
 warned, a module did not load or a guest did not finish; 2 for a usage or
-module compile error (before anything boots); 130 after Ctrl-C or SIGTERM.
+module compile error (before anything boots); 130 after Ctrl-C, 143 after
+SIGTERM.
 
 Flags:
 `

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -292,5 +293,22 @@ func TestConsoleRaw(t *testing.T) {
 	want := "guest1:/# exit 3\r\nMYRIEMU-RUN cmd-exit rc=3\r\nguest1| [ 2.0] reboot: Power down\n"
 	if live.String() != want {
 		t.Errorf("live %q, want %q", live.String(), want)
+	}
+}
+
+func TestSignalCode(t *testing.T) {
+	for _, tt := range []struct {
+		cause error
+		want  int
+	}{
+		{errors.New("terminated signal received"), 143},
+		{errors.New("interrupt signal received"), 130},
+		{context.Canceled, 130}, // --shell's Ctrl-]
+	} {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(tt.cause)
+		if got := signalCode(ctx); got != tt.want {
+			t.Errorf("cause %v: %d, want %d", tt.cause, got, tt.want)
+		}
 	}
 }

@@ -278,47 +278,69 @@ func TestRunExitStatusAndShare(t *testing.T) {
 	}
 }
 
+// Acceptance 4, second half: Ctrl-C (SIGINT to the run's process group,
+// as a terminal sends it) or SIGTERM (to run alone, as a supervisor sends
+// it) while the guest boots stops everything and leaves no QEMU, no
+// server, no mount and no scratch file.
+func TestRunInterruptDuringBoot(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		sig   syscall.Signal
+		group bool
+		want  int
+	}{
+		{"ctrl-c", syscall.SIGINT, true, 130},
+		{"sigterm", syscall.SIGTERM, false, 143},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRun(t, "--", "sleep", "600")
+			r.startRun()
+			r.waitForQEMU()
+			pid := r.cmd.Process.Pid
+			if tt.group {
+				pid = -pid
+			}
+			if err := syscall.Kill(pid, tt.sig); err != nil {
+				t.Fatal(err)
+			}
+			sent := time.Now()
+			o := r.wait(time.Minute)
+			t.Logf("stopped %.1f s after %v", time.Since(sent).Seconds(), tt.sig)
+			if o.code != tt.want {
+				t.Errorf("exit %d, want %d\n%s", o.code, tt.want, o.dump())
+			}
+			if strings.Contains(o.stderr, "guest1 reached /init after") {
+				t.Logf("note: the guest had reached /init before the signal (a very fast boot)")
+			}
+			if !strings.Contains(o.stderr, "interrupted") {
+				t.Errorf("summary does not say it was interrupted\n%s", o.dump())
+			}
+		})
+	}
+}
+
 var qemuRE = regexp.MustCompile(`ld-linux-x86-64|qemu-system-x86_64`)
 
-// Acceptance 4, second half: Ctrl-C (SIGINT to the run's process group,
-// as a terminal sends it) while the guest boots stops everything and
-// leaves no QEMU, no server, no mount and no scratch file.
-func TestRunInterruptDuringBoot(t *testing.T) {
-	r := newRun(t, "--", "sleep", "600")
-	r.startRun()
-	// Wait for QEMU to run (the server starts before it).
+// waitForQEMU waits until the run's guest QEMU runs (the server starts
+// before it).
+func (r *runInvocation) waitForQEMU() {
+	r.t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		left, err := harness.Leftovers(r.tag)
 		if err != nil {
-			t.Fatal(err)
+			r.t.Fatal(err)
 		}
-		// The guest's QEMU starts right after its console file is made
-		// (the server before it). The rootfs's QEMU runs through its
-		// ld.so; a host QEMU goes by its name.
+		// The QEMU starts right after its console file is made. The
+		// rootfs's QEMU runs through its ld.so; a host QEMU goes by name.
 		_, cerr := os.Stat(filepath.Join(r.keep, "guest1", "console.log"))
 		if cerr == nil && qemuRE.MatchString(strings.Join(left, "\n")) {
-			t.Logf("running before the interrupt:\n%s", strings.Join(left, "\n"))
-			break
+			r.t.Logf("running before the signal:\n%s", strings.Join(left, "\n"))
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("QEMU never started\nstdout:\n%s\nstderr:\n%s", r.out.String(), r.errb.String())
+			r.t.Fatalf("QEMU never started\nstdout:\n%s\nstderr:\n%s", r.out.String(), r.errb.String())
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	if err := syscall.Kill(-r.cmd.Process.Pid, syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	sent := time.Now()
-	o := r.wait(time.Minute)
-	t.Logf("stopped %.1f s after SIGINT", time.Since(sent).Seconds())
-	if o.code != 130 {
-		t.Errorf("exit %d, want 130\n%s", o.code, o.dump())
-	}
-	if strings.Contains(o.stderr, "guest1 reached /init after") {
-		t.Logf("note: the guest had reached /init before the interrupt (a very fast boot)")
-	}
-	if !strings.Contains(o.stderr, "interrupted") {
-		t.Errorf("summary does not say it was interrupted\n%s", o.dump())
 	}
 }
