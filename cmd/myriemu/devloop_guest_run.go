@@ -45,7 +45,7 @@ func (d *devloop) runGuest(ctx context.Context, r *guestRun, qemu vm.Binary, roo
 	}
 	cfg := vm.Config{
 		Binary:    qemu,
-		Kernel:    rootfs.Kernel(),
+		Kernel:    d.kernel,
 		Initrd:    r.initrd,
 		MemoryMiB: d.cfg.Memory,
 		Devices:   r.plan.devices(),
