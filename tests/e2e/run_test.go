@@ -7,11 +7,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,8 +42,26 @@ type runInvocation struct {
 	tmp       string // the run's TMPDIR
 	dir       string // its working directory (the share)
 	keep      string // its --keep directory
-	out, errb bytes.Buffer
+	out, errb syncBuffer
 	start     time.Time
+}
+
+// syncBuffer is a bytes.Buffer the test may read while the run writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // newRun prepares "myriemu run args..." in a fresh working directory.
@@ -342,5 +362,35 @@ func (r *runInvocation) waitForQEMU() {
 			r.t.Fatalf("QEMU never started\nstdout:\n%s\nstderr:\n%s", r.out.String(), r.errb.String())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// --shell: the first guest's console takes standard input; what the shell
+// prints comes back, and its exit status is run's.
+func TestRunShell(t *testing.T) {
+	r := newRun(t, "--shell")
+	in, err := r.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.startRun()
+	// Type only once the prompt is there, as a person would.
+	deadline := time.Now().Add(4 * time.Minute)
+	for !strings.Contains(r.out.String(), "guest1:") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no shell prompt within 4 min\nstdout:\n%s\nstderr:\n%s", r.out.String(), r.errb.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := io.WriteString(in, "echo shell-ok $GUEST_NAME $GUEST_ADDR\nexit 4\n"); err != nil {
+		t.Fatal(err)
+	}
+	o := r.wait(3 * time.Minute)
+	in.Close()
+	if o.code != 4 {
+		t.Errorf("exit %d, want 4 (the shell's)\n%s", o.code, o.dump())
+	}
+	if !strings.Contains(o.stdout, "shell-ok guest1 10.0.0.1") {
+		t.Errorf("the shell's output is missing\n%s", o.dump())
 	}
 }
