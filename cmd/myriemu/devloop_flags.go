@@ -5,9 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -144,11 +142,11 @@ func newRunFlags(out io.Writer, kinds map[string]deviceKind) *runFlags {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), runUsage)
 		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), "\nCard kinds and their keys (socket= and name= are set by run):\n")
+		fmt.Fprint(fs.Output(), "\nCard kinds and their keys (socket=, fd= and name= are set by run):\n")
 		for _, k := range kindNames(kinds) {
 			fmt.Fprintf(fs.Output(), "  %-10s %s\n", k, kinds[k].help)
-			for _, key := range slices.Sorted(maps.Keys(kinds[k].keys)) {
-				fmt.Fprintf(fs.Output(), "      %s=: %s\n", key, kinds[k].keys[key])
+			for _, key := range kinds[k].keys {
+				fmt.Fprintf(fs.Output(), "      %s=: %s\n", key.Name, key.Help)
 			}
 		}
 	}
@@ -248,6 +246,7 @@ func parseNIC(spec string, kinds map[string]deviceKind, guests int) (nicSpec, er
 		return n, usagef("--nic %q: unknown kind %q (known: %s)", spec, n.Kind, strings.Join(kindNames(kinds), ", "))
 	}
 	seen := map[string]bool{}
+	opts := map[string]string{}
 	for _, kv := range parts[1:] {
 		key, v, ok := strings.Cut(kv, "=")
 		switch {
@@ -255,19 +254,31 @@ func parseNIC(spec string, kinds map[string]deviceKind, guests int) (nicSpec, er
 			return n, usagef("--nic %q: %q is not key=value with a value", spec, kv)
 		case seen[key]:
 			return n, usagef("--nic %q: %s given twice", spec, key)
-		case key == "socket" || key == "name":
+		case key == "socket" || key == "fd" || key == "name":
 			return n, usagef("--nic %q: run sets %s= itself", spec, key)
 		case key == "mac" && guests > 1:
 			return n, usagef("--nic %q: one mac= for %d guests would put the same MAC on the wire %d times", spec, guests, guests)
 		}
-		if _, ok := k.keys[key]; !ok {
-			return n, usagef("--nic %q: unknown key %q (known: %s)", spec, key, strings.Join(slices.Sorted(maps.Keys(k.keys)), ", "))
+		if !k.hasKey(key) {
+			var known []string
+			for _, kk := range k.keys {
+				known = append(known, kk.Name)
+			}
+			return n, usagef("--nic %q: unknown key %q (known: %s)", spec, key, strings.Join(known, ", "))
 		}
 		seen[key] = true
+		opts[key] = v
 		n.Opts = append(n.Opts, kv)
 	}
 	if s := n.slices(); s < 1 || s > 32 {
 		return n, usagef("--nic %q: slices= wants 1..32", spec)
+	}
+	if k.check != nil {
+		// The kind's own check, as serve would make it: a bad value is a
+		// usage error before anything starts.
+		if err := k.check(opts); err != nil {
+			return n, usagef("--nic %q: %v", spec, err)
+		}
 	}
 	return n, nil
 }
