@@ -104,6 +104,7 @@ const usage = `myriemu serves emulated PCI devices to QEMU guests over vfio-user
 
 Usage:
   myriemu serve --device KIND,socket=PATH [...]    serve devices until SIGTERM, SIGINT or SIGHUP
+  myriemu run [flags] -- CMD [ARG...]              boot guests with the cards, run CMD in each, summarise ('myriemu run -h')
   myriemu firmware --out DIR                       write the myri10ge firmware files a guest needs for RSS
   myriemu --print-capabilities                     print device kinds, keys and protocol as JSON
   myriemu version                                  print the version
@@ -145,6 +146,8 @@ func (a *app) run(ctx context.Context, args []string) int {
 		return a.printCapabilities()
 	case "serve":
 		return a.runServe(ctx, rest)
+	case "run":
+		return a.runRun(ctx, rest)
 	case "firmware":
 		return a.runFirmware(rest)
 	case "version", "--version", "-version":
