@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/dma/dmatest"
+	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/fabric/fabrictest"
 	"github.com/myriemu/myriemu/internal/leaktest"
 	"github.com/myriemu/myriemu/msi"
@@ -32,16 +33,37 @@ const (
 	testMAC     = "00:60:dd:47:00:01"
 )
 
-// fakeIRQ records raised vectors.
+// fakeIRQ records raised vectors or, once kick is set, only signals it
+// (benchmarks: recording would allocate per interrupt).
 type fakeIRQ struct {
 	mu      sync.Mutex
 	raised  []int
 	lowered int
 	mode    msi.Mode
+	kick    chan struct{}
 }
 
-func (f *fakeIRQ) Raise(v int) { f.mu.Lock(); f.raised = append(f.raised, v); f.mu.Unlock() }
-func (f *fakeIRQ) Lower()      { f.mu.Lock(); f.lowered++; f.mu.Unlock() }
+func (f *fakeIRQ) Raise(v int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.kick != nil {
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+		return
+	}
+	f.raised = append(f.raised, v)
+}
+
+// kickOnly makes Raise signal the returned channel instead of recording.
+func (f *fakeIRQ) kickOnly() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.kick = make(chan struct{}, 1)
+	return f.kick
+}
+func (f *fakeIRQ) Lower() { f.mu.Lock(); f.lowered++; f.mu.Unlock() }
 func (f *fakeIRQ) Mode() msi.Mode {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -58,7 +80,7 @@ func (f *fakeIRQ) take() []int {
 }
 
 type rig struct {
-	t    *testing.T
+	t    testing.TB
 	nic  *NIC
 	ram  *dmatest.RAM
 	mem  *dma.Map
@@ -67,7 +89,16 @@ type rig struct {
 	logs *bytes.Buffer
 }
 
-func newRig(t *testing.T, slices int) *rig {
+func newRig(t testing.TB, slices int) *rig {
+	t.Helper()
+	port := fabrictest.NewPort(1024)
+	r := newRigOn(t, slices, port, testMAC)
+	r.port = port
+	return r
+}
+
+// newRigOn is newRig with the NIC on port, its EEPROM address mac.
+func newRigOn(t testing.TB, slices int, port fabric.Port, macStr string) *rig {
 	t.Helper()
 	leaktest.Check(t)
 	logs := &bytes.Buffer{}
@@ -81,8 +112,7 @@ func newRig(t *testing.T, slices int) *rig {
 		t.Fatal(err)
 	}
 	mem.SetBusMaster(true)
-	port := fabrictest.NewPort(1024)
-	mac, _ := net.ParseMAC(testMAC)
+	mac, _ := net.ParseMAC(macStr)
 	nic, err := New(Config{Name: "myri0", MAC: mac, Serial: 4242, Slices: slices, Port: port, Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +122,7 @@ func newRig(t *testing.T, slices int) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(nic.Detach)
-	return &rig{t: t, nic: nic, ram: ram, mem: mem, irq: irq, port: port, logs: logs}
+	return &rig{t: t, nic: nic, ram: ram, mem: mem, irq: irq, logs: logs}
 }
 
 func (r *rig) write(off uint64, b []byte) {
