@@ -92,13 +92,14 @@ type rig struct {
 func newRig(t testing.TB, slices int) *rig {
 	t.Helper()
 	port := fabrictest.NewPort(1024)
-	r := newRigOn(t, slices, port, testMAC)
+	r := newRigOn(t, slices, port, testMAC, PIOTrap)
 	r.port = port
 	return r
 }
 
-// newRigOn is newRig with the NIC on port, its EEPROM address mac.
-func newRigOn(t testing.TB, slices int, port fabric.Port, macStr string) *rig {
+// newRigOn is newRig with the NIC on port, its EEPROM address mac, its
+// BAR0 rings reached as pio says.
+func newRigOn(t testing.TB, slices int, port fabric.Port, macStr string, pio PIOMode) *rig {
 	t.Helper()
 	leaktest.Check(t)
 	logs := &bytes.Buffer{}
@@ -113,7 +114,7 @@ func newRigOn(t testing.TB, slices int, port fabric.Port, macStr string) *rig {
 	}
 	mem.SetBusMaster(true)
 	mac, _ := net.ParseMAC(macStr)
-	nic, err := New(Config{Name: "myri0", MAC: mac, Serial: 4242, Slices: slices, Port: port, Log: log})
+	nic, err := New(Config{Name: "myri0", MAC: mac, Serial: 4242, Slices: slices, PIO: pio, Port: port, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +122,12 @@ func newRigOn(t testing.TB, slices int, port fabric.Port, macStr string) *rig {
 	if err := nic.Attach(pci.Host{Mem: mem, IRQ: irq, Log: log}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nic.Detach)
+	t.Cleanup(func() {
+		nic.Detach()
+		if err := nic.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	return &rig{t: t, nic: nic, ram: ram, mem: mem, irq: irq, logs: logs}
 }
 

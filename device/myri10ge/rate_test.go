@@ -64,8 +64,8 @@ func newRatePair(tb testing.TB, size int) *ratePair {
 		mtu = 9000
 	}
 	p := &ratePair{
-		a: newRigOn(tb, 1, sw.NewPort("a"), rateMACA),
-		b: newRigOn(tb, 1, sw.NewPort("b"), rateMACB),
+		a: newRigOn(tb, 1, sw.NewPort("a"), rateMACA, PIOTrap),
+		b: newRigOn(tb, 1, sw.NewPort("b"), rateMACB, PIOTrap),
 	}
 	for _, r := range []*rig{p.a, p.b} {
 		r.open(mtu)
