@@ -25,24 +25,33 @@ func newMmapRig(t *testing.T) *mmapRig {
 	port := fabrictest.NewPort(1024)
 	r := newRigOn(t, 1, port, testMAC, PIOMmap)
 	r.port = port
-	win := r.nic.Spec().BARs[0].Window
+	return &mmapRig{rig: r, guest: guestMap(t, r.nic)}
+}
+
+// guestMap maps a pio=mmap NIC's BAR0 memfd again, as QEMU maps it into
+// the guest.
+func guestMap(tb testing.TB, n *NIC) []byte {
+	tb.Helper()
+	win := n.Spec().BARs[0].Window
 	if win == nil {
-		t.Fatal("pio=mmap: BAR0 has no window")
+		tb.Fatal("pio=mmap: BAR0 has no window")
 	}
 	g, err := unix.Mmap(win.Fd(), 0, bar0Size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Munmap(g) })
-	return &mmapRig{rig: r, guest: g}
+	tb.Cleanup(func() { unix.Munmap(g) })
+	return g
 }
 
 // store32 is a guest's 4-byte store of the big-endian v at off, through
 // the mapping: no message, nobody told.
-func (m *mmapRig) store32(off uint64, v uint32) {
+func (m *mmapRig) store32(off uint64, v uint32) { guestStore32(m.guest, off, v) }
+
+func guestStore32(g []byte, off uint64, v uint32) {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], v)
-	atomic.StoreUint32((*uint32)(unsafe.Pointer(&m.guest[off])), binary.NativeEndian.Uint32(b[:]))
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&g[off])), binary.NativeEndian.Uint32(b[:]))
 }
 
 // waitFor polls cond (under the NIC's lock) for a generous while.
