@@ -88,6 +88,7 @@ func deviceKinds() map[string]deviceKind {
 			},
 			new: newMyri10ge,
 		},
+		"myrimx": myrimxKind(),
 	}
 }
 
@@ -200,6 +201,11 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	a.limits = newLimiter(cfg.Limits, root)
 	wire := fabric.NewSwitch(root)
 	defer wire.Close()
+	ports, perr := openPorts(root, wire, cfg)
+	if perr != nil {
+		return perr
+	}
+	defer ports.Close()
 	var all []*served
 	// shutdown closes the servers (dropping clients, removing the socket
 	// files) in parallel, then releases the devices.
