@@ -18,6 +18,7 @@ var Keys = []Key{
 	{"mac", "permanent MAC address, unicast (default: 00:60:dd and three bytes hashed from the name, so stable per name)"},
 	{"serial", "EEPROM serial number, 0..4294967295 (default: hashed from the name)"},
 	{"slices", fmt.Sprintf("RSS slices and MSI-X vectors offered, 1..%d (default 1)", MaxSlices)},
+	{"pio", "trap (default): every BAR0 store is a message; mmap: send and receive rings mmapped into the guest and polled by the device (QEMU then turns posted writes off by itself)"},
 }
 
 // ParseOptions returns the Config of a NIC named name from its key=value
@@ -59,6 +60,15 @@ func ParseOptions(name string, opts map[string]string) (Config, error) {
 				return cfg, fmt.Errorf("slices=%s: want a number 1..%d", v, MaxSlices)
 			}
 			cfg.Slices = n
+		case "pio":
+			switch v {
+			case "trap":
+				cfg.PIO = PIOTrap
+			case "mmap":
+				cfg.PIO = PIOMmap
+			default:
+				return cfg, fmt.Errorf("pio=%s: want trap or mmap", v)
+			}
 		default:
 			names := make([]string, len(Keys))
 			for i, key := range Keys {

@@ -21,8 +21,11 @@ func TestParseOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.MAC.String() != (net.HardwareAddr{0, 0x60, 0xdd, 0, 0, 7}).String() || got.Slices != 4 || got.Serial != 42 {
+	if got.MAC.String() != (net.HardwareAddr{0, 0x60, 0xdd, 0, 0, 7}).String() || got.Slices != 4 || got.Serial != 42 || got.PIO != PIOTrap {
 		t.Errorf("got %+v", got)
+	}
+	if m, err := ParseOptions("m", map[string]string{"pio": "mmap"}); err != nil || m.PIO != PIOMmap {
+		t.Errorf("pio=mmap: %v, %v", m.PIO, err)
 	}
 	for _, tt := range []struct {
 		opts map[string]string
@@ -37,7 +40,8 @@ func TestParseOptions(t *testing.T) {
 		{map[string]string{"mac": "00:00:00:00:00:00"}, "non-zero"},
 		{map[string]string{"serial": "-1"}, "serial=-1"},
 		{map[string]string{"serial": "4294967296"}, "serial=4294967296"},
-		{map[string]string{"speed": "40g"}, `unknown key "speed" (known: mac, serial, slices)`},
+		{map[string]string{"pio": "wc"}, "pio=wc: want trap or mmap"},
+		{map[string]string{"speed": "40g"}, `unknown key "speed" (known: mac, serial, slices, pio)`},
 	} {
 		if _, err := ParseOptions("m", tt.opts); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: error %v, want one containing %q", tt.opts, err, tt.want)

@@ -57,5 +57,6 @@ func (n *NIC) resetFirmwareLocked() {
 		s.reset()
 		clear(n.bar0[sendRingOff(s.idx) : sendRingOff(s.idx)+sendRingBytes])
 	}
+	n.markAllUnpostedLocked()
 	binary.BigEndian.PutUint32(n.bar0[intrCoalOff:], uint32(defaultCoalDelay/time.Microsecond))
 }

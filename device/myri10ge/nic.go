@@ -50,8 +50,11 @@ type Config struct {
 	// (1..MaxSlices). The driver only uses more than one slice when
 	// loaded with myri10ge_max_slices != 1 and a firmware file present.
 	Slices int
-	Port   fabric.Port
-	Log    *logrus.Entry
+	// PIO is how BAR0's rings are reached: PIOTrap (the default, every
+	// store a message) or PIOMmap (pio.go).
+	PIO  PIOMode
+	Port fabric.Port
+	Log  *logrus.Entry
 }
 
 func (c Config) validate() error {
@@ -84,6 +87,7 @@ type NIC struct {
 	stats    Stats
 	drops    dropCounters
 	vendor   vendorWindow
+	pio      pioState
 }
 
 var _ pci.Device = (*NIC)(nil)
@@ -100,8 +104,17 @@ func New(cfg Config) (*NIC, error) {
 		cfg:  cfg,
 		log:  cfg.Log.WithField("component", "myri10ge"),
 		warn: ratelog.New(),
-		bar0: make([]byte, bar0Size),
 		host: pci.DetachedHost(),
+	}
+	if cfg.PIO == PIOMmap {
+		w, err := newPIOWindow(cfg)
+		if err != nil {
+			return nil, err
+		}
+		n.pio.win, n.pio.kick = w, make(chan struct{}, 1)
+		n.bar0 = w.Bytes()
+	} else {
+		n.bar0 = make([]byte, bar0Size)
 	}
 	n.slices = make([]*slice, cfg.Slices)
 	for i := range n.slices {
@@ -121,6 +134,9 @@ func (n *NIC) Spec() pci.Spec {
 	s.Revision = revision
 	s.Class = classEthNIC
 	s.BARs[0] = pci.BAR{Size: bar0Size, Flags: pci.BARMem64 | pci.BARPrefetch}
+	if n.pio.win != nil {
+		s.BARs[0].Window = n.pio.win
+	}
 	s.BARs[2] = pci.BAR{Size: msixBARSize, Flags: pci.BARMem64}
 	s.InterruptPin = 1 // INTx is the driver's fallback when MSI fails
 	s.PM = &pci.PMCap{}
@@ -175,7 +191,11 @@ func (n *NIC) WriteBAR(bar int, off uint64, p []byte) error {
 		}
 		n.mu.Lock()
 		copy(n.bar0[off:], p)
-		n.bar0WrittenLocked(off, len(p))
+		if n.pio.win != nil {
+			n.pioTrappedLocked(off, len(p))
+		} else {
+			n.bar0WrittenLocked(off, len(p))
+		}
 		n.mu.Unlock()
 		return nil
 	case 2:
@@ -193,6 +213,7 @@ func (n *NIC) Attach(h pci.Host) error {
 	}
 	n.attached = true
 	n.epoch++
+	n.startPollerLocked()
 	n.mu.Unlock()
 	n.cfg.Port.Attach(n)
 	n.log.Info("NIC attached")
@@ -202,6 +223,7 @@ func (n *NIC) Attach(h pci.Host) error {
 // Detach implements pci.Device: off the wire, timers void, host forgotten.
 func (n *NIC) Detach() {
 	n.cfg.Port.Detach() // waits for a Deliver in flight
+	n.stopPoller()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.attached {
@@ -236,6 +258,12 @@ func (n *NIC) powerOnLocked() {
 // Detach; the NIC cannot be attached again.
 func (n *NIC) Close() error {
 	n.cfg.Port.Detach()
+	n.stopPoller()
+	if n.pio.win != nil {
+		if err := n.pio.win.Close(); err != nil {
+			return fmt.Errorf("myri10ge: %s: close BAR0 window: %w", n.cfg.Name, err)
+		}
+	}
 	return nil
 }
 

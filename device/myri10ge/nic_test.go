@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/dma/dmatest"
+	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/fabric/fabrictest"
 	"github.com/myriemu/myriemu/internal/leaktest"
 	"github.com/myriemu/myriemu/msi"
@@ -33,7 +34,7 @@ const (
 )
 
 type rig struct {
-	t    *testing.T
+	t    testing.TB
 	nic  *NIC
 	ram  *dmatest.RAM
 	mem  *dma.Map
@@ -42,7 +43,17 @@ type rig struct {
 	logs *bytes.Buffer
 }
 
-func newRig(t *testing.T, slices int) *rig {
+func newRig(t testing.TB, slices int) *rig {
+	t.Helper()
+	port := fabrictest.NewPort(1024)
+	r := newRigOn(t, slices, port, testMAC, PIOTrap)
+	r.port = port
+	return r
+}
+
+// newRigOn is newRig with the NIC on port, its EEPROM address mac, its
+// BAR0 rings reached as pio says.
+func newRigOn(t testing.TB, slices int, port fabric.Port, macStr string, pio PIOMode) *rig {
 	t.Helper()
 	leaktest.Check(t)
 	logs := &bytes.Buffer{}
@@ -56,9 +67,8 @@ func newRig(t *testing.T, slices int) *rig {
 		t.Fatal(err)
 	}
 	mem.SetBusMaster(true)
-	port := fabrictest.NewPort(1024)
-	mac, _ := net.ParseMAC(testMAC)
-	nic, err := New(Config{Name: "myri0", MAC: mac, Serial: 4242, Slices: slices, Port: port, Log: log})
+	mac, _ := net.ParseMAC(macStr)
+	nic, err := New(Config{Name: "myri0", MAC: mac, Serial: 4242, Slices: slices, PIO: pio, Port: port, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +76,13 @@ func newRig(t *testing.T, slices int) *rig {
 	if err := nic.Attach(pci.Host{Mem: mem, IRQ: irq, Log: log}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nic.Detach)
-	return &rig{t: t, nic: nic, ram: ram, mem: mem, irq: irq, port: port, logs: logs}
+	t.Cleanup(func() {
+		nic.Detach()
+		if err := nic.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return &rig{t: t, nic: nic, ram: ram, mem: mem, irq: irq, logs: logs}
 }
 
 func (r *rig) write(off uint64, b []byte) {

@@ -172,6 +172,7 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 		}
 		stream += chunk
 	}
+	n.markUsedLocked(base, r.consumed, r.consumed+need)
 	r.consumed += need
 
 	slot := s.rxDoneAddr + uint64(s.rxDoneIdx%uint32(n.fw.intrqSlots))*slotSize

@@ -44,9 +44,8 @@ func (n *NIC) transmitLocked(s *slice) {
 		}
 		s.sendDone++
 		n.stats.TxPackets++
-		var de *dma.Error
 		switch {
-		case errors.As(err, &de):
+		case err != nil && isDMAError(err):
 			n.stats.TxDropped++
 			n.dmaAbortLocked(s, "send gather", err)
 			return
@@ -64,4 +63,12 @@ func (n *NIC) transmitLocked(s *slice) {
 		}
 	}
 	n.maybeInterruptLocked(s)
+}
+
+// isDMAError reports whether err wraps a *dma.Error. Asked only when err is
+// not nil: errors.As's target escapes, which would cost an allocation for
+// every packet sent.
+func isDMAError(err error) bool {
+	var de *dma.Error
+	return errors.As(err, &de)
 }

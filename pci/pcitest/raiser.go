@@ -14,6 +14,7 @@ type Raiser struct {
 	mode   msi.Mode
 	raised []int
 	lowers int
+	kick   chan struct{}
 }
 
 var _ msi.Raiser = (*Raiser)(nil)
@@ -21,11 +22,28 @@ var _ msi.Raiser = (*Raiser)(nil)
 // NewRaiser returns a Raiser reporting mode as the enabled mechanism.
 func NewRaiser(mode msi.Mode) *Raiser { return &Raiser{mode: mode} }
 
-// Raise records vector.
+// Raise records vector or, after KickOnly, only signals the kick channel.
 func (r *Raiser) Raise(vector int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.kick != nil {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+		return
+	}
 	r.raised = append(r.raised, vector)
+}
+
+// KickOnly makes Raise signal the returned channel (capacity 1, so
+// interrupts coalesce) instead of recording: benchmarks raise millions of
+// interrupts, and recording would allocate per interrupt.
+func (r *Raiser) KickOnly() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.kick = make(chan struct{}, 1)
+	return r.kick
 }
 
 // Lower counts a deassert.
