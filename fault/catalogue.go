@@ -148,7 +148,7 @@ var kinds = [numKinds]Spec{
 	FWCmdTimeout:  {Name: "fw.cmd.timeout", Door: FW, Point: "cmd", Action: "timeout", On: onCmd},
 	FWCmdError:    {Name: "fw.cmd.error", Door: FW, Point: "cmd", Action: "error", On: onCmd, Args: []ArgSpec{{Name: "code", Default: "unknown", Kind: argChoice, Choices: cmdErrors}}},
 	FWCmdSlow:     {Name: "fw.cmd.slow", Door: FW, Point: "cmd", Action: "slow", On: onCmd, Args: []ArgSpec{{Name: "delay", Default: "14ms", Kind: argDuration}}},
-	FWReboot:      {Name: "fw.reboot", Door: FW, Point: "nic", Action: "reboot", On: onCmd},
+	FWReboot:      {Name: "fw.reboot", Door: FW, Point: "nic", Action: "reboot", On: onWrite},
 	FWHeaderBad:   {Name: "fw.header.bad", Door: FW, Point: "header", Action: "bad", On: []string{"header"}},
 	FWDMATestFail: {Name: "fw.dmatest.fail", Door: FW, Point: "dmatest", Action: "fail", On: onCmd},
 	FWCapsLie:     {Name: "fw.caps.lie", Door: FW, Point: "caps", Action: "lie", On: onCmd, Args: []ArgSpec{{Name: "value", Default: "1"}}},

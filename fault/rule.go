@@ -447,7 +447,7 @@ var doorMatches = [numDoors][]string{
 	MSI:  {"device", "vector"},
 	BAR:  {"device", "region", "iova"},
 	FW:   {"device", "opcode", "slice", "queue"},
-	Wire: {"device", "dir"},
+	Wire: {"device"},
 	PCI:  {"device"},
 }
 
