@@ -36,6 +36,7 @@ type serveConfig struct {
 	LogLevel  logrus.Level
 	LogFormat string // "text" or "json"
 	Pcap      string // capture the switch to this file
+	Control   controlConfig
 }
 
 // listFlag collects every value of a repeatable flag, in order.
@@ -62,6 +63,7 @@ type serveFlags struct {
 	*flag.FlagSet
 	sockets, devices    listFlag
 	level, format, pcap *string
+	ctl                 *controlFlags
 }
 
 // newServeFlags returns serve's flags.
@@ -76,6 +78,7 @@ func newServeFlags(out io.Writer, kinds map[string]deviceKind) *serveFlags {
 	sf.level = fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	sf.format = fs.String("log-format", "text", "log `format` on stderr: text or json")
 	sf.pcap = fs.String("pcap", "", "write every frame crossing the emulated switch to `FILE` (pcap, for tshark)")
+	sf.ctl = addControlFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), serveUsage)
 		fs.PrintDefaults()
@@ -104,7 +107,7 @@ func parseServe(args []string, kinds map[string]deviceKind, out io.Writer) (serv
 	if fs.NArg() > 0 {
 		return serveConfig{}, usagef("unexpected argument %q", fs.Arg(0))
 	}
-	cfg := serveConfig{Pcap: *fs.pcap}
+	cfg := serveConfig{Pcap: *fs.pcap, Control: fs.ctl.config()}
 	lv, err := logrus.ParseLevel(*level)
 	if err != nil || lv < logrus.ErrorLevel {
 		return cfg, usagef("--log-level %q: want trace, debug, info, warn or error", *level)

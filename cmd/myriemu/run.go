@@ -76,6 +76,7 @@ const usage = `myriemu serves emulated PCI devices to QEMU guests over vfio-user
 
 Usage:
   myriemu serve --socket PATH --device KIND [...]   serve devices until SIGTERM or SIGINT
+  myriemu ctl --control PATH COMMAND [key=value ...]  send one command to a serve's control socket
   myriemu firmware --out DIR                       write the myri10ge firmware files a guest needs for RSS
   myriemu version                                  print the version
   myriemu help [serve]                             print help
@@ -141,6 +142,8 @@ func (a *app) run(ctx context.Context, args []string) int {
 		return a.runServe(ctx, rest)
 	case "firmware":
 		return a.runFirmware(rest)
+	case "ctl":
+		return a.runCtl(ctx, rest)
 	case "version", "--version", "-version":
 		fmt.Fprintln(a.stdout, versionString())
 		return 0
@@ -191,6 +194,11 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	root := a.logger(cfg)
 	wire := fabric.NewSwitch(root)
 	defer wire.Close()
+	doors, err := newDoors(cfg.Control, root, wire)
+	if err != nil {
+		return err
+	}
+	defer doors.close()
 	if cfg.Pcap != "" {
 		file, err := os.Create(cfg.Pcap)
 		if err != nil {
@@ -230,12 +238,16 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 		}
 	}
 	for _, dc := range cfg.Devices {
-		s, err := a.listen(root, wire, dc)
+		s, err := a.listen(root, wire, doors, dc)
 		if err != nil {
 			shutdown()
 			return err
 		}
 		all = append(all, s)
+	}
+	if err := doors.start(); err != nil {
+		shutdown()
+		return err
 	}
 
 	failed := make(chan error, len(all))
@@ -246,7 +258,6 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	fmt.Fprintln(a.stdout, readyLine(all))
 	root.WithField("devices", len(all)).Info("ready")
 
-	var err error
 	select {
 	case <-ctx.Done():
 		root.Info("shutting down")
@@ -263,7 +274,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 }
 
 // listen creates device dc and listens on its socket.
-func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig) (*served, error) {
+func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, doors *doors, dc deviceConfig) (*served, error) {
 	log := root.WithField("device", dc.Name)
 	dev, err := a.kinds[dc.Kind].new(deviceEnv{Name: dc.Name, Log: log, Opts: dc.Opts, Wire: wire})
 	if err != nil {
@@ -274,11 +285,12 @@ func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig) (
 		dev.Close()
 		return nil, fmt.Errorf("device %s: %w", dc.Name, err)
 	}
-	srv, err := vfiouser.Listen(vfiouser.Config{Path: dc.Socket, Function: f, Log: log.WithField("component", "vfiouser")})
+	srv, err := vfiouser.Listen(vfiouser.Config{Path: dc.Socket, Function: doors.function(f, dev, dc), Log: log.WithField("component", "vfiouser")})
 	if err != nil {
 		dev.Close()
 		return nil, fmt.Errorf("device %s: %w", dc.Name, err)
 	}
+	doors.served(srv)
 	log.WithFields(logrus.Fields{"kind": dc.Kind, "socket": dc.Socket}).Info("listening")
 	return &served{cfg: dc, dev: dev, srv: srv}, nil
 }
