@@ -107,7 +107,7 @@ type Set struct {
 	mu       sync.Mutex
 	rules    []*armedRule
 	state    int64
-	ops      map[opKey]uint64
+	ops      map[opKey]*uint64
 	replay   map[opKey]map[uint64]Firing
 	seq      uint64
 	recent   []Firing // ring of the last recentFirings
@@ -144,7 +144,7 @@ func NewSet(seed uint64, log *logrus.Entry) *Set {
 		log = logrus.NewEntry(l)
 	}
 	return &Set{seed: seed, log: log.WithField("component", "fault"), now: time.Now,
-		ops: map[opKey]uint64{}, state: 1}
+		ops: map[opKey]*uint64{}, state: 1}
 }
 
 // Seed returns the global seed.
@@ -301,8 +301,13 @@ func (s *Set) rearmLocked() {
 func (s *Set) Eval(d Door, op *Op) (Action, bool) {
 	s.mu.Lock()
 	key := opKey{d, op.Device}
-	s.ops[key]++
-	n := s.ops[key]
+	c := s.ops[key]
+	if c == nil {
+		c = new(uint64)
+		s.ops[key] = c
+	}
+	*c++
+	n := *c
 	if s.replay != nil {
 		if f, ok := s.replay[key][n]; ok {
 			act := Action{Kind: kindByName(f.Fault), Rule: f.Rule, Args: parseArgs(f.Args), Rand: f.Rand}
