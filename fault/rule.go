@@ -182,6 +182,9 @@ func (p *parser) rule() (*Rule, error) {
 	if !ok {
 		return nil, p.errf(actionAt, "%s.%s has no action %q (%s)", door, point, action, strings.Join(actionsOf(d, point), ", "))
 	}
+	if kinds[k].Pending {
+		return nil, p.errf(actionAt, "%s is not wired to its door yet (docs/faults.md)", kinds[k].Name)
+	}
 	r.Kind = k
 	if k != None {
 		r.on = kinds[k].On

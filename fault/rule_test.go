@@ -13,8 +13,6 @@ func TestParseValid(t *testing.T) {
 	}{
 		{"r1: dma.read=fail", "r1: dma.read=fail"},
 		{"r1:dma.read=fail;probability=10;times=3", "r1: dma.read=fail; probability=10; times=3"},
-		{"t: fw.cmd=error(range); opcode=MXGEFW_CMD_SET_MTU; once", "t: fw.cmd=error(code=range); opcode=MXGEFW_CMD_SET_MTU; times=1"},
-		{"t: fw.cmd=slow(delay=16ms); opcode=5", "t: fw.cmd=slow(delay=16ms); opcode=5"},
 		{"m: msi.raise=drop; vector=0; interval=10; after=100", "m: msi.raise=drop; vector=0; interval=10; after=100"},
 		{"w: wire.link=flap(down=200ms); every=1s; times=20", "w: wire.link=flap(down=200ms); times=20; every=1s"},
 		{"w: wire.frame=loss; probability=2.5%; seed=7", "w: wire.frame=loss; probability=2.5; seed=7"},
@@ -54,8 +52,9 @@ func TestParseErrorsNameTheColumn(t *testing.T) {
 		{"r1: dma.read=fail; probability=200", 32, "percentage"},
 		{"r1: dma.read=fail; bogus=1", 20, "unknown clause"},
 		{"r1: dma.read=fail; vector=1", 20, "does not report vector"},
-		{"r1: fw.cmd=error(fatal)", 18, "not one of"},
-		{"r1: fw.cmd=error(code=range, code=other)", 30, "twice"},
+		{"r1: wire.frame=bad(fatal)", 20, "not one of"},
+		{"r1: wire.frame=bad(kind=runt, kind=oversize)", 31, "twice"},
+		{"r1: fw.cmd=timeout", 12, "not wired"},
 		{"r1: msi.raise=drop(x=1)", 20, "takes no argument"},
 		{"r1: dma.read=fail; times=2; once", 29, "once and times"},
 		{"r1: dma.read=fail; iova=9..1", 25, "lo <= hi"},
@@ -92,10 +91,10 @@ func TestParseFile(t *testing.T) {
 
 // Every catalogue entry is reachable through its rule spelling.
 func TestCatalogueSpellings(t *testing.T) {
-	if n := len(Kinds()); n < 30 {
-		t.Errorf("catalogue has %d fault types, want at least 30", n)
-	}
 	for _, k := range Kinds() {
+		if k.Pending {
+			continue
+		}
 		text := "x: " + k.Door.String() + "." + k.Point + "=" + k.Action
 		r, err := Parse(text)
 		if err != nil {
