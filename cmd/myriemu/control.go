@@ -377,7 +377,10 @@ func snakeFields(v any) map[string]any {
 		}
 		var b strings.Builder
 		for j, r := range name {
-			if unicode.IsUpper(r) && j > 0 && !unicode.IsUpper(rune(name[j-1])) {
+			// A word starts at an upper-case letter after a lower-case
+			// one, or at the last capital of an acronym (DMAErrors).
+			if j > 0 && unicode.IsUpper(r) && (!unicode.IsUpper(rune(name[j-1])) ||
+				j+1 < len(name) && unicode.IsLower(rune(name[j+1]))) {
 				b.WriteByte('_')
 			}
 			b.WriteRune(unicode.ToLower(r))

@@ -66,6 +66,8 @@ func TestServeControlAndCtl(t *testing.T) {
 		{[]string{"fault-add", "rule=r3: msi.raise"}, 1, "column 14"},
 		{[]string{"fault-del", "id=r2"}, 0, "{}"},
 		{[]string{"query-counters", "name=myri10ge0"}, 0, `"tx_frames"`},
+		{[]string{"query-counters", "name=myri10ge0"}, 0, `"dma_errors":0`},
+		{[]string{"query-counters", "name=myri10ge0"}, 0, `"link_down_events":0`},
 		{[]string{"device-disconnect", "name=myri10ge0"}, 1, "DeviceNotActive"},
 		{[]string{"no-such-command"}, 1, "CommandNotFound"},
 		{[]string{"query-devices", "novalue"}, 2, "not key=value"},
