@@ -66,7 +66,17 @@ func waitConnected(ctx context.Context, mon *qmp.SocketMonitor, nics []myripair.
 		json.Unmarshal(out, &r)
 		ok := 0
 		for _, d := range r.Return {
-			if d.Connected && d.BusMaster && d.Link != nil && *d.Link {
+			if !d.Connected || !d.BusMaster || d.Link == nil || !*d.Link {
+				continue
+			}
+			// Up and running: the driver has sent something.
+			c, err := mon.Run([]byte(`{"execute":"query-counters","arguments":{"name":"` + d.Name + `"}}`))
+			var cr struct {
+				Return struct {
+					NIC map[string]uint64 `json:"nic"`
+				}
+			}
+			if err == nil && json.Unmarshal(c, &cr) == nil && cr.Return.NIC["tx_frames"] > 0 {
 				ok++
 			}
 		}
@@ -78,6 +88,14 @@ func waitConnected(ctx context.Context, mon *qmp.SocketMonitor, nics []myripair.
 			return fmt.Errorf("NICs not all connected with link up: %s", out)
 		case <-time.After(time.Second):
 		}
+	}
+}
+
+// logCounters logs every NIC's counters as query-counters reports them.
+func logCounters(h *harness.T, mon *qmp.SocketMonitor, nics []myripair.NIC) {
+	for _, n := range nics {
+		out, err := mon.Run([]byte(`{"execute":"query-counters","arguments":{"name":"` + n.Name + `"}}`))
+		h.Logf("query-counters %s: %s %v", n.Name, out, err)
 	}
 }
 
@@ -209,8 +227,8 @@ func abuse(path string, mon *qmp.SocketMonitor, hold time.Duration) []string {
 func TestControlUnderAbuseWhilePinging(t *testing.T) {
 	h := harness.New(t, env)
 	srv, nics, path := controlServer(h, 2)
-	a := myripair.NewScript(ipA).Step("e2e-net ping -to " + ipB + " -count 300 -interval 0.05 -wait 4m -label peer").Step(dmesgCheck(true, ""))
-	b := myripair.NewScript(ipB).Step("e2e-net ping -to " + ipA + " -count 300 -interval 0.05 -wait 4m -label peer").Step(dmesgCheck(true, ""))
+	a := myripair.NewScript(ipA).Step("e2e-net ping -to " + ipB + " -count 300 -interval 0.05 -wait 4m -label peer").Step("e2e-net ethtool stats eth0 -dma").Step(dmesgCheck(true, ""))
+	b := myripair.NewScript(ipB).Step("e2e-net ping -to " + ipA + " -count 300 -interval 0.05 -wait 4m -label peer").Step("e2e-net ethtool stats eth0 -dma").Step(dmesgCheck(true, ""))
 	mon, err := monitor(path)
 	if err != nil {
 		t.Fatal(err)
@@ -243,6 +261,7 @@ func TestControlUnderAbuseWhilePinging(t *testing.T) {
 		}
 		h.Logf("%s ping during the abuse: %s", r.Guest, p.Detail)
 	}
+	logCounters(h, mon, nics)
 	mon.Disconnect()
 	checkServer(h, srv, nics)
 }
@@ -264,8 +283,8 @@ reorder: wire.frame=reorder; probability=0.5
 	flog := filepath.Join(h.Dir, "fault.log")
 	srv, nics, _ := controlServer(h, 2, "--faults", rules, "--fault-seed", "42", "--fault-log", flog)
 	const size = 16 << 20
-	a := myripair.NewScript(ipA).Step(fmt.Sprintf("e2e-net tcp-serve -port 5001 -conns 1 -bytes %d -label wire -timeout 6m", size)).Step(dmesgCheck(true, ""))
-	b := myripair.NewScript(ipB).Step(fmt.Sprintf("e2e-net tcp-send -to %s -port 5001 -conns 1 -bytes %d -seed 7 -label wire -timeout 6m", ipA, size)).Step(dmesgCheck(true, ""))
+	a := myripair.NewScript(ipA).Step(fmt.Sprintf("e2e-net tcp-serve -port 5001 -conns 1 -bytes %d -label wire -timeout 6m", size)).Step("e2e-net ethtool stats eth0 -dma").Step(dmesgCheck(true, ""))
+	b := myripair.NewScript(ipB).Step(fmt.Sprintf("e2e-net tcp-send -to %s -port 5001 -conns 1 -bytes %d -seed 7 -label wire -timeout 6m", ipA, size)).Step("e2e-net ethtool stats eth0 -dma").Step(dmesgCheck(true, ""))
 	runs := h.Guests(
 		myripair.GuestSpec{Name: "a", NIC: nics[0], Script: a, Timeout: 8 * time.Minute, Require: driverResults}.Guest(),
 		myripair.GuestSpec{Name: "b", NIC: nics[1], Script: b, Timeout: 8 * time.Minute, Require: driverResults}.Guest(),
@@ -316,8 +335,8 @@ echo "flaps seen in dmesg: $n"
 e2e-net link-wait eth0 60s -label after-flaps || rc=1
 e2e-net grows /tmp/rx 90s -label after-flaps || rc=1
 touch /tmp/stop
-wait $serve || rc=1`, flaps)).Step(dmesgCheck(true, "") + " -want down='link down'")
-	b := myripair.NewScript(ipB).Step(fmt.Sprintf("e2e-net tcp-send -to %s -port 5001 -conns 1 -bytes 0 -label flap -timeout 9m", ipA)).Step(dmesgCheck(true, ""))
+wait $serve || rc=1`, flaps)).Step("e2e-net ethtool stats eth0 -dma").Step(dmesgCheck(true, "") + " -want down='link down'")
+	b := myripair.NewScript(ipB).Step(fmt.Sprintf("e2e-net tcp-send -to %s -port 5001 -conns 1 -bytes 0 -label flap -timeout 9m", ipA)).Step("e2e-net ethtool stats eth0 -dma").Step(dmesgCheck(true, ""))
 	mon, err := monitor(path)
 	if err != nil {
 		t.Fatal(err)
