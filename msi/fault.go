@@ -86,7 +86,8 @@ func (f *FaultRaiser) later(d time.Duration, vector int) {
 }
 
 // Close cancels the delayed raises and waits for any being delivered.
-// Raises after Close are delivered undelayed. It is idempotent.
+// A delay that fires after Close is dropped (the device has gone). It is
+// idempotent.
 func (f *FaultRaiser) Close() {
 	f.mu.Lock()
 	f.closed = true
