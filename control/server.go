@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/myriemu/myriemu/fault"
+	"github.com/myriemu/myriemu/internal/unixsock"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // Limits of the control socket.
@@ -32,6 +34,8 @@ const (
 	// writeTimeout bounds how long a reply may wait for a client that
 	// does not read; after it the client is closed.
 	writeTimeout = 10 * time.Second
+	// acceptBacklog is the control socket's listen backlog.
+	acceptBacklog = 128
 	// faultEventsPerSecond bounds FAULT_INJECTED events; the rest are
 	// counted and summarised once a second.
 	faultEventsPerSecond = 20
@@ -45,6 +49,9 @@ type Config struct {
 	Version    string     // myriemu's version, for the greeting and query-version
 	Log        *logrus.Entry
 	MaxClients int
+	// Perm is the socket file's mode and group (zero: 0600, the
+	// process's group), as serve's --socket-mode and --socket-group say.
+	Perm unixsock.Perm
 }
 
 // Server is a listening control socket.
@@ -96,11 +103,17 @@ func Listen(cfg Config) (*Server, error) {
 	if fi, err := os.Lstat(cfg.Path); err == nil && fi.Mode().Type() == os.ModeSocket {
 		os.Remove(cfg.Path) // stale: nobody answered
 	}
-	// The umask makes the socket 0600 from its creation: no window in
-	// which another user could connect.
-	ln, err := listenPrivate(cfg.Path)
+	// The mode is set between bind and listen: no window in which
+	// another user could connect.
+	ln, err := unixsock.ListenUnix(cfg.Path, cfg.Perm)
 	if err != nil {
-		return nil, fmt.Errorf("control: listen %s: %w", cfg.Path, err)
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	// unixsock's backlog suits one vfio-user client at a time; a control
+	// socket takes bursts of clients (a CI starting many ctl at once).
+	// listen(2) again on a listening socket only sets its backlog.
+	if rc, err := ln.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.Listen(int(fd), acceptBacklog) })
 	}
 	s.ln = ln
 	if cfg.Faults != nil {
@@ -178,11 +191,7 @@ func (s *Server) Close() error {
 		c.conn.Close()
 	}
 	s.mu.Unlock()
-	err := s.ln.Close()
-	if rerr := os.Remove(s.cfg.Path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
-		err = rerr
-	}
-	return err
+	return s.ln.Close() // removes the socket file
 }
 
 // Clients returns how many clients are connected.

@@ -7,7 +7,6 @@ import (
 	"math"
 	"runtime/debug"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -69,7 +68,10 @@ type RegionInfo struct {
 // needs the lock; the client performs those accesses itself, so no memory
 // of this process is at stake.
 type Map struct {
-	log *logrus.Entry
+	log       *logrus.Entry
+	limits    Limits
+	pageAlign uint64
+	refusals  atomic.Uint64 // Adds refused by a limit
 
 	busMaster atomic.Bool
 	closed    atomic.Bool // mirrors closedLocked for the lock-free early check
@@ -79,14 +81,12 @@ type Map struct {
 
 	hookMu sync.Mutex // serialises AddHook
 
-	// testInCopy, if set, runs under the read lock before each shared
-	// copy: tests use it to hold an access in flight.
-	testInCopy func()
-
 	mu           sync.RWMutex
 	closedLocked bool
-	regions      []*region // sorted by iova, never overlapping
-	files        map[fileKey]*file
+	regions      regionTable     // sorted by iova, never overlapping
+	files        map[fileKey]int // live fd maps per inode
+	mmaps        int             // live fd maps (one mmap each)
+	mappedBytes  uint64          // their page-rounded bytes
 }
 
 var _ Space = (*Map)(nil)
@@ -94,40 +94,50 @@ var _ Space = (*Map)(nil)
 type messengerBox struct{ Messenger }
 
 // fileKey names an inode: QEMU sends the same memfd again and again under
-// new fd numbers (PAM churn), and each inode is mapped once.
+// new fd numbers (PAM churn); the distinct files a client maps are counted
+// by inode.
 type fileKey struct{ dev, ino uint64 }
 
-// file is one MAP_SHARED mapping of a whole file, shared by the regions
-// that reference it.
-type file struct {
-	key      fileKey
-	mem      []byte
-	writable bool
-	refs     int
-}
-
+// region is one live map. A map with an fd has its own MAP_SHARED mapping
+// of just the page-rounded range it asked for: mapping the whole file
+// behind the fd (once per inode) would let a client make this process
+// reserve terabytes of address space with a 4 KiB map of a sparse file,
+// which ends in the Go runtime failing to start a thread (issue 8, case 1).
 type region struct {
 	iova, last uint64 // inclusive last byte, so a map may end at 2^64-1
 	prot       Prot   // effective permission
-	offset     uint64 // into file
-	file       *file  // nil: message DMA
-	mem        []byte // file.mem[offset : offset+size]
+	shared     bool   // has an fd mapping; false: message DMA
+	key        fileKey
+	mmap       []byte // the whole page-rounded mapping
+	mem        []byte // the map's bytes within mmap
 }
 
 func (r *region) size() uint64 { return r.last - r.iova + 1 }
 
-// NewMap returns an empty map with bus mastering off. log may be nil.
-func NewMap(log *logrus.Entry) *Map {
+// NewMap returns an empty map with bus mastering off and the default
+// per-client limits (no process budget). log may be nil.
+func NewMap(log *logrus.Entry) *Map { return NewMapLimits(log, Limits{}) }
+
+// NewMapLimits returns an empty map held to l (zero fields: defaults).
+func NewMapLimits(log *logrus.Entry, l Limits) *Map {
 	if log == nil {
-		l := logrus.New()
-		l.SetOutput(discard{})
-		log = logrus.NewEntry(l)
+		lg := logrus.New()
+		lg.SetOutput(discard{})
+		log = logrus.NewEntry(lg)
 	}
 	return &Map{
-		log:   log.WithField("component", "dma"),
-		files: make(map[fileKey]*file),
+		log:       log.WithField("component", "dma"),
+		files:     make(map[fileKey]int),
+		limits:    l.withDefaults(),
+		pageAlign: uint64(unix.Getpagesize()),
 	}
 }
+
+// Limits returns the limits the map enforces.
+func (m *Map) Limits() Limits { return m.limits }
+
+// Refusals counts the Adds refused because a limit was reached.
+func (m *Map) Refusals() uint64 { return m.refusals.Load() }
 
 type discard struct{}
 
@@ -138,7 +148,8 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 // on error alike. Errors wrap a unix.Errno: EINVAL for an empty or wrapping
 // range, a file that cannot back it (not a regular file, or Offset+Size
 // beyond its size, which would fault on access), EEXIST for an overlap with
-// a live map.
+// a live map; ErrLimit with ENOSPC (maps, mmaps, files) or ENOMEM (bytes)
+// when a limit of the map or its process budget is reached.
 func (m *Map) Add(mp Mapping) error {
 	fd := mp.Fd
 	defer func() {
@@ -149,37 +160,48 @@ func (m *Map) Add(mp Mapping) error {
 	if err := checkRange(mp.IOVA, mp.Size); err != nil {
 		return fmt.Errorf("dma: map %#x+%#x: %w", mp.IOVA, mp.Size, err)
 	}
-	r := &region{iova: mp.IOVA, last: mp.IOVA + mp.Size - 1, prot: mp.Prot & protMask, offset: mp.Offset}
+	r := &region{iova: mp.IOVA, last: mp.IOVA + mp.Size - 1, prot: mp.Prot & protMask}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closedLocked {
 		return fmt.Errorf("dma: map %#x+%#x: %w", mp.IOVA, mp.Size, ErrClosed)
 	}
-	i := m.find(r.iova)
-	if i < len(m.regions) && m.regions[i].iova <= r.last {
-		o := m.regions[i]
+	i := m.regions.find(r.iova)
+	if o := m.regions.at(i); o != nil && o.iova <= r.last {
 		return fmt.Errorf("dma: map %#x+%#x overlaps map %#x+%#x: %w", mp.IOVA, mp.Size, o.iova, o.size(), unix.EEXIST)
 	}
+	if m.regions.len() >= m.limits.MaxMaps {
+		return m.refuse(mp, fmt.Errorf("%d maps, the most a client may have: %w: %w", m.limits.MaxMaps, ErrLimit, unix.ENOSPC))
+	}
 	if fd >= 0 {
-		f, err := m.attachFile(fd, mp.Offset, mp.Size)
+		writable, err := m.attachFile(r, fd, mp.Offset, mp.Size)
 		if err != nil {
+			if errors.Is(err, ErrLimit) {
+				return m.refuse(mp, err)
+			}
 			return fmt.Errorf("dma: map %#x+%#x fd offset %#x: %w", mp.IOVA, mp.Size, mp.Offset, err)
 		}
-		r.file = f
-		r.mem = f.mem[mp.Offset : mp.Offset+mp.Size]
-		if r.prot&ProtWrite != 0 && !f.writable {
+		if r.prot&ProtWrite != 0 && !writable {
 			// A client bug, not ours to refuse (QEMU aborts on a failed RAM
 			// map): device writes to it fail with ErrReadOnly instead.
 			r.prot &^= ProtWrite
 			m.log.WithFields(logrus.Fields{"iova": mp.IOVA, "size": mp.Size}).Warn("writable map backed by a read-only fd")
 		}
 	}
-	m.regions = slices.Insert(m.regions, i, r)
-	m.log.WithFields(logrus.Fields{
-		"iova": mp.IOVA, "size": mp.Size, "offset": mp.Offset, "prot": r.prot.String(), "shared": r.file != nil,
-	}).Debug("dma map added")
+	m.regions.insert(i, r)
+	if m.log.Logger.IsLevelEnabled(logrus.DebugLevel) { // the fields allocate
+		m.log.WithFields(logrus.Fields{
+			"iova": mp.IOVA, "size": mp.Size, "offset": mp.Offset, "prot": r.prot.String(), "shared": r.shared,
+		}).Debug("dma map added")
+	}
 	return nil
+}
+
+// refuse counts an Add refused by a limit and returns its error.
+func (m *Map) refuse(mp Mapping, err error) error {
+	m.refusals.Add(1)
+	return fmt.Errorf("dma: map %#x+%#x: %w", mp.IOVA, mp.Size, err)
 }
 
 // checkRange rejects empty and wrapping ranges.
@@ -193,103 +215,110 @@ func checkRange(iova, size uint64) error {
 	return nil
 }
 
-// attachFile returns the shared mapping of fd's inode covering
-// [off, off+size), mapping the whole file on first use. m.mu is held.
-func (m *Map) attachFile(fd int, off, size uint64) (*file, error) {
+// attachFile maps the page-rounded range of fd behind [off, off+size)
+// into r, charging the map's limits and the process budget. It reports
+// whether the fd allows writes. m.mu is held.
+func (m *Map) attachFile(r *region, fd int, off, size uint64) (writable bool, err error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, fmt.Errorf("fstat: %w", err)
+		return false, fmt.Errorf("fstat: %w", err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("fd is not a regular file (mode %#o), cannot check its size: %w", st.Mode, unix.EINVAL)
+		return false, fmt.Errorf("fd is not a regular file (mode %#o), cannot check its size: %w", st.Mode, unix.EINVAL)
 	}
 	fsize := uint64(st.Size)
 	if st.Size < 0 || off > fsize || size > fsize-off {
 		// Mapping it anyway would SIGBUS on the first access past the end.
-		return nil, fmt.Errorf("range ends past the file's %d bytes: %w", st.Size, unix.EINVAL)
-	}
-	if fsize > math.MaxInt {
-		return nil, fmt.Errorf("file of %d bytes too large to map: %w", fsize, unix.EFBIG)
+		return false, fmt.Errorf("range ends past the file's %d bytes: %w", st.Size, unix.EINVAL)
 	}
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil {
-		return nil, fmt.Errorf("fcntl F_GETFL: %w", err)
+		return false, fmt.Errorf("fcntl F_GETFL: %w", err)
 	}
-	var writable bool
 	switch fl & unix.O_ACCMODE {
 	case unix.O_RDWR:
 		writable = true
 	case unix.O_WRONLY:
-		return nil, fmt.Errorf("fd is write-only, cannot be mapped: %w", unix.EACCES)
+		return false, fmt.Errorf("fd is write-only, cannot be mapped: %w", unix.EACCES)
+	}
+
+	// Round out to the file's block size when it is a larger power of two
+	// (hugetlbfs reports its huge page size, and mmap wants that
+	// alignment; notes gotcha 15), else to the host page.
+	align := m.pageAlign
+	if bs := uint64(st.Blksize); bs > align && bs&(bs-1) == 0 && bs <= 1<<30 {
+		align = bs
+	}
+	start := off &^ (align - 1)
+	end := off + size // no wrap: off+size <= fsize
+	if rem := end % align; rem != 0 {
+		if end > math.MaxUint64-(align-rem) {
+			return false, fmt.Errorf("range rounds past 2^64: %w", unix.EINVAL)
+		}
+		end += align - rem
+	}
+	length := end - start
+	if length > math.MaxInt || start > math.MaxInt64 {
+		return false, fmt.Errorf("%d bytes at %#x too large to map: %w", length, start, unix.EFBIG)
 	}
 
 	key := fileKey{dev: uint64(st.Dev), ino: st.Ino}
-	f := m.files[key]
-	if f != nil && off+size <= uint64(len(f.mem)) && (f.writable || !writable) {
-		f.refs++
-		return f, nil
+	switch {
+	case m.mmaps >= m.limits.MaxMmaps:
+		return false, fmt.Errorf("%d maps with an fd, the most a client may have: %w: %w", m.limits.MaxMmaps, ErrLimit, unix.ENOSPC)
+	case length > m.limits.MaxBytes-m.mappedBytes:
+		return false, fmt.Errorf("%d bytes mapped, %d more asked, a client may map %d: %w: %w",
+			m.mappedBytes, length, m.limits.MaxBytes, ErrLimit, unix.ENOMEM)
+	case m.files[key] == 0 && len(m.files) >= m.limits.MaxFiles:
+		return false, fmt.Errorf("%d distinct files mapped, the most a client may have: %w: %w", m.limits.MaxFiles, ErrLimit, unix.ENOSPC)
+	}
+	if b := m.limits.Budget; b != nil {
+		if err := b.reserve(length); err != nil {
+			return false, err
+		}
 	}
 	prot := unix.PROT_READ
 	if writable {
 		prot |= unix.PROT_WRITE
 	}
-	mem, err := unix.Mmap(fd, 0, int(fsize), prot, unix.MAP_SHARED)
+	mem, err := unix.Mmap(fd, int64(start), int(length), prot, unix.MAP_SHARED)
 	if err != nil {
-		return nil, fmt.Errorf("mmap %d bytes: %w", fsize, err)
-	}
-	if f == nil {
-		f = &file{key: key, mem: mem, writable: writable, refs: 1}
-		m.files[key] = f
-		m.log.WithFields(logrus.Fields{"dev": key.dev, "ino": key.ino, "bytes": fsize, "writable": writable}).Debug("dma file mapped")
-		return f, nil
-	}
-	// The inode grew, or now comes with write access: move its regions to
-	// the new mapping. The write lock is held, so no access is in flight.
-	if f.writable && !writable {
-		// Do not lose write access the earlier fd gave. Only reachable when
-		// the file grew and the new fd is read-only; keep both properties by
-		// refusing, the client can resend with a read-write fd.
-		unix.Munmap(mem)
-		return nil, fmt.Errorf("read-only fd for a grown file already mapped writable: %w", unix.EACCES)
-	}
-	old := f.mem
-	f.mem, f.writable = mem, writable
-	for _, r := range m.regions {
-		if r.file == f {
-			r.mem = f.mem[r.offset : r.offset+r.size()]
+		if b := m.limits.Budget; b != nil {
+			b.release(length)
 		}
+		if errors.Is(err, unix.ENOMEM) {
+			// The kernel's own limits (vm.max_map_count, RLIMIT_AS): a
+			// refusal like ours, the client may go on within it.
+			return false, fmt.Errorf("mmap %d bytes: %w: %w", length, ErrLimit, err)
+		}
+		return false, fmt.Errorf("mmap %d bytes: %w", length, err)
 	}
-	if err := unix.Munmap(old); err != nil {
-		m.log.WithError(err).Error("dma munmap of replaced mapping failed")
-	}
-	f.refs++
-	m.log.WithFields(logrus.Fields{"dev": key.dev, "ino": key.ino, "bytes": fsize, "writable": writable}).Debug("dma file remapped")
-	return f, nil
+	r.shared, r.key, r.mmap = true, key, mem
+	r.mem = mem[off-start : off-start+size]
+	m.files[key]++
+	m.mmaps++
+	m.mappedBytes += length
+	return writable, nil
 }
 
-// releaseLocked drops r's reference on its file, unmapping it with the last.
+// releaseLocked unmaps r's range and returns what it was charged.
 func (m *Map) releaseLocked(r *region) {
-	f := r.file
-	if f == nil {
+	if !r.shared {
 		return
 	}
-	r.file, r.mem = nil, nil
-	f.refs--
-	if f.refs > 0 {
-		return
-	}
-	delete(m.files, f.key)
-	if err := unix.Munmap(f.mem); err != nil {
+	length := uint64(len(r.mmap))
+	if err := unix.Munmap(r.mmap); err != nil {
 		m.log.WithError(err).Error("dma munmap failed")
 	}
-	f.mem = nil
-}
-
-// find returns the index of the first region whose last byte is at or
-// after addr. m.mu is held.
-func (m *Map) find(addr uint64) int {
-	rs := m.regions
-	return sort.Search(len(rs), func(i int) bool { return rs[i].last >= addr })
+	r.shared, r.mmap, r.mem = false, nil, nil
+	if m.files[r.key]--; m.files[r.key] <= 0 {
+		delete(m.files, r.key)
+	}
+	m.mmaps--
+	m.mappedBytes -= length
+	if b := m.limits.Budget; b != nil {
+		b.release(length)
+	}
 }
 
 // Remove drops every map inside [iova, iova+size) (DMA_UNMAP). A range that
@@ -305,21 +334,28 @@ func (m *Map) Remove(iova, size uint64) error {
 	if m.closedLocked {
 		return fmt.Errorf("dma: unmap %#x+%#x: %w", iova, size, ErrClosed)
 	}
-	i := m.find(iova)
-	j := i
-	for ; j < len(m.regions) && m.regions[j].iova <= last; j++ {
-		if r := m.regions[j]; r.iova < iova || r.last > last {
+	i := m.regions.find(iova)
+	n := 0
+	for j := i; ; j = m.regions.next(j) {
+		r := m.regions.at(j)
+		if r == nil || r.iova > last {
+			break
+		}
+		if r.iova < iova || r.last > last {
 			return fmt.Errorf("dma: unmap %#x+%#x cuts map %#x+%#x: %w", iova, size, r.iova, r.size(), unix.EINVAL)
 		}
+		n++
 	}
-	if i == j {
+	if n == 0 {
 		return fmt.Errorf("dma: unmap %#x+%#x: no map in range: %w", iova, size, unix.ENOENT)
 	}
-	for _, r := range m.regions[i:j] {
-		m.releaseLocked(r)
+	for j, k := i, 0; k < n; j, k = m.regions.next(j), k+1 {
+		m.releaseLocked(m.regions.at(j))
 	}
-	m.regions = slices.Delete(m.regions, i, j)
-	m.log.WithFields(logrus.Fields{"iova": iova, "size": size, "maps": j - i}).Debug("dma map removed")
+	m.regions.deleteN(i, n)
+	if m.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		m.log.WithFields(logrus.Fields{"iova": iova, "size": size, "maps": n}).Debug("dma map removed")
+	}
 	return nil
 }
 
@@ -332,13 +368,13 @@ func (m *Map) RemoveAll() {
 }
 
 func (m *Map) removeAllLocked() {
-	for _, r := range m.regions {
+	for r := range m.regions.all() {
 		m.releaseLocked(r)
 	}
-	if len(m.regions) > 0 {
-		m.log.WithField("maps", len(m.regions)).Debug("dma all maps removed")
+	if n := m.regions.len(); n > 0 {
+		m.log.WithField("maps", n).Debug("dma all maps removed")
 	}
-	m.regions = nil
+	m.regions.reset()
 }
 
 // Close removes every map; later accesses fail with ErrClosed and later
@@ -381,18 +417,31 @@ func (m *Map) AddHook(h Hook) {
 func (m *Map) Regions() []RegionInfo {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	out := make([]RegionInfo, len(m.regions))
-	for i, r := range m.regions {
-		out[i] = RegionInfo{IOVA: r.iova, Size: r.size(), Prot: r.prot, Shared: r.file != nil}
+	out := make([]RegionInfo, 0, m.regions.len())
+	for r := range m.regions.all() {
+		out = append(out, RegionInfo{IOVA: r.iova, Size: r.size(), Prot: r.prot, Shared: r.shared})
 	}
 	return out
 }
 
-// mappedFiles reports how many files are mapped (one mmap each).
+// mappedFiles reports how many distinct files are mapped.
 func (m *Map) mappedFiles() int {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return len(m.files)
+}
+
+// Usage is what a map holds now, against its Limits.
+type Usage struct {
+	Maps, Mmaps, Files int
+	Bytes              uint64
+}
+
+// Usage returns the map's current use.
+func (m *Map) Usage() Usage {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return Usage{Maps: m.regions.len(), Mmaps: m.mmaps, Files: len(m.files), Bytes: m.mappedBytes}
 }
 
 // Faults reports how many accesses hit a fault inside a live map: the
@@ -450,12 +499,11 @@ func (m *Map) store32Atomic(addr uint64, v uint32) (done bool, err error) {
 	if m.closedLocked {
 		return false, nil
 	}
-	i := m.find(addr)
-	if i >= len(m.regions) {
+	r := m.regions.at(m.regions.find(addr))
+	if r == nil {
 		return false, nil
 	}
-	r := m.regions[i]
-	if r.iova > addr || r.last-addr < 3 || r.file == nil || r.prot&ProtWrite == 0 {
+	if r.iova > addr || r.last-addr < 3 || !r.shared || r.prot&ProtWrite == 0 {
 		return false, nil
 	}
 	p := unsafe.Pointer(&r.mem[addr-r.iova])
@@ -558,13 +606,13 @@ func (m *Map) copyShared(op Op, p []byte, addr uint64) (n, msgLen int, err error
 	if m.closedLocked {
 		return 0, 0, ErrClosed
 	}
-	i := m.find(addr)
+	i := m.regions.find(addr)
 	for n < len(p) {
 		a := addr + uint64(n)
-		if i >= len(m.regions) || m.regions[i].iova > a {
+		r := m.regions.at(i)
+		if r == nil || r.iova > a {
 			return n, 0, ErrUnmapped
 		}
-		r := m.regions[i]
 		if op == Write && r.prot&ProtWrite == 0 {
 			return n, 0, ErrReadOnly
 		}
@@ -575,11 +623,8 @@ func (m *Map) copyShared(op Op, p []byte, addr uint64) (n, msgLen int, err error
 		if rem := r.last - a; rem < uint64(k-1) {
 			k = int(rem) + 1
 		}
-		if r.file == nil {
+		if !r.shared {
 			return n, k, nil
-		}
-		if m.testInCopy != nil {
-			m.testInCopy()
 		}
 		off := a - r.iova
 		if op == Read {
@@ -588,7 +633,7 @@ func (m *Map) copyShared(op Op, p []byte, addr uint64) (n, msgLen int, err error
 			copy(r.mem[off:], p[n:n+k])
 		}
 		n += k
-		i++
+		i = m.regions.next(i)
 	}
 	return n, 0, nil
 }

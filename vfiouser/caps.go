@@ -18,7 +18,6 @@ const (
 	maxMsgFDs          = 16       // QEMU rejects more
 	defaultPeerMsgFDs  = 1        // spec default when max_msg_fds is absent
 	pageSize           = 4096
-	maxDMAMaps         = 65535
 )
 
 // peerCaps is what the client said about itself in VERSION.
@@ -88,10 +87,10 @@ func jsonUint(raw json.RawMessage, max uint64) (uint64, error) {
 // the fullest to the smallest. The VERSION reply uses the fullest one that
 // fits in the client's request size (QEMU's reply buffer is its request,
 // notes 2.3): the optional keys go first.
-func versionReplies(maxDataXfer int) [][]byte {
+func versionReplies(maxDataXfer, maxDMAMaps int) [][]byte {
 	x := strconv.Itoa(maxDataXfer)
 	texts := []string{
-		`{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":` + x + `,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true}}`,
+		`{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":` + x + `,"pgsizes":4096,"max_dma_maps":` + strconv.Itoa(maxDMAMaps) + `,"write_multiple":true}}`,
 		`{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":` + x + `,"write_multiple":true}}`,
 		`{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":` + x + `}}`,
 	}

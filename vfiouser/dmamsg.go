@@ -77,6 +77,10 @@ func (c *conn) dmaChunk(cmd Command, addr uint64, p []byte) error {
 		c.dmaMu.Unlock()
 		return errConnClosed
 	}
+	if limit := c.s.cfg.maxPendingDMA(); len(c.pending) >= limit {
+		c.dmaMu.Unlock()
+		return fmt.Errorf("vfiouser: %v %d@%#x: %d requests already await the client: %w", cmd, len(p), addr, limit, unix.ENOBUFS)
+	}
 	id := c.nextID
 	for c.pending[id] != nil {
 		id++

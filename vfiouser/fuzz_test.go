@@ -46,7 +46,7 @@ func newTestConn(tb testing.TB) *testConn {
 	s := &Server{
 		cfg:    Config{Function: fake, MaxDataXfer: MinMaxDataXfer},
 		log:    logrus.NewEntry(l),
-		texts:  versionReplies(MinMaxDataXfer),
+		texts:  versionReplies(MinMaxDataXfer, 65535),
 		maxMsg: MinMaxDataXfer + 4096,
 
 		dmaTimeout: dmaReplyTimeout,
@@ -264,7 +264,7 @@ func FuzzFraming(f *testing.F) {
 // FuzzCapabilities parses the client's VERSION payload; accepted limits
 // are in range and every reply text is NUL-terminated JSON that fits.
 func FuzzCapabilities(f *testing.F) {
-	texts := versionReplies(DefaultMaxDataXfer)
+	texts := versionReplies(DefaultMaxDataXfer, 65535)
 	f.Fuzz(func(t *testing.T, payload []byte, limit uint16) {
 		v := version(payload)
 		if !v.Valid() {

@@ -1,6 +1,7 @@
 package vfiouser
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/myriemu/myriemu/dma"
@@ -52,13 +53,20 @@ func (c *conn) cmdDMAMap(p []byte, fds []int) error {
 	if len(fds) == 1 {
 		fd = fds[0]
 	}
-	return c.mem.Add(dma.Mapping{
+	err := c.mem.Add(dma.Mapping{
 		IOVA:   v.iova(),
 		Size:   v.size(),
 		Offset: v.offset(),
 		Fd:     fd,
 		Prot:   dma.Prot(v.flags() & (DMAMapRead | DMAMapWrite)),
 	})
+	if errors.Is(err, dma.ErrLimit) {
+		// Counted and logged (rate-limited) as a client mistake: QEMU
+		// stays far below every limit (docs/limits.md).
+		c.s.limitRefusals.Add(1)
+		return protocolErr{err}
+	}
+	return err
 }
 
 // cmdDMAUnmap releases a region before replying (the device never touches

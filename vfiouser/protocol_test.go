@@ -2,7 +2,6 @@ package vfiouser
 
 import (
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -63,26 +62,8 @@ func TestViews(t *testing.T) {
 	}
 }
 
-func TestWarnLimiter(t *testing.T) {
-	var l warnLimiter
-	now := time.Unix(1000, 0)
-	allowed := 0
-	for range 25 {
-		if _, ok := l.allow(now); ok {
-			allowed++
-		}
-	}
-	if allowed != warnBurst {
-		t.Errorf("%d of 25 allowed in one second, want %d", allowed, warnBurst)
-	}
-	n, ok := l.allow(now.Add(time.Second))
-	if !ok || n != 25-warnBurst {
-		t.Errorf("next second: allowed %v with %d suppressed, want true and %d", ok, n, 25-warnBurst)
-	}
-}
-
 func TestPickVersionReply(t *testing.T) {
-	texts := versionReplies(DefaultMaxDataXfer)
+	texts := versionReplies(DefaultMaxDataXfer, 65535)
 	for _, tt := range []struct{ limit, want int }{{214, 0}, {130, 1}, {100, 2}, {20, 2}} {
 		got := pickVersionReply(texts, tt.limit)
 		if string(got) != string(texts[tt.want]) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -541,8 +542,10 @@ func TestMessageDMAConcurrent(t *testing.T) {
 	mem := s.Fake.Mem()
 	const workers, rounds = 4, 50
 	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	defer wg.Wait() // also after a t.Fatal below
 	for w := range workers {
-		go func() {
+		wg.Go(func() {
 			base := uint64(w) * 16 << 10
 			buf := make([]byte, 1000)
 			back := make([]byte, len(buf))
@@ -564,7 +567,7 @@ func TestMessageDMAConcurrent(t *testing.T) {
 				}
 			}
 			errs <- nil
-		}()
+		})
 	}
 	for range 100 {
 		if _, err := c.ReadConfig(0, 4); err != nil {
@@ -635,7 +638,9 @@ func TestMessageDMATimeout(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	start := time.Now()
-	go func() { _, err := s.Fake.Mem().ReadAt(make([]byte, 4), 0); done <- err }()
+	var wg sync.WaitGroup
+	defer wg.Wait() // the DMA times out; joined also after a t.Fatal
+	wg.Go(func() { _, err := s.Fake.Mem().ReadAt(make([]byte, 4), 0); done <- err })
 	req := r.recv(t) // the DMA_READ, never answered in time
 	if req.Command != vfiouser.CmdDMARead {
 		t.Fatalf("got %v, want a DMA_READ request", req)
@@ -904,6 +909,7 @@ func TestCloseAndServeLifecycle(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
+	defer s.Close() // joins Serve also after a t.Fatal; idempotent
 	c := negotiated(t, path)
 	if err := s.Serve(ctx); err == nil || errors.Is(err, vfiouser.ErrServerClosed) {
 		t.Errorf("second Serve: %v", err)
@@ -926,6 +932,7 @@ func TestCloseAndServeLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { done <- s.Serve(context.Background()) }()
+	defer s.Close()
 	c = negotiated(t, path)
 	// A replaced socket file is not ours to remove.
 	if err := s.Close(); err != nil {

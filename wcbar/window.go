@@ -69,7 +69,8 @@ type Window struct {
 // New creates a window of size bytes (a power of two, at least 4096):
 // memfd created with MFD_CLOEXEC|MFD_ALLOW_SEALING, sized, sealed against
 // growing and shrinking (so no one can make the other side's mapping
-// fault), and mapped shared. name shows in /proc/PID/maps as /memfd:name.
+// fault) and then against further seals (so no client can take write
+// access away from the next), and mapped shared. name shows in /proc/PID/maps as /memfd:name.
 // log may be nil.
 func New(name string, size uint64, log *logrus.Entry) (*Window, error) {
 	if size < 4096 || size&(size-1) != 0 || size > math.MaxInt {
@@ -93,7 +94,10 @@ func New(name string, size uint64, log *logrus.Entry) (*Window, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("wcbar: %s: ftruncate %#x: %w", name, size, err)
 	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_GROW|unix.F_SEAL_SHRINK); err != nil {
+	// F_SEAL_SEAL last: the fd goes to every client, and without it one
+	// could add F_SEAL_WRITE or F_SEAL_FUTURE_WRITE and make every later
+	// client's writable mmap fail with EPERM (issue 8, case 3).
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("wcbar: %s: seal: %w", name, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/fault"
+	"github.com/myriemu/myriemu/internal/unixsock"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/myriemu/myriemu/vfiouser"
@@ -146,7 +147,7 @@ func (d *doors) function(f *pci.Function, dev device, dc deviceConfig) vfiouser.
 func (d *doors) served(srv *vfiouser.Server) { d.targets[len(d.targets)-1].srv = srv }
 
 // start listens on the control socket, if one was asked for.
-func (d *doors) start() error {
+func (d *doors) start(perm unixsock.Perm) error {
 	if d.cfg.Control == "" {
 		return nil
 	}
@@ -154,7 +155,7 @@ func (d *doors) start() error {
 	for i, t := range d.targets {
 		ts[i] = resetter{t}
 	}
-	ctl, err := control.Listen(control.Config{Path: d.cfg.Control, Targets: ts, Faults: d.set, Version: version, Log: d.log})
+	ctl, err := control.Listen(control.Config{Path: d.cfg.Control, Targets: ts, Faults: d.set, Version: version, Log: d.log, Perm: perm})
 	if err != nil {
 		return err
 	}

@@ -128,6 +128,16 @@ func (g *rawGuest) sync() {
 	}
 }
 
+// cmdBlock is the 64-byte mailbox block of a command (mcp_cmd, §4.1).
+func cmdBlock(c myri10ge.Cmd, d0, d1, d2 uint32, resp uint64) [64]byte {
+	var blk [64]byte
+	be := binary.BigEndian
+	for i, w := range []uint32{uint32(c), d0, d1, d2, uint32(resp >> 32), uint32(resp)} {
+		be.PutUint32(blk[4*i:], w)
+	}
+	return blk
+}
+
 // cmdAt sends a command whose response goes to resp and returns what the
 // guest's response buffer holds once the device handled the store (the
 // device answers before the store completes: no waiting).
@@ -135,14 +145,7 @@ func (g *rawGuest) cmdAt(resp uint64, c myri10ge.Cmd, d0, d1, d2 uint32) (uint32
 	g.t.Helper()
 	atomic.StoreUint32(g.word(g.resp), 0)
 	atomic.StoreUint32(g.word(g.resp+4), 0xFFFFFFFF)
-	var blk [64]byte
-	be := binary.BigEndian
-	be.PutUint32(blk[0:], uint32(c))
-	be.PutUint32(blk[4:], d0)
-	be.PutUint32(blk[8:], d1)
-	be.PutUint32(blk[12:], d2)
-	be.PutUint32(blk[16:], uint32(resp>>32))
-	be.PutUint32(blk[20:], uint32(resp))
+	blk := cmdBlock(c, d0, d1, d2, resp)
 	for i := 0; i < 64; i += 8 {
 		g.store(bar0Cmd+uint64(i), blk[i:i+8])
 	}
@@ -291,7 +294,7 @@ func statsDelta(a, b myri10ge.Stats) myri10ge.Stats {
 		TxDropped: b.TxDropped - a.TxDropped, RxFrames: b.RxFrames - a.RxFrames, RxBytes: b.RxBytes - a.RxBytes,
 		RxDropped: b.RxDropped - a.RxDropped, Interrupts: b.Interrupts - a.Interrupts, GuestErrors: b.GuestErrors - a.GuestErrors,
 		DMAErrors: b.DMAErrors - a.DMAErrors, Handoffs: b.Handoffs - a.Handoffs,
-		LinkUpEvents: b.LinkUpEvents - a.LinkUpEvents, LinkDownEvnts: b.LinkDownEvnts - a.LinkDownEvnts,
+		LinkUpEvents: b.LinkUpEvents - a.LinkUpEvents, LinkDownEvents: b.LinkDownEvents - a.LinkDownEvents,
 	}
 }
 
@@ -940,19 +943,12 @@ func (z *bar0Fuzz) cmd(c myri10ge.Cmd, d0, d1, d2 uint32, resp uint64) myri10ge.
 	if resp >= fzBase && resp+8 <= fzBase+fzSize {
 		binary.BigEndian.PutUint32(z.mem(resp+4, 4), 0xFFFFFFFF)
 	}
-	var blk [64]byte
-	be := binary.BigEndian
-	be.PutUint32(blk[0:], uint32(c))
-	be.PutUint32(blk[4:], d0)
-	be.PutUint32(blk[8:], d1)
-	be.PutUint32(blk[12:], d2)
-	be.PutUint32(blk[16:], uint32(resp>>32))
-	be.PutUint32(blk[20:], uint32(resp))
+	blk := cmdBlock(c, d0, d1, d2, resp)
 	for i := 0; i < 64; i += 8 {
 		z.write(bar0Cmd+uint64(i), blk[i:i+8])
 	}
 	if resp >= fzBase && resp+8 <= fzBase+fzSize {
-		return myri10ge.Status(be.Uint32(z.mem(resp+4, 4)))
+		return myri10ge.Status(binary.BigEndian.Uint32(z.mem(resp+4, 4)))
 	}
 	return myri10ge.StatusNoResponse
 }

@@ -651,6 +651,41 @@ func TestSteeringSpreadsFlows(t *testing.T) {
 	}
 }
 
+// RSS hashes ports only where a valid IPv4 header says they are: an IHL
+// below 5 words (20 bytes) or past the frame makes the frame opaque (hash
+// 0, the slice of non-IP frames) instead of hashing bytes of the IP
+// header as if they were ports.
+func TestFlowHashIPv4HeaderLength(t *testing.T) {
+	ipv4TCP := func(ihl byte, srcPort uint16) []byte {
+		f := testFrame(testMAC, 74)
+		clear(f[14:74])
+		f[14] = 0x40 | ihl
+		f[14+9] = 6
+		copy(f[14+12:], []byte{10, 0, 0, 1, 10, 0, 0, 2})
+		l4 := 14 + 4*int(ihl)
+		if l4+2 <= len(f) {
+			binary.BigEndian.PutUint16(f[l4:], srcPort)
+		}
+		return f
+	}
+	if h1, h2 := flowHash(ipv4TCP(5, 40000)), flowHash(ipv4TCP(5, 40001)); h1 == 0 || h1 == h2 {
+		t.Errorf("valid IPv4/TCP: hashes %#x and %#x for two source ports, want distinct and nonzero", h1, h2)
+	}
+	for _, ihl := range []byte{0, 1, 4, 15} {
+		if ihl == 15 {
+			// 60 bytes of header in a 60-byte IP packet fits; cut the
+			// frame so it does not.
+			if h := flowHash(ipv4TCP(ihl, 1)[:14+59]); h != 0 {
+				t.Errorf("IHL 15 in a 59-byte packet: hash %#x, want 0", h)
+			}
+			continue
+		}
+		if h := flowHash(ipv4TCP(ihl, 40000)); h != 0 {
+			t.Errorf("IHL %d: hash %#x, want 0 (not a valid IPv4 header)", ihl, h)
+		}
+	}
+}
+
 func TestNewValidates(t *testing.T) {
 	mac, _ := net.ParseMAC(testMAC)
 	bcast, _ := net.ParseMAC("ff:ff:ff:ff:ff:ff")
@@ -704,5 +739,29 @@ func TestDetachLogsCounters(t *testing.T) {
 	}
 	if want.RxFrames != 1 || want.Commands == 0 {
 		t.Errorf("stats %+v: want one frame received and some commands", want)
+	}
+}
+
+// A detached NIC holds pci.DetachedHost: a command still runs, but its
+// response DMA aborts (counted) and nothing reaches the old host.
+func TestDetachedNICTouchesNothing(t *testing.T) {
+	r := newRig(t, 1)
+	r.nic.Detach()
+	before := r.nic.Stats()
+	binary.BigEndian.PutUint32(r.ram.Bytes()[respAddr+4:], uint32(StatusNoResponse))
+	var blk [blockSize]byte
+	binary.BigEndian.PutUint32(blk[cmdOffCmd:], uint32(CmdGetRxRingSize))
+	binary.BigEndian.PutUint32(blk[cmdOffRespLo:], respAddr)
+	r.write(offCmd, blk[:])
+	after := r.nic.Stats()
+	if after.Commands != before.Commands+1 || after.DMAErrors != before.DMAErrors+1 {
+		t.Errorf("commands %d -> %d, DMA errors %d -> %d; want one more of each",
+			before.Commands, after.Commands, before.DMAErrors, after.DMAErrors)
+	}
+	if st := Status(r.ramBE32(respAddr + 4)); st != StatusNoResponse {
+		t.Errorf("response written to the old host's memory: %v", st)
+	}
+	if got := r.irq.take(); got != nil {
+		t.Errorf("raised %v on the old host", got)
 	}
 }

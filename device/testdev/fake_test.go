@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/myriemu/myriemu/device/testdev/abi"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -183,7 +184,7 @@ func (f *fakeIRQ) take() (raised []int, lowers int) {
 // tests ring it with ring. Start and Stop count calls.
 type fakeWindow struct {
 	mu     sync.Mutex
-	mem    [WindowSize]byte
+	mem    [abi.WindowSize]byte
 	watch  func(uint32)
 	starts int
 	stops  int
@@ -192,7 +193,7 @@ type fakeWindow struct {
 func (w *fakeWindow) ReadAt(p []byte, off uint64) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if off > WindowSize || uint64(len(p)) > WindowSize-off {
+	if off > abi.WindowSize || uint64(len(p)) > abi.WindowSize-off {
 		return 0, io.EOF
 	}
 	return copy(p, w.mem[off:]), nil
@@ -201,7 +202,7 @@ func (w *fakeWindow) ReadAt(p []byte, off uint64) (int, error) {
 func (w *fakeWindow) WriteAt(p []byte, off uint64) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if off > WindowSize || uint64(len(p)) > WindowSize-off {
+	if off > abi.WindowSize || uint64(len(p)) > abi.WindowSize-off {
 		return 0, io.EOF
 	}
 	return copy(w.mem[off:], p), nil
@@ -220,7 +221,7 @@ func (w *fakeWindow) Store32(off uint64, v uint32) {
 }
 
 func (w *fakeWindow) Watch(off uint64, fn func(uint32)) {
-	if off != WinDBDoorbell {
+	if off != abi.WinDBDoorbell {
 		panic(fmt.Sprintf("watch at %#x", off))
 	}
 	w.watch = fn
@@ -232,7 +233,7 @@ func (w *fakeWindow) Stop()  { w.mu.Lock(); w.stops++; w.mu.Unlock() }
 // ring stores v in the doorbell word and runs the watch callback as the
 // poller would.
 func (w *fakeWindow) ring(v uint32) {
-	w.Store32(WinDBDoorbell, v)
+	w.Store32(abi.WinDBDoorbell, v)
 	w.watch(v)
 }
 
@@ -280,7 +281,7 @@ func (w tbWriter) Write(p []byte) (int, error) { w.tb.Log(string(p)); return len
 func (r *rig) read(tb testing.TB, reg uint64) uint32 {
 	tb.Helper()
 	var b [4]byte
-	if err := r.d.ReadBAR(RegsBAR, reg, b[:]); err != nil {
+	if err := r.d.ReadBAR(abi.RegsBAR, reg, b[:]); err != nil {
 		tb.Fatalf("read %#x: %v", reg, err)
 	}
 	return binary.LittleEndian.Uint32(b[:])
@@ -290,27 +291,27 @@ func (r *rig) write(tb testing.TB, reg uint64, v uint32) {
 	tb.Helper()
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], v)
-	if err := r.d.WriteBAR(RegsBAR, reg, b[:]); err != nil {
+	if err := r.d.WriteBAR(abi.RegsBAR, reg, b[:]); err != nil {
 		tb.Fatalf("write %#x: %v", reg, err)
 	}
 }
 
 // program writes an op's registers (not the doorbell).
-func (r *rig) program(tb testing.TB, op Op, src, dst uint64, n, pattern uint32) {
+func (r *rig) program(tb testing.TB, op abi.Op, src, dst uint64, n, pattern uint32) {
 	tb.Helper()
-	r.write(tb, RegDMASrcLo, uint32(src))
-	r.write(tb, RegDMASrcHi, uint32(src>>32))
-	r.write(tb, RegDMADstLo, uint32(dst))
-	r.write(tb, RegDMADstHi, uint32(dst>>32))
-	r.write(tb, RegDMALen, n)
-	r.write(tb, RegDMAOp, uint32(op))
-	r.write(tb, RegDMAPattern, pattern)
+	r.write(tb, abi.RegDMASrcLo, uint32(src))
+	r.write(tb, abi.RegDMASrcHi, uint32(src>>32))
+	r.write(tb, abi.RegDMADstLo, uint32(dst))
+	r.write(tb, abi.RegDMADstHi, uint32(dst>>32))
+	r.write(tb, abi.RegDMALen, n)
+	r.write(tb, abi.RegDMAOp, uint32(op))
+	r.write(tb, abi.RegDMAPattern, pattern)
 }
 
 // waitIdle polls DMAStatus until Busy clears and returns it.
 func (r *rig) waitIdle(tb testing.TB) uint32 {
 	tb.Helper()
-	return waitStatus(tb, func() uint32 { return r.read(tb, RegDMAStatus) })
+	return waitStatus(tb, func() uint32 { return r.read(tb, abi.RegDMAStatus) })
 }
 
 // waitStatus polls status until Busy clears, for at most 10 s.
@@ -320,7 +321,7 @@ func waitStatus(tb testing.TB, status func() uint32) uint32 {
 	defer cancel()
 	for {
 		s := status()
-		if s&StatusBusy == 0 {
+		if s&abi.StatusBusy == 0 {
 			return s
 		}
 		select {

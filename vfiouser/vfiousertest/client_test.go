@@ -411,10 +411,12 @@ func TestClientServesDMA(t *testing.T) {
 
 func TestClientClosedServer(t *testing.T) {
 	s, c := newScripted(t, func(h vfiouser.Header, p []byte) []out { return nil })
-	go func() {
+	var wg sync.WaitGroup
+	defer wg.Wait() // before the cleanup closes s.fd
+	wg.Go(func() {
 		time.Sleep(50 * time.Millisecond)
 		unix.Shutdown(s.fd, unix.SHUT_RDWR)
-	}()
+	})
 	if _, err := c.DeviceInfo(); !errors.Is(err, ErrClosed) {
 		t.Errorf("got %v, want ErrClosed", err)
 	}

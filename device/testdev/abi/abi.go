@@ -1,4 +1,8 @@
-package testdev
+// Package abi is testdev's interface as a guest sees it: identity, BAR
+// layout, register offsets and bits, DMA op and cause codes, and the
+// window doorbell protocol. It imports nothing of the device model, so
+// guest programs take their numbers from here.
+package abi
 
 import "fmt"
 
