@@ -116,7 +116,7 @@ var (
 	onRead      = []string{"read"}
 	onWrite     = []string{"write"}
 	onRaise     = []string{"raise"}
-	onCmd       = []string{"cmd"}
+	onCmd       = []string{"cmd", "dmatest", "caps"} // every mailbox command
 	onFrame     = []string{"frame"}
 	cmdErrors   = []string{"unknown", "unaligned", "range", "other"}
 	badFrames   = []string{"runt", "oversize"}
@@ -134,8 +134,8 @@ var kinds = [numKinds]Spec{
 	DMAWriteReorder:   {Name: "dma.write.reorder", Door: DMA, Point: "write", Action: "reorder", On: onWrite},
 	DMAWriteTorn:      {Name: "dma.write.torn", Door: DMA, Point: "write", Action: "torn", On: onWrite, Args: []ArgSpec{{Name: "bytes", Default: "-1"}}},
 	DMAIOVAUnmapped:   {Name: "dma.iova.unmapped", Door: DMA, Point: "iova", Action: "unmapped", On: rw},
-	DMAConfirmMissing: {Name: "dma.confirm.missing", Door: DMA, Point: "confirm", Action: "missing", On: []string{"confirm"}, Pending: true},
-	DMAStatsFreeze:    {Name: "dma.stats.freeze", Door: DMA, Point: "stats", Action: "freeze", On: []string{"stats"}, Pending: true},
+	DMAConfirmMissing: {Name: "dma.confirm.missing", Door: DMA, Point: "confirm", Action: "missing", On: []string{"confirm"}},
+	DMAStatsFreeze:    {Name: "dma.stats.freeze", Door: DMA, Point: "stats", Action: "freeze", On: []string{"stats"}},
 
 	MSIDrop:     {Name: "msi.drop", Door: MSI, Point: "raise", Action: "drop", On: onRaise},
 	MSISpurious: {Name: "msi.spurious", Door: MSI, Point: "raise", Action: "spurious", On: onRaise, Args: []ArgSpec{{Name: "count", Default: "1"}}},
@@ -148,13 +148,13 @@ var kinds = [numKinds]Spec{
 	BARWCTear:      {Name: "bar.wc.tear", Door: BAR, Point: "wc", Action: "tear", On: onWrite, Args: []ArgSpec{{Name: "bytes", Default: "-1"}}},
 	BARSRAMCorrupt: {Name: "bar.sram.corrupt", Door: BAR, Point: "sram", Action: "corrupt", On: onRead, Args: []ArgSpec{{Name: "mask", Default: "0x01"}}},
 
-	FWCmdTimeout:  {Name: "fw.cmd.timeout", Door: FW, Point: "cmd", Action: "timeout", On: onCmd, Pending: true},
-	FWCmdError:    {Name: "fw.cmd.error", Door: FW, Point: "cmd", Action: "error", On: onCmd, Args: []ArgSpec{{Name: "code", Default: "unknown", Kind: argChoice, Choices: cmdErrors}}, Pending: true},
-	FWCmdSlow:     {Name: "fw.cmd.slow", Door: FW, Point: "cmd", Action: "slow", On: onCmd, Args: []ArgSpec{{Name: "delay", Default: "14ms", Kind: argDuration}}, Pending: true},
+	FWCmdTimeout:  {Name: "fw.cmd.timeout", Door: FW, Point: "cmd", Action: "timeout", On: onCmd},
+	FWCmdError:    {Name: "fw.cmd.error", Door: FW, Point: "cmd", Action: "error", On: onCmd, Args: []ArgSpec{{Name: "code", Default: "unknown", Kind: argChoice, Choices: cmdErrors}}},
+	FWCmdSlow:     {Name: "fw.cmd.slow", Door: FW, Point: "cmd", Action: "slow", On: onCmd, Args: []ArgSpec{{Name: "delay", Default: "14ms", Kind: argDuration}}},
 	FWReboot:      {Name: "fw.reboot", Door: FW, Point: "nic", Action: "reboot", On: onWrite},
 	FWHeaderBad:   {Name: "fw.header.bad", Door: FW, Point: "header", Action: "bad", On: []string{"header"}, Pending: true},
-	FWDMATestFail: {Name: "fw.dmatest.fail", Door: FW, Point: "dmatest", Action: "fail", On: onCmd, Pending: true},
-	FWCapsLie:     {Name: "fw.caps.lie", Door: FW, Point: "caps", Action: "lie", On: onCmd, Args: []ArgSpec{{Name: "value", Default: "1"}}, Pending: true},
+	FWDMATestFail: {Name: "fw.dmatest.fail", Door: FW, Point: "dmatest", Action: "fail", On: []string{"dmatest"}},
+	FWCapsLie:     {Name: "fw.caps.lie", Door: FW, Point: "caps", Action: "lie", On: []string{"caps"}, Args: []ArgSpec{{Name: "value", Default: "1"}}},
 
 	WireLinkFlap:   {Name: "wire.link.flap", Door: Wire, Point: "link", Action: "flap", On: onFrame, Args: []ArgSpec{{Name: "down", Default: "100ms", Kind: argDuration}}},
 	WireLoss:       {Name: "wire.loss", Door: Wire, Point: "frame", Action: "loss", On: onFrame},

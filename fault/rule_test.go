@@ -18,6 +18,8 @@ func TestParseValid(t *testing.T) {
 		{"w: wire.frame=loss; probability=2.5%; seed=7", "w: wire.frame=loss; probability=2.5; seed=7"},
 		{"d: dma.iova=unmapped; iova=0x1000..0x1fff", "d: dma.iova=unmapped; iova=0x1000..0x1fff"},
 		{"s1: msi.raise=none; state=1; new_state=2", "s1: msi.raise=none; state=1; new_state=2"},
+		{"t: fw.cmd=error(range); opcode=MXGEFW_CMD_SET_MTU; once", "t: fw.cmd=error(code=range); opcode=MXGEFW_CMD_SET_MTU; times=1"},
+		{"t: fw.cmd=slow(delay=16ms); opcode=5", "t: fw.cmd=slow(delay=16ms); opcode=5"},
 		{"x: dma.read=poison(mask=0x80, offset=3);", "x: dma.read=poison(mask=0x80, offset=3)"},
 		{"p: pci.cfg=surprise-remove; device=myri0", "p: pci.cfg=surprise-remove; device=myri0"},
 	}
@@ -54,7 +56,7 @@ func TestParseErrorsNameTheColumn(t *testing.T) {
 		{"r1: dma.read=fail; vector=1", 20, "does not report vector"},
 		{"r1: wire.frame=bad(fatal)", 20, "not one of"},
 		{"r1: wire.frame=bad(kind=runt, kind=oversize)", 31, "twice"},
-		{"r1: fw.cmd=timeout", 12, "not wired"},
+		{"r1: fw.header=bad", 15, "not wired"},
 		{"r1: msi.raise=drop(x=1)", 20, "takes no argument"},
 		{"r1: dma.read=fail; times=2; once", 29, "once and times"},
 		{"r1: dma.read=fail; iova=9..1", 25, "lo <= hi"},
@@ -91,10 +93,12 @@ func TestParseFile(t *testing.T) {
 
 // Every catalogue entry is reachable through its rule spelling.
 func TestCatalogueSpellings(t *testing.T) {
+	wired := 0
 	for _, k := range Kinds() {
 		if k.Pending {
 			continue
 		}
+		wired++
 		text := "x: " + k.Door.String() + "." + k.Point + "=" + k.Action
 		r, err := Parse(text)
 		if err != nil {
@@ -104,6 +108,9 @@ func TestCatalogueSpellings(t *testing.T) {
 		if r.Kind.String() != k.Name {
 			t.Errorf("%s parses as %s", text, r.Kind)
 		}
+	}
+	if wired < 30 {
+		t.Errorf("%d fault types wired to their doors, want at least 30", wired)
 	}
 }
 

@@ -495,7 +495,7 @@ func (f *Function) Attach(mem *dma.Map) error {
 	f.mu.Unlock()
 	f.removed.Store(false) // a new client sees the function again
 
-	h := Host{Mem: mem, IRQ: f.irq, Log: f.hostLog}
+	h := Host{Mem: mem, IRQ: f.irq, Log: f.hostLog, Fault: f.faults}
 	if f.wrapHost != nil {
 		h = f.wrapHost(h)
 	}

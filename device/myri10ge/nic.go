@@ -84,6 +84,7 @@ type NIC struct {
 	stats    Stats
 	drops    dropCounters
 	vendor   vendorWindow
+	slow     slowResponse // fw.cmd.slow (faults.go)
 }
 
 var _ pci.Device = (*NIC)(nil)
@@ -212,6 +213,7 @@ func (n *NIC) Detach() {
 	for _, s := range n.slices {
 		s.stopTimer()
 	}
+	n.stopSlowLocked()
 	n.host = pci.DetachedHost()
 	n.log.WithFields(n.stats.fields()).Info("NIC detached")
 }
