@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,9 +14,18 @@ import (
 	"github.com/myriemu/myriemu/tests/harness"
 )
 
-// TestDeviceDisconnect is issue #10, acceptance 3, "device-disconnect
-// during traffic": a guest sends (ARP for an absent peer, 10 a second)
-// when the control socket drops its NIC's vfio-user client. The test
+// resetDone reports whether the NIC ran the driver's reset sequence again
+// (mailbox commands) and sent frames since before.
+func resetDone(before, now map[string]uint64) bool {
+	return now["commands"] >= before["commands"]+5 && now["tx_frames"] > before["tx_frames"]
+}
+
+// TestDeviceDisconnect is issue #10, acceptance 3, "device-reset during
+// traffic" and "device-disconnect during traffic": a guest sends (ARP for
+// an absent peer, 10 a second); the control socket resets its NIC (the
+// driver's watchdog sees bus mastering off: "NIC rebooted", and recovers:
+// the NIC runs its mailbox commands again and sends again), then drops
+// its NIC's vfio-user client. The test
 // records what QEMU and the guest do about it (QEMU's stderr, the guest's
 // kernel log), then boots a second guest on the same socket, which must
 // find a working NIC: the server freed the first client and serves the
@@ -23,7 +33,7 @@ import (
 func TestDeviceDisconnect(t *testing.T) {
 	h := harness.New(t, env)
 	srv, nics, path := controlServer(h, 1)
-	first := myripair.NewScript(ipA).Raw(`ping -c 300 -i 0.1 -W 1 10.0.0.9 >/dev/null 2>&1
+	first := myripair.NewScript(ipA).Raw(`ping -c 900 -i 0.1 -W 1 10.0.0.9 >/dev/null 2>&1
 echo "after the disconnect:"
 dmesg | grep -i 'myri10ge\|vfio' | tail -20`)
 	mon, err := monitor(path)
@@ -42,6 +52,31 @@ dmesg | grep -i 'myri10ge\|vfio' | tail -20`)
 			return
 		}
 		time.Sleep(5 * time.Second)
+		before, err := nicCounters(mon, "myri0")
+		if err != nil {
+			problems = append(problems, err.Error())
+			return
+		}
+		if _, err := mon.Run([]byte(`{"execute":"device-reset","arguments":{"name":"myri0"}}`)); err != nil {
+			problems = append(problems, "device-reset: "+err.Error())
+			return
+		}
+		for {
+			c, err := nicCounters(mon, "myri0")
+			if err != nil {
+				problems = append(problems, err.Error())
+				return
+			}
+			if resetDone(before, c) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				problems = append(problems, fmt.Sprintf("no recovery from device-reset: %v", c))
+				return
+			case <-time.After(time.Second):
+			}
+		}
 		if _, err := mon.Run([]byte(`{"execute":"device-disconnect","arguments":{"name":"myri0"}}`)); err != nil {
 			problems = append(problems, "device-disconnect: "+err.Error())
 			return
@@ -79,6 +114,9 @@ dmesg | grep -i 'myri10ge\|vfio' | tail -20`)
 	// The driver's own reaction: its watchdog finds TX stuck, reads the
 	// config space of a function that answers nothing (vfio-user-pci
 	// returns all ones once its server has gone) and gives up.
+	if !strings.Contains(r1.ConsoleText, "NIC rebooted") {
+		h.Errorf("the first guest's driver never said \"NIC rebooted\" after device-reset")
+	}
 	if !strings.Contains(r1.ConsoleText, "device disappeared!") {
 		h.Errorf("the first guest's driver never said \"device disappeared!\"")
 	}
