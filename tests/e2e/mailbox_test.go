@@ -21,7 +21,10 @@ import (
 // sends at every open: the first open passes; A then cycles its link
 // down and up, and the opens meet in turn a timeout, an ERROR_BUSY
 // status, a response 5 ms late (under the boundary: open succeeds) and
-// one 60 ms late (over it: a timeout again). A failed open leaves the
+// one 500 ms late (over it: a timeout again). The boundary is the
+// driver's 15 polls of msleep(1), each at least a jiffy: 60 ms at HZ=250,
+// more under a loaded TCG; a 60 ms late response still made it in a first
+// run. A failed open leaves the
 // link down; the next cycle must bring it back. A's driver must log its
 // own "timed out" and "failed" lines, and afterwards A and B must ping
 // each other and move 16 MiB with equal SHA-256.
@@ -32,7 +35,7 @@ func TestFaultsMailbox(t *testing.T) {
 timeout: fw.cmd=timeout; opcode=SET_MTU; device=myri0; after=1; once; new_state=2
 error: fw.cmd=error(other); opcode=SET_MTU; device=myri0; state=2; once; new_state=3
 under: fw.cmd=slow(delay=5ms); opcode=SET_MTU; device=myri0; state=3; once; new_state=4
-over: fw.cmd=slow(delay=60ms); opcode=SET_MTU; device=myri0; state=4; once; new_state=5
+over: fw.cmd=slow(delay=500ms); opcode=SET_MTU; device=myri0; state=4; once; new_state=5
 `), 0o644)
 	srv, nics, _ := controlServer(h, 2, "--faults", rules, "--fault-log", filepath.Join(h.Dir, "fault.log"))
 	const size = 16 << 20
@@ -52,11 +55,11 @@ if [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ]; then echo "E2E-RESU
 	b := myripair.NewScript(ipB).
 		Step("e2e-net ping -to " + ipA + " -count 20 -interval 0.1 -wait 4m -label peer").
 		Step(fmt.Sprintf("e2e-net tcp-send -to %s -port 5001 -conns 1 -bytes %d -seed 3 -label mbox -timeout 5m", ipA, size)).
-		Step("e2e-net ethtool stats eth0 -dma").Step(dmesgCheck(true, ""))
+		Step("e2e-net ethtool stats eth0 -dma").Raw(driverReactions())
 	runs := h.Guests(
 		myripair.GuestSpec{Name: "a", NIC: nics[0], Script: a, Timeout: 10 * time.Minute,
 			Require: []string{"link:eth0", "link:recovered", "ping:peer", "dmesg:timeout", "dmesg:failed", "dmesg.oops"}}.Guest(),
-		myripair.GuestSpec{Name: "b", NIC: nics[1], Script: b, Timeout: 10 * time.Minute, Require: join(driverResults, []string{"ping:peer"})}.Guest(),
+		myripair.GuestSpec{Name: "b", NIC: nics[1], Script: b, Timeout: 10 * time.Minute, Require: []string{"link:eth0", "ethtool.dma", "ping:peer", "dmesg.oops"}}.Guest(),
 	)
 	ra, rb := runs[0], runs[1]
 	for _, l := range []string{"timeout", "error", "under", "over", "recovered"} {
