@@ -26,8 +26,8 @@ import (
 // more under a loaded TCG; a 60 ms late response still made it in a first
 // run. A failed open leaves the
 // link down; the next cycle must bring it back. A's driver must log its
-// own "timed out" and "failed" lines, and afterwards A and B must ping
-// each other and move 16 MiB with equal SHA-256.
+// own "timed out" and "failed" lines, and afterwards A must ping B and
+// receive 16 MiB from it with equal SHA-256.
 func TestFaultsMailbox(t *testing.T) {
 	h := harness.New(t, env)
 	rules := filepath.Join(h.Dir, "rules")
@@ -52,14 +52,14 @@ if [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ]; then echo "E2E-RESU
 		Step(fmt.Sprintf("e2e-net tcp-serve -port 5001 -conns 1 -bytes %d -label mbox -timeout 5m", size)).
 		Step("e2e-net ethtool stats eth0 -dma").
 		Raw(driverReactions([2]string{"timeout", "timed out"}, [2]string{"failed", "failed, result"}))
+	// B only sends: a ping of its own would overlap A's link cycles.
 	b := myripair.NewScript(ipB).
-		Step("e2e-net ping -to " + ipA + " -count 20 -interval 0.1 -wait 4m -label peer").
 		Step(fmt.Sprintf("e2e-net tcp-send -to %s -port 5001 -conns 1 -bytes %d -seed 3 -label mbox -timeout 5m", ipA, size)).
 		Step("e2e-net ethtool stats eth0 -dma").Raw(driverReactions())
 	runs := h.Guests(
 		myripair.GuestSpec{Name: "a", NIC: nics[0], Script: a, Timeout: 10 * time.Minute,
 			Require: []string{"link:eth0", "link:recovered", "ping:peer", "dmesg:timeout", "dmesg:failed", "dmesg.oops"}}.Guest(),
-		myripair.GuestSpec{Name: "b", NIC: nics[1], Script: b, Timeout: 10 * time.Minute, Require: []string{"link:eth0", "ethtool.dma", "ping:peer", "dmesg.oops"}}.Guest(),
+		myripair.GuestSpec{Name: "b", NIC: nics[1], Script: b, Timeout: 10 * time.Minute, Require: []string{"link:eth0", "ethtool.dma", "dmesg.oops"}}.Guest(),
 	)
 	ra, rb := runs[0], runs[1]
 	for _, l := range []string{"timeout", "error", "under", "over", "recovered"} {
