@@ -81,6 +81,9 @@ type Map struct {
 
 	hookMu sync.Mutex // serialises AddHook
 
+	// unmapWatch is told of every DMA_UNMAP before it takes effect (audit.go).
+	unmapWatch atomic.Pointer[[]*UnmapWatcher]
+
 	mu           sync.RWMutex
 	closedLocked bool
 	regions      regionTable     // sorted by iova, never overlapping
@@ -329,6 +332,7 @@ func (m *Map) Remove(iova, size uint64) error {
 		return fmt.Errorf("dma: unmap %#x+%#x: %w", iova, size, err)
 	}
 	last := iova + size - 1
+	m.notifyUnmap(iova, last)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closedLocked {
@@ -362,6 +366,7 @@ func (m *Map) Remove(iova, size uint64) error {
 // RemoveAll drops every map (DMA_UNMAP with the ALL flag, or the client
 // left), after in-flight accesses finished.
 func (m *Map) RemoveAll() {
+	m.notifyUnmap(0, math.MaxUint64)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.removeAllLocked()

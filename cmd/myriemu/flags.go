@@ -59,6 +59,8 @@ type serveConfig struct {
 	// value: 0600, the process's group). A control socket gets the same:
 	// unixsock.ListenUnix(path, cfg.Perm).
 	Perm unixsock.Perm
+
+	Ports []string // --port values: switch ports to other networks (ports.go)
 }
 
 // endpoint is one --socket or --fd, in command-line order.
@@ -137,6 +139,8 @@ type serveFlags struct {
 	level, format, pcap, sockMode, sockGroup *string
 	printCaps                                *bool
 	ctl                                      *controlFlags
+
+	ports listFlag // ports.go
 }
 
 // newServeFlags returns serve's flags.
@@ -153,6 +157,7 @@ func newServeFlags(out io.Writer, kinds map[string]deviceKind) *serveFlags {
 	sf.printCaps = fs.Bool("print-capabilities", false, "print the device kinds, their keys and the protocol as JSON on stdout, and exit")
 	sf.level = fs.String("log-level", "info", "log `level`: trace, debug, info, warn, error")
 	sf.format = fs.String("log-format", "text", "log `format` on stderr: text or json")
+	fs.Var(&sf.ports, "port", portUsage)
 	sf.pcap = fs.String("pcap", "", "write every frame crossing the emulated switch to `FILE` (pcap, for tshark; created 0600 once the sockets listen, never through a symlink)")
 	addLimitFlags(fs)
 	sf.ctl = addControlFlags(fs)
@@ -214,6 +219,9 @@ func parseServe(args []string, kinds map[string]deviceKind, out io.Writer) (serv
 		return cfg, usagef("--log-format %q: want text or json", *format)
 	}
 	if cfg.Limits, err = limitsFrom(fs.FlagSet); err != nil {
+		return cfg, err
+	}
+	if cfg.Ports, err = checkPorts(fs.ports); err != nil {
 		return cfg, err
 	}
 

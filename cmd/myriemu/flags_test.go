@@ -66,7 +66,7 @@ func TestParseServe(t *testing.T) {
 		{name: "device without socket", args: "--socket /a --device testdev --device testdev", errContains: "has no socket"},
 		{name: "key of another kind", args: "--device testdev,socket=/a,mac=00:60:dd:00:00:01", errContains: `unknown key "mac" (known: socket, fd, name)`},
 		{name: "unknown myri10ge key", args: "--device myri10ge,socket=/a,speed=40g", errContains: `unknown key "speed" (known: socket, fd, name, mac, serial, slices)`},
-		{name: "unknown kind", args: "--socket /a --device myri99", errContains: `unknown kind "myri99" (known: myri10ge, testdev)`},
+		{name: "unknown kind", args: "--socket /a --device myri99", errContains: `unknown kind "myri99" (known: myri10ge, myrimx, testdev)`},
 		{name: "unknown key", args: "--device testdev,sock=/a", errContains: `unknown key "sock"`},
 		{name: "key without value", args: "--device testdev,socket=", errContains: "not key=value"},
 		{name: "bare word", args: "--device testdev,/a", errContains: "not key=value"},
@@ -130,8 +130,8 @@ func TestPrintCapabilities(t *testing.T) {
 				keys[d.Kind] = append(keys[d.Kind], k.Name)
 			}
 		}
-		want := map[string][]string{"myri10ge": {"mac", "serial", "slices"}}
-		if caps.Protocol != "vfio-user" || caps.Type != "vfio-user-pci" || !cmp.Equal(kinds, []string{"myri10ge", "testdev"}) ||
+		want := map[string][]string{"myri10ge": {"mac", "serial", "slices"}, "myrimx": {"endpoints", "audit", "nic_id"}}
+		if caps.Protocol != "vfio-user" || caps.Type != "vfio-user-pci" || !cmp.Equal(kinds, []string{"myri10ge", "myrimx", "testdev"}) ||
 			!cmp.Equal(keys, want) || len(caps.Socket) != 3 {
 			t.Errorf("%v: capabilities %+v", args, caps)
 		}

@@ -88,6 +88,7 @@ func deviceKinds() map[string]deviceKind {
 			},
 			new: newMyri10ge,
 		},
+		"myrimx": myrimxKind(),
 	}
 }
 
@@ -208,6 +209,11 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 		return err
 	}
 	defer doors.close()
+	ports, perr := openPorts(root, wire, cfg)
+	if perr != nil {
+		return perr
+	}
+	defer ports.Close()
 	var all []*served
 	// shutdown closes the servers (dropping clients, removing the socket
 	// files) in parallel, then releases the devices.
