@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/myriemu/myriemu/fault"
 	"github.com/sirupsen/logrus"
 )
 
@@ -31,6 +32,8 @@ type Switch struct {
 	bufs  framePool
 
 	capture atomic.Pointer[Capture]
+	faults  *fault.Set // the wire fault door (fault.go)
+	ft      faultTimers
 
 	mu    sync.Mutex // guards ports and table
 	ports []*SwitchPort
@@ -83,6 +86,7 @@ func (s *Switch) Ports() []*SwitchPort {
 
 // Close detaches every port. It is idempotent.
 func (s *Switch) Close() {
+	s.ft.stop()
 	for _, p := range s.Ports() {
 		p.Detach()
 	}
@@ -166,6 +170,9 @@ type SwitchPort struct {
 	stop        chan struct{}
 	done        chan struct{}
 	pendingLink []bool
+
+	heldMu sync.Mutex
+	held   []byte // a frame wire.reorder holds back (fault.go)
 }
 
 var _ Port = (*SwitchPort)(nil)
@@ -177,6 +184,10 @@ func (p *SwitchPort) Name() string { return p.name }
 func (p *SwitchPort) Send(frames [][]byte) {
 	if !p.LinkUp() {
 		p.stats.txDropped.Add(uint64(len(frames)))
+		return
+	}
+	if p.sw.faults.Armed(fault.Wire) {
+		p.sendFaulty(frames)
 		return
 	}
 	p.sw.forward(p, frames)

@@ -5,6 +5,7 @@ package pci
 
 import (
 	"github.com/myriemu/myriemu/dma"
+	"github.com/myriemu/myriemu/fault"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/wcbar"
 	"github.com/sirupsen/logrus"
@@ -41,6 +42,9 @@ type Host struct {
 	Mem dma.Space
 	IRQ msi.Raiser
 	Log *logrus.Entry
+	// Fault is the process's fault set, for the doors a device keeps
+	// itself (the firmware mailbox); nil means no fault injection.
+	Fault *fault.Set
 }
 
 // Spec is a function's fixed description: identity, BARs and capabilities.

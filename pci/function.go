@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/myriemu/myriemu/dma"
+	"github.com/myriemu/myriemu/fault"
 	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/sirupsen/logrus"
@@ -31,6 +33,12 @@ type Function struct {
 	traps   [6][]trap // per BAR: MSI-X table and PBA ranges served here
 
 	warnings *ratelog.Limiter // client mistakes, per function: reconnecting does not reset it
+
+	// Fault doors (fault.go): set before a client attaches.
+	faults   *fault.Set
+	device   string
+	wrapHost func(Host) Host
+	removed  atomic.Bool
 
 	mu   sync.Mutex
 	cfg  *config
@@ -233,6 +241,10 @@ func (f *Function) access(index uint32, off uint64, p []byte, write bool) error 
 		return fmt.Errorf("pci: region %d %s %d@%#x: outside the region (size %#x): %w",
 			index, rw(write), len(p), off, size, unix.EINVAL)
 	}
+	if f.removed.Load() {
+		removedAccess(p, write)
+		return nil
+	}
 	if index == RegionConfig {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -240,10 +252,16 @@ func (f *Function) access(index uint32, off uint64, p []byte, write bool) error 
 			f.writeConfig(int(off), p)
 		} else {
 			f.readConfig(int(off), p)
+			if f.faults.Armed(fault.PCI) {
+				f.configFault(int(off), p)
+			}
 		}
 		return nil
 	}
-	return f.accessBAR(int(index), off, p, write)
+	if f.faults.Armed(fault.BAR) || f.faults.Armed(fault.FW) {
+		return f.accessBARFaulty(int(index), off, p, write)
+	}
+	return f.accessBARDirect(int(index), off, p, write)
 }
 
 func rw(write bool) string {
@@ -347,9 +365,9 @@ func copyOverlap(dst []byte, dstOff int, src []byte, srcOff int) {
 	}
 }
 
-// accessBAR splits an access into the parts the function serves (MSI-X
-// table and PBA) and the parts the device serves.
-func (f *Function) accessBAR(bar int, off uint64, p []byte, write bool) error {
+// accessBARDirect splits an access into the parts the function serves
+// (MSI-X table and PBA) and the parts the device serves.
+func (f *Function) accessBARDirect(bar int, off uint64, p []byte, write bool) error {
 	for len(p) > 0 {
 		n := uint64(len(p))
 		var in *trap
@@ -440,6 +458,9 @@ func (f *Function) resetMSIXTable() {
 // their power-on values (bus mastering off), pending interrupts are
 // cleared and the device is reset. Eventfds and DMA maps survive.
 func (f *Function) Reset() {
+	if f.faults.Armed(fault.PCI) && f.resetFault() {
+		return
+	}
 	f.mu.Lock()
 	f.resetLocked()
 	f.mu.Unlock()
@@ -472,8 +493,13 @@ func (f *Function) Attach(mem *dma.Map) error {
 	f.mem = mem
 	mem.SetBusMaster(f.cfg.u16(regCommand)&cmdMaster != 0)
 	f.mu.Unlock()
+	f.removed.Store(false) // a new client sees the function again
 
-	if err := f.dev.Attach(Host{Mem: mem, IRQ: f.irq, Log: f.hostLog}); err != nil {
+	h := Host{Mem: mem, IRQ: f.irq, Log: f.hostLog, Fault: f.faults}
+	if f.wrapHost != nil {
+		h = f.wrapHost(h)
+	}
+	if err := f.dev.Attach(h); err != nil {
 		f.dev.Detach()
 		f.mu.Lock()
 		mem.SetBusMaster(false)

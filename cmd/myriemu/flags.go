@@ -54,6 +54,7 @@ type serveConfig struct {
 	LogLevel  logrus.Level
 	LogFormat string // "text" or "json"
 	Pcap      string // capture the switch to this file
+	Control   controlConfig
 	// Perm is the mode and group of every socket serve creates (the zero
 	// value: 0600, the process's group). A control socket gets the same:
 	// unixsock.ListenUnix(path, cfg.Perm).
@@ -137,6 +138,7 @@ type serveFlags struct {
 	devices                                  listFlag
 	level, format, pcap, sockMode, sockGroup *string
 	printCaps                                *bool
+	ctl                                      *controlFlags
 
 	ports listFlag // ports.go
 }
@@ -158,6 +160,7 @@ func newServeFlags(out io.Writer, kinds map[string]deviceKind) *serveFlags {
 	fs.Var(&sf.ports, "port", portUsage)
 	sf.pcap = fs.String("pcap", "", "write every frame crossing the emulated switch to `FILE` (pcap, for tshark; created 0600 once the sockets listen, never through a symlink)")
 	addLimitFlags(fs)
+	sf.ctl = addControlFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), serveUsage)
 		fs.PrintDefaults()
@@ -189,7 +192,7 @@ func parseServe(args []string, kinds map[string]deviceKind, out io.Writer) (serv
 	if *fs.printCaps {
 		return serveConfig{}, errPrintCapabilities
 	}
-	cfg := serveConfig{Pcap: *fs.pcap}
+	cfg := serveConfig{Pcap: *fs.pcap, Control: fs.ctl.config()}
 	if *fs.sockMode != "" {
 		m, err := unixsock.ParseMode(*fs.sockMode)
 		if err != nil {

@@ -105,6 +105,7 @@ const usage = `myriemu serves emulated PCI devices to QEMU guests over vfio-user
 Usage:
   myriemu serve --device KIND,socket=PATH [...]    serve devices until SIGTERM, SIGINT or SIGHUP
   myriemu run [flags] -- CMD [ARG...]              boot guests with the cards, run CMD in each, summarise ('myriemu run -h')
+  myriemu ctl --control PATH COMMAND [key=value ...]  send one command to a serve's control socket
   myriemu firmware --out DIR                       write the myri10ge firmware files a guest needs for RSS
   myriemu --print-capabilities                     print device kinds, keys and protocol as JSON
   myriemu version                                  print the version
@@ -150,6 +151,8 @@ func (a *app) run(ctx context.Context, args []string) int {
 		return a.runRun(ctx, rest)
 	case "firmware":
 		return a.runFirmware(rest)
+	case "ctl":
+		return a.runCtl(ctx, rest)
 	case "version", "--version", "-version":
 		fmt.Fprintln(a.stdout, versionString())
 		return 0
@@ -204,6 +207,11 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	a.limits = newLimiter(cfg.Limits, root)
 	wire := fabric.NewSwitch(root)
 	defer wire.Close()
+	doors, err := newDoors(cfg.Control, root, wire)
+	if err != nil {
+		return err
+	}
+	defer doors.close()
 	ports, perr := openPorts(root, wire, cfg)
 	if perr != nil {
 		return perr
@@ -229,12 +237,16 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 		}
 	}
 	for _, dc := range cfg.Devices {
-		s, err := a.listen(root, wire, dc, cfg.Perm)
+		s, err := a.listen(root, wire, doors, dc, cfg.Perm)
 		if err != nil {
 			shutdown()
 			return err
 		}
 		all = append(all, s)
+	}
+	if err := doors.start(cfg.Perm); err != nil {
+		shutdown()
+		return err
 	}
 	// The capture file is created only once every socket listens, so a
 	// start that fails never truncates an existing capture.
@@ -257,7 +269,6 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	fmt.Fprintln(a.stdout, readyLine(all))
 	root.WithField("devices", len(all)).Info("ready")
 
-	var err error
 	select {
 	case <-ctx.Done():
 		root.Info("shutting down")
@@ -280,7 +291,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 
 // listen creates device dc and listens on its socket (created with perm)
 // or on the listening socket it was handed.
-func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig, perm unixsock.Perm) (*served, error) {
+func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, doors *doors, dc deviceConfig, perm unixsock.Perm) (*served, error) {
 	log := root.WithField("device", dc.Name)
 	dev, err := a.kinds[dc.Kind].new(deviceEnv{Name: dc.Name, Log: log, Opts: dc.Opts, Wire: wire})
 	if err != nil {
@@ -291,7 +302,7 @@ func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig, p
 		dev.Close()
 		return nil, fmt.Errorf("device %s: %w", dc.Name, err)
 	}
-	vcfg := a.limits.apply(vfiouser.Config{Path: dc.Socket, Function: f, Log: log.WithField("component", "vfiouser"), Perm: perm})
+	vcfg := a.limits.apply(vfiouser.Config{Path: dc.Socket, Function: doors.function(f, dev, dc), Log: log.WithField("component", "vfiouser"), Perm: perm})
 	var srv *vfiouser.Server
 	if dc.Socket != "" {
 		srv, err = vfiouser.Listen(vcfg)
@@ -302,6 +313,7 @@ func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig, p
 		dev.Close()
 		return nil, fmt.Errorf("device %s: %w", dc.Name, err)
 	}
+	doors.served(srv)
 	log.WithFields(logrus.Fields{"kind": dc.Kind, "socket": srv.Path()}).Info("listening")
 	return &served{cfg: dc, dev: dev, srv: srv}, nil
 }

@@ -3,6 +3,7 @@ package myri10ge
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/myriemu/myriemu/fault"
 	"net"
 )
 
@@ -67,6 +68,9 @@ func FirmwareImage() []byte {
 // confirmLocked DMAs the 0xFFFFFFFF confirmation word the driver polls
 // for after a handoff or dummy RDMA (§3.6, §3.7).
 func (n *NIC) confirmLocked(block uint64, what string) {
+	if n.host.Fault.Armed(fault.DMA) && n.confirmMissingLocked(what) {
+		return
+	}
 	addr := host64(n.be32(block), n.be32(block+4))
 	var w [4]byte
 	binary.BigEndian.PutUint32(w[:], n.be32(block+8))

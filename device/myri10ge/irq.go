@@ -2,6 +2,7 @@ package myri10ge
 
 import (
 	"encoding/binary"
+	"github.com/myriemu/myriemu/fault"
 	"time"
 )
 
@@ -91,7 +92,8 @@ func (n *NIC) maybeInterruptLocked(s *slice) {
 	// holding valid goes last, as one store.
 	body := b[s.statsOff:irqOffFlagsWord]
 	flagsAddr := s.statsAddr + uint64(irqOffFlagsWord-s.statsOff)
-	if !n.dmaWriteLocked(s, "interrupt block", s.statsAddr, body) ||
+	frozen := n.host.Fault.Armed(fault.DMA) && n.statsFrozenLocked(s)
+	if !frozen && !n.dmaWriteLocked(s, "interrupt block", s.statsAddr, body) ||
 		!n.dmaStoreLocked(s, "interrupt block", flagsAddr, [4]byte(b[irqOffFlagsWord:])) {
 		return
 	}

@@ -2,6 +2,7 @@ package myri10ge
 
 import (
 	"encoding/binary"
+	"github.com/myriemu/myriemu/fault"
 	"math/bits"
 	"time"
 
@@ -120,6 +121,9 @@ func (n *NIC) commandLocked(int, uint64, int) {
 		respLow: n.be32(offCmd + cmdOffRespLo),
 	}
 	n.stats.Commands++
+	if n.host.Fault.Armed(fault.FW) && n.commandFaultLocked(&c) {
+		return
+	}
 	status := StatusUnknown
 	if c.cmd < Cmd(len(commands)) && commands[c.cmd] != nil {
 		status = commands[c.cmd](n, &c)

@@ -88,6 +88,7 @@ type NIC struct {
 	drops    dropCounters
 	vendor   vendorWindow
 	pio      pioState
+	slow     slowResponse // fw.cmd.slow (faults.go)
 }
 
 var _ pci.Device = (*NIC)(nil)
@@ -234,6 +235,7 @@ func (n *NIC) Detach() {
 	for _, s := range n.slices {
 		s.stopTimer()
 	}
+	n.stopSlowLocked()
 	n.host = pci.DetachedHost()
 	n.log.WithFields(n.stats.fields()).Info("NIC detached")
 }

@@ -1,0 +1,112 @@
+package myri10ge
+
+import (
+	"time"
+
+	"github.com/myriemu/myriemu/fault"
+)
+
+// The fw fault door (docs/faults.md): the mailbox asks the host's fault
+// set about each command, and the confirmation and stats-block DMAs ask
+// the dma door with their region, when a rule is armed there.
+
+// slowResponse is a command response held back by fw.cmd.slow.
+type slowResponse struct {
+	timer *time.Timer
+}
+
+// stopSlowLocked cancels a held-back response (reset, detach).
+func (n *NIC) stopSlowLocked() {
+	if n.slow.timer != nil {
+		n.slow.timer.Stop()
+		n.slow.timer = nil
+	}
+}
+
+// commandFaultLocked offers command c to the fw door. It returns true if
+// a fault took the command over (the caller then does nothing more).
+func (n *NIC) commandFaultLocked(c *command) bool {
+	point := "cmd"
+	switch c.cmd {
+	case CmdDMATest, CmdUnalignedTest:
+		point = "dmatest"
+	case CmdGetSendRingSize, CmdGetRxRingSize, CmdGetMaxRSSQueues:
+		point = "caps"
+	}
+	act, ok := n.host.Fault.Eval(fault.FW, &fault.Op{Point: point, Device: n.cfg.Name,
+		Opcode: int(c.cmd), OpName: "MXGEFW_CMD_" + c.cmd.String(), Slice: int(c.data0), Queue: int(c.data0)})
+	if !ok {
+		return false
+	}
+	addr := host64(c.respHi, c.respLow)
+	switch act.Kind {
+	case fault.FWCmdTimeout:
+		// No response at all: the driver's poll sees NO_RESPONSE and
+		// gives up, "command N timed out" (§4.1).
+		n.stats.FailedCmds++
+		return true
+	case fault.FWCmdError:
+		status := map[string]Status{"unknown": StatusUnknown, "unaligned": StatusErrorUnaligned,
+			"range": StatusErrorRange, "other": StatusErrorBusy}[act.Arg("code")]
+		n.stats.FailedCmds++
+		n.respondLocked(addr, 0, status)
+		return true
+	case fault.FWDMATestFail:
+		if c.cmd != CmdDMATest && c.cmd != CmdUnalignedTest {
+			return false
+		}
+		n.stats.FailedCmds++
+		n.respondLocked(addr, 0, StatusErrorBusy)
+		return true
+	case fault.FWCapsLie:
+		switch c.cmd {
+		case CmdGetSendRingSize, CmdGetRxRingSize, CmdGetMaxRSSQueues:
+		default:
+			return false
+		}
+		status := commands[c.cmd](n, c)
+		n.respondLocked(addr, uint32(act.Int("value")), status)
+		return true
+	case fault.FWCmdSlow:
+		// The command runs now; its response lands after the delay, as
+		// from firmware that is slow to answer (the driver waits 15 ms,
+		// 1 ms for atomic callers). A response after the driver gave up
+		// lands in the buffer of its next command, as on hardware.
+		status := StatusUnknown
+		if c.cmd < Cmd(len(commands)) && commands[c.cmd] != nil {
+			status = commands[c.cmd](n, c)
+		}
+		n.stopSlowLocked()
+		epoch, reply := n.epoch, c.reply
+		n.slow.timer = time.AfterFunc(act.Duration("delay"), func() {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			if n.epoch != epoch {
+				return // reset or detached since
+			}
+			n.slow.timer = nil
+			n.respondLocked(addr, reply, status)
+		})
+		return true
+	}
+	return false
+}
+
+// confirmMissingLocked reports whether the dma door drops the
+// confirmation word of a handoff or dummy RDMA (dma.confirm.missing).
+func (n *NIC) confirmMissingLocked(what string) bool {
+	act, ok := n.host.Fault.Eval(fault.DMA, &fault.Op{Point: "confirm", Device: n.cfg.Name, Region: "cmd"})
+	if ok && act.Kind == fault.DMAConfirmMissing {
+		n.log.WithField("dma", what).Debug("confirmation dropped (fault)")
+		return true
+	}
+	return false
+}
+
+// statsFrozenLocked reports whether the dma door freezes this update of
+// slice s's stats block (dma.stats.freeze): the valid word still lands,
+// the counters and link state do not.
+func (n *NIC) statsFrozenLocked(s *slice) bool {
+	act, ok := n.host.Fault.Eval(fault.DMA, &fault.Op{Point: "stats", Device: n.cfg.Name, Region: "stats", Slice: s.idx})
+	return ok && act.Kind == fault.DMAStatsFreeze
+}

@@ -1,0 +1,176 @@
+package fabric
+
+import (
+	"sync"
+	"time"
+
+	"github.com/myriemu/myriemu/fault"
+)
+
+// faultTimers are the switch's pending wire.delay deliveries and
+// wire.link.flap restorations; Close cancels them.
+type faultTimers struct {
+	mu     sync.Mutex
+	closed bool
+	timers map[*time.Timer]struct{}
+	wg     sync.WaitGroup
+	onLink func(port string, up bool)
+}
+
+// SetFaults puts the wire fault door under set: every frame a port sends
+// is offered to it (device = the sending port's name) while a rule is
+// armed at the wire door. Call it before traffic starts.
+func (s *Switch) SetFaults(set *fault.Set) { s.faults = set }
+
+// OnFaultLink registers fn to hear the link changes wire.link.flap makes
+// (for LINK_CHANGED events). Call it before traffic starts.
+func (s *Switch) OnFaultLink(fn func(port string, up bool)) { s.ft.onLink = fn }
+
+// sendFaulty is Send with the wire door armed.
+func (p *SwitchPort) sendFaulty(frames [][]byte) {
+	s := p.sw
+	out := make([][]byte, 0, len(frames)+1)
+	for _, f := range frames {
+		act, ok := s.faults.Eval(fault.Wire, &fault.Op{Point: "frame", Device: p.name, Len: len(f), Dir: "tx"})
+		if !ok {
+			out = append(out, f)
+			out = p.releaseHeld(out)
+			continue
+		}
+		switch act.Kind {
+		case fault.WireLoss:
+			p.stats.txDropped.Add(1)
+		case fault.WireCorrupt:
+			c := append([]byte(nil), f...)
+			if len(c) > MinFrame {
+				// Past the Ethernet header, so the frame still reaches
+				// its destination and the damage is the receiver's to find.
+				c[MinFrame+int(act.Rand%uint64(len(c)-MinFrame))] ^= byte(act.Int("mask"))
+			}
+			out = append(out, c)
+		case fault.WireDup:
+			for range min(act.Int("count"), 64) + 1 {
+				out = append(out, f)
+			}
+		case fault.WireReorder:
+			held := append([]byte(nil), f...)
+			p.heldMu.Lock()
+			prev := p.held
+			p.held = held
+			p.heldMu.Unlock()
+			if prev != nil {
+				out = append(out, prev)
+			}
+		case fault.WireDelay:
+			c := append([]byte(nil), f...)
+			s.ft.after(act.Duration("delay"), func() {
+				if p.LinkUp() {
+					s.forward(p, [][]byte{c})
+				}
+			})
+		case fault.WireRxOverflow:
+			p.overflowAt(f)
+		case fault.WireFrameBad:
+			if act.Arg("kind") == "oversize" {
+				c := make([]byte, MaxFrame)
+				copy(c, f)
+				out = append(out, c)
+			} else {
+				out = append(out, f[:min(len(f), MinFrame+18)]) // a runt: 32 bytes at most
+			}
+		case fault.WireLinkFlap:
+			p.stats.txDropped.Add(1)
+			p.SetLink(false)
+			s.ft.link(p.name, false)
+			s.ft.after(act.Duration("down"), func() {
+				p.SetLink(true)
+				s.ft.link(p.name, true)
+			})
+		default:
+			out = append(out, f)
+		}
+	}
+	if len(out) > 0 && p.LinkUp() {
+		s.forward(p, out)
+	}
+}
+
+// releaseHeld appends the frame wire.reorder held back, after the frame
+// that overtook it.
+func (p *SwitchPort) releaseHeld(out [][]byte) [][]byte {
+	p.heldMu.Lock()
+	h := p.held
+	p.held = nil
+	p.heldMu.Unlock()
+	if h != nil {
+		out = append(out, h)
+	}
+	return out
+}
+
+// overflowAt counts f as dropped by a full receive queue at its unicast
+// destination (or at every other port for a broadcast).
+func (p *SwitchPort) overflowAt(f []byte) {
+	s := p.sw
+	if len(f) < MinFrame {
+		return
+	}
+	var dst [6]byte
+	copy(dst[:], f[0:6])
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.table[dst]; ok && dst[0]&1 == 0 {
+		e.port.stats.rxDropped.Add(1)
+		return
+	}
+	for _, q := range s.ports {
+		if q != p {
+			q.stats.rxDropped.Add(1)
+		}
+	}
+}
+
+func (t *faultTimers) link(port string, up bool) {
+	if t.onLink != nil {
+		t.onLink(port, up)
+	}
+}
+
+// after runs fn after d unless the switch closes first.
+func (t *faultTimers) after(d time.Duration, fn func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	if t.timers == nil {
+		t.timers = map[*time.Timer]struct{}{}
+	}
+	t.wg.Add(1)
+	var tm *time.Timer
+	tm = time.AfterFunc(d, func() {
+		defer t.wg.Done()
+		t.mu.Lock()
+		_, live := t.timers[tm]
+		delete(t.timers, tm)
+		t.mu.Unlock()
+		if live {
+			fn()
+		}
+	})
+	t.timers[tm] = struct{}{}
+}
+
+// stop cancels pending timers and waits for running ones.
+func (t *faultTimers) stop() {
+	t.mu.Lock()
+	t.closed = true
+	for tm := range t.timers {
+		if tm.Stop() {
+			t.wg.Done()
+		}
+		delete(t.timers, tm)
+	}
+	t.mu.Unlock()
+	t.wg.Wait()
+}
