@@ -325,9 +325,11 @@ func (p *SwitchPort) runDeliver(r Receiver, stop, done chan struct{}) {
 				views = append(views, f.b)
 				bytes += uint64(len(f.b))
 			}
-			r.Deliver(views)
+			// Counted before delivery, so whoever sees a frame arrive also
+			// sees it counted.
 			p.stats.rxFrames.Add(uint64(len(batch)))
 			p.stats.rxBytes.Add(bytes)
+			r.Deliver(views)
 			for i, f := range batch {
 				p.sw.bufs.put(f)
 				batch[i], views[i] = nil, nil
