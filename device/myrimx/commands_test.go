@@ -102,6 +102,17 @@ func le32(b []byte, off int, v uint32) {
 	b[off], b[off+1], b[off+2], b[off+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
 }
 
+// regWindows allocates a length-byte buffer on each NIC and registers
+// a's as a SEND source on ea and b's as a RECV destination on eb, both as
+// (id, gen): the setup of most two-sided tests.
+func (p *pair) regWindows(id, gen uint32, length int, scatter bool) (src, dst mxtest.Buffer) {
+	src = p.a.AllocBuffer(length, scatter)
+	dst = p.b.AllocBuffer(length, scatter)
+	p.reg(p.ea, id, gen, myrimx.AccessSendSrc, src)
+	p.reg(p.eb, id, gen, myrimx.AccessRecvDst, dst)
+	return src, dst
+}
+
 // list writes b's page list into a's memory.
 func (p *pair) list(b mxtest.Buffer) uint64 {
 	l := p.a.Alloc(8*len(b.Pages), 8)
@@ -115,10 +126,7 @@ func (p *pair) list(b mxtest.Buffer) uint64 {
 func TestSendStatuses(t *testing.T) {
 	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
-	src := p.a.AllocBuffer(4096, false)
-	dst := p.b.AllocBuffer(4096, false)
-	p.reg(p.ea, 1, 5, myrimx.AccessSendSrc, src)
-	p.reg(p.eb, 1, 5, myrimx.AccessRecvDst, dst)
+	p.regWindows(1, 5, 4096, false)
 	nic, epi := p.eb.Addr()
 	closed := p.b.Open(1, 4, 4)
 	closed.NIC.Write32(closed.Reg(myrimx.EPCtrl), myrimx.EPCtrlClose)
@@ -160,12 +168,9 @@ func TestSendStatuses(t *testing.T) {
 func TestMatchMaskOrderTruncated(t *testing.T) {
 	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
-	src := p.a.AllocBuffer(64<<10, true)
-	dst := p.b.AllocBuffer(64<<10, true)
+	src, dst := p.regWindows(1, 1, 64<<10, true)
 	data := pattern(64<<10, 2)
 	p.a.Fill(src, 0, data)
-	p.reg(p.ea, 1, 1, myrimx.AccessSendSrc, src)
-	p.reg(p.eb, 1, 1, myrimx.AccessRecvDst, dst)
 	nic, epi := p.eb.Addr()
 
 	// Receives posted first: r1 wants exactly 0xaa00, r2 any match with the
@@ -243,10 +248,7 @@ func TestMatchMaskOrderTruncated(t *testing.T) {
 func TestCancelFenceNop(t *testing.T) {
 	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
-	src := p.a.AllocBuffer(4096, false)
-	dst := p.b.AllocBuffer(4096, false)
-	p.reg(p.ea, 1, 1, myrimx.AccessSendSrc, src)
-	p.reg(p.eb, 1, 1, myrimx.AccessRecvDst, dst)
+	p.regWindows(1, 1, 4096, false)
 	nic, epi := p.eb.Addr()
 
 	rs := p.eb.Post(mxtest.RecvCmd(1, 1, 0, 100, 1, all, 0xc1), mxtest.RecvCmd(1, 1, 0, 100, 2, all, 0xc2))
@@ -319,10 +321,7 @@ func TestPageListChangedAfterREG(t *testing.T) {
 func TestRegionInvalidatedWhilePosted(t *testing.T) {
 	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
-	dst := p.b.AllocBuffer(4096, false)
-	src := p.a.AllocBuffer(4096, false)
-	p.reg(p.ea, 1, 1, myrimx.AccessSendSrc, src)
-	p.reg(p.eb, 1, 1, myrimx.AccessRecvDst, dst)
+	_, dst := p.regWindows(1, 1, 4096, false)
 	seqs := p.eb.Post(mxtest.RecvCmd(1, 1, 0, 100, 0, 0, 0), mxtest.DeregCmd(1, 1, myrimx.ReasonUnmap))
 	evs := []mxtest.Event{}
 	for len(evs) < 2 {

@@ -131,6 +131,21 @@ func (o *oracle) transfer(s, r *oracleOp) {
 		SrcNIC: o.nics[s.ep], SrcEP: 0, MsgLen: s.length, XferLen: n, Region: r.id, Gen: r.gen})
 }
 
+// take removes the first op of *queue that ok accepts from *queue and
+// from its endpoint's outstanding commands, and returns it (nil if none):
+// the matching of a SEND with a posted RECV or a RECV with an unexpected
+// SEND.
+func (o *oracle) take(queue *[]*oracleOp, ok func(*oracleOp) bool) *oracleOp {
+	i := slices.IndexFunc(*queue, ok)
+	if i < 0 {
+		return nil
+	}
+	op := (*queue)[i]
+	*queue = slices.Delete(*queue, i, i+1)
+	o.eps[op.ep].mine = slices.DeleteFunc(o.eps[op.ep].mine, func(x *oracleOp) bool { return x == op })
+	return op
+}
+
 func (o *oracle) abort(op *oracleOp, st myrimx.Status) {
 	e := o.eps[op.ep]
 	e.mine = slices.DeleteFunc(e.mine, func(x *oracleOp) bool { return x == op })
@@ -319,13 +334,9 @@ func decode(b []byte, e *fzEP, oe *oracleEP, o *oracle, ep int, seq uint32) (mxt
 			op := &oracleOp{kind: myrimx.OpSend, ep: ep, seq: seq, cookie: cookie, id: id, gen: gen, off: off, length: n,
 				match: match, reg: r}
 			dest := o.eps[1-ep]
-			for i, rv := range dest.recvs {
-				if matchOK(rv, match) {
-					dest.recvs = slices.Delete(dest.recvs, i, i+1)
-					o.eps[rv.ep].mine = slices.DeleteFunc(o.eps[rv.ep].mine, func(x *oracleOp) bool { return x == rv })
-					o.transfer(op, rv)
-					return
-				}
+			if rv := o.take(&dest.recvs, func(rv *oracleOp) bool { return matchOK(rv, match) }); rv != nil {
+				o.transfer(op, rv)
+				return
 			}
 			dest.unexpected = append(dest.unexpected, op)
 			oe.mine = append(oe.mine, op)
@@ -342,13 +353,9 @@ func decode(b []byte, e *fzEP, oe *oracleEP, o *oracle, ep int, seq uint32) (mxt
 			}
 			op := &oracleOp{kind: myrimx.OpRecv, ep: ep, seq: seq, cookie: cookie, id: id, gen: gen, off: off, length: n,
 				match: match, mask: mask, reg: r}
-			for i, s := range oe.unexpected {
-				if matchOK(op, s.match) {
-					oe.unexpected = slices.Delete(oe.unexpected, i, i+1)
-					o.eps[s.ep].mine = slices.DeleteFunc(o.eps[s.ep].mine, func(x *oracleOp) bool { return x == s })
-					o.transfer(s, op)
-					return
-				}
+			if s := o.take(&oe.unexpected, func(s *oracleOp) bool { return matchOK(op, s.match) }); s != nil {
+				o.transfer(s, op)
+				return
 			}
 			oe.recvs = append(oe.recvs, op)
 			oe.mine = append(oe.mine, op)

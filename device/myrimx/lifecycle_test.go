@@ -17,10 +17,7 @@ import (
 func TestStaleGenerationAfterReuse(t *testing.T) {
 	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
-	src := p.a.AllocBuffer(4096, false)
-	dst := p.b.AllocBuffer(4096, false)
-	p.reg(p.ea, 3, 7, myrimx.AccessSendSrc, src)
-	p.reg(p.eb, 3, 7, myrimx.AccessRecvDst, dst)
+	src, dst := p.regWindows(3, 7, 4096, false)
 	nic, epi := p.eb.Addr()
 	for _, ep := range []*mxtest.Endpoint{p.ea, p.eb} {
 		ev, err := ep.Do(mxtest.DeregCmd(3, 7, myrimx.ReasonUnmap))

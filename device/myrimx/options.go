@@ -2,7 +2,8 @@ package myrimx
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,12 +25,8 @@ var Keys = []Key{
 // or a bad value is an error naming the key and what it takes.
 func ParseOptions(opts map[string]string) (Config, error) {
 	cfg := Config{Endpoints: DefaultEndpoints, Audit: dma.AuditObserve}
-	keys := make([]string, 0, len(opts))
-	for k := range opts {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys) // the first bad key reported is always the same one
-	for _, k := range keys {
+	// In key order: the first bad key reported is always the same one.
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
 		v := opts[k]
 		switch k {
 		case "endpoints":
@@ -51,12 +48,17 @@ func ParseOptions(opts map[string]string) (Config, error) {
 			}
 			cfg.NICID = n
 		default:
-			names := make([]string, len(Keys))
-			for i, key := range Keys {
-				names[i] = key.Name
-			}
-			return cfg, fmt.Errorf("unknown key %q (known: %s)", k, strings.Join(names, ", "))
+			return cfg, fmt.Errorf("unknown key %q (known: %s)", k, keyNames())
 		}
 	}
 	return cfg, nil
+}
+
+// keyNames lists the names of Keys for an unknown key's error.
+func keyNames() string {
+	names := make([]string, len(Keys))
+	for i, key := range Keys {
+		names[i] = key.Name
+	}
+	return strings.Join(names, ", ")
 }

@@ -290,12 +290,28 @@ func header(op myrimx.Opcode, cookie uint64) Cmd {
 	return c
 }
 
+// regionCmd is a header naming region (id, gen), as REG, DEREG, SEND and
+// RECV all do.
+func regionCmd(op myrimx.Opcode, cookie uint64, id, gen uint32) Cmd {
+	c := header(op, cookie)
+	le.PutUint32(c[myrimx.CmdRegionID:], id)
+	le.PutUint32(c[myrimx.CmdGeneration:], gen)
+	return c
+}
+
+// windowCmd is a regionCmd naming the window [off, off+length) of the
+// region, as SEND and RECV do.
+func windowCmd(op myrimx.Opcode, cookie uint64, id, gen uint32, off uint64, length uint32) Cmd {
+	c := regionCmd(op, cookie, id, gen)
+	le.PutUint64(c[myrimx.CmdOffset:], off)
+	le.PutUint32(c[myrimx.CmdLength:], length)
+	return c
+}
+
 // RegCmd is REG of buffer b as (id, gen) with access, its page list at
 // listGPA (written by Register).
 func RegCmd(id, gen, access uint32, b Buffer, listGPA uint64) Cmd {
-	c := header(myrimx.OpReg, uint64(id)<<32|uint64(gen))
-	le.PutUint32(c[myrimx.CmdRegionID:], id)
-	le.PutUint32(c[myrimx.CmdGeneration:], gen)
+	c := regionCmd(myrimx.OpReg, uint64(id)<<32|uint64(gen), id, gen)
 	le.PutUint32(c[myrimx.CmdRegAccess:], access)
 	c[myrimx.CmdRegPageShift] = 12
 	le.PutUint32(c[myrimx.CmdRegFirstOff:], uint32(b.FirstOff))
@@ -308,20 +324,14 @@ func RegCmd(id, gen, access uint32, b Buffer, listGPA uint64) Cmd {
 
 // DeregCmd is DEREG(id, gen) for reason.
 func DeregCmd(id, gen uint32, reason myrimx.Reason) Cmd {
-	c := header(myrimx.OpDereg, uint64(id)<<32|uint64(gen))
+	c := regionCmd(myrimx.OpDereg, uint64(id)<<32|uint64(gen), id, gen)
 	c[myrimx.CmdReason] = byte(reason)
-	le.PutUint32(c[myrimx.CmdRegionID:], id)
-	le.PutUint32(c[myrimx.CmdGeneration:], gen)
 	return c
 }
 
 // SendCmd is SEND of [off, off+length) of (id, gen) to (nic, ep) with match.
 func SendCmd(id, gen uint32, off uint64, length uint32, nic uint64, ep uint16, match, cookie uint64) Cmd {
-	c := header(myrimx.OpSend, cookie)
-	le.PutUint32(c[myrimx.CmdRegionID:], id)
-	le.PutUint32(c[myrimx.CmdGeneration:], gen)
-	le.PutUint64(c[myrimx.CmdOffset:], off)
-	le.PutUint32(c[myrimx.CmdLength:], length)
+	c := windowCmd(myrimx.OpSend, cookie, id, gen, off, length)
 	le.PutUint16(c[myrimx.CmdSendDestEP:], ep)
 	le.PutUint64(c[myrimx.CmdSendDestNIC:], nic)
 	le.PutUint64(c[myrimx.CmdSendMatch:], match)
@@ -330,11 +340,7 @@ func SendCmd(id, gen uint32, off uint64, length uint32, nic uint64, ep uint16, m
 
 // RecvCmd is RECV into [off, off+length) of (id, gen) for match/mask.
 func RecvCmd(id, gen uint32, off uint64, length uint32, match, mask, cookie uint64) Cmd {
-	c := header(myrimx.OpRecv, cookie)
-	le.PutUint32(c[myrimx.CmdRegionID:], id)
-	le.PutUint32(c[myrimx.CmdGeneration:], gen)
-	le.PutUint64(c[myrimx.CmdOffset:], off)
-	le.PutUint32(c[myrimx.CmdLength:], length)
+	c := windowCmd(myrimx.OpRecv, cookie, id, gen, off, length)
 	le.PutUint64(c[myrimx.CmdRecvMatch:], match)
 	le.PutUint64(c[myrimx.CmdRecvMask:], mask)
 	return c
