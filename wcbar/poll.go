@@ -2,21 +2,13 @@ package wcbar
 
 import (
 	"fmt"
-	"runtime"
 	"slices"
 	"sync/atomic"
 	"time"
 )
 
-// Poller pacing. Doorbells come in bursts (a driver posts a batch, rings,
-// posts more), so after a change the poller keeps polling flat out for a
-// short while; idle, it backs off to sleeps of pollMaxSleep so an idle
-// device costs about a thousand cheap wake-ups a second, not a core.
-const (
-	pollSpin     = 20 * time.Microsecond
-	pollMinSleep = 20 * time.Microsecond
-	pollMaxSleep = time.Millisecond
-)
+// doorbellPacing paces the doorbell poller (see Pacing).
+var doorbellPacing = Pacing{Spin: 20 * time.Microsecond, MinSleep: 20 * time.Microsecond, MaxSleep: time.Millisecond}
 
 // Watch calls fn with the new value, on the poller goroutine, whenever the
 // 4-aligned word at off changes: a doorbell in an mmappable area, which the
@@ -91,13 +83,7 @@ func (w *Window) runPoll(ws []watch, last []uint32, stop <-chan struct{}) {
 	for i, wt := range ws {
 		words[i] = word32(w.mem, wt.off)
 	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-
-	lastChange := time.Now()
-	var sleep time.Duration // 0 while spinning
-	for {
+	doorbellPacing.Poll(stop, nil, func() bool {
 		w.polls.Add(1)
 		changed := false
 		for i, p := range words {
@@ -107,24 +93,6 @@ func (w *Window) runPoll(ws []watch, last []uint32, stop <-chan struct{}) {
 				changed = true
 			}
 		}
-		if changed {
-			lastChange, sleep = time.Now(), 0
-		}
-		if sleep == 0 && time.Since(lastChange) < pollSpin {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			runtime.Gosched() // two cores are shared with QEMU's vCPU
-			continue
-		}
-		sleep = min(max(2*sleep, pollMinSleep), pollMaxSleep)
-		timer.Reset(sleep)
-		select {
-		case <-stop:
-			return
-		case <-timer.C:
-		}
-	}
+		return changed
+	})
 }

@@ -421,8 +421,8 @@ func TestIdlePollerIsCheap(t *testing.T) {
 	polls := p1 - p0
 	perPoll := elapsed / time.Duration(max(polls, 1))
 	t.Logf("idle: %d polls in %v (one per %v), CPU %v", polls, elapsed.Round(time.Millisecond), perPoll, cpu)
-	if perPoll < pollMaxSleep/2 {
-		t.Errorf("idle poller runs every %v, want about %v", perPoll, pollMaxSleep)
+	if perPoll < doorbellPacing.MaxSleep/2 {
+		t.Errorf("idle poller runs every %v, want about %v", perPoll, doorbellPacing.MaxSleep)
 	}
 	if cpu > elapsed/5 {
 		t.Errorf("idle process used %v CPU in %v", cpu, elapsed)

@@ -3,7 +3,6 @@ package myri10ge
 import (
 	"encoding/binary"
 	"fmt"
-	"runtime"
 	"sync"
 	"time"
 
@@ -46,15 +45,10 @@ func (m PIOMode) String() string {
 	return fmt.Sprintf("PIOMode(%d)", uint8(m))
 }
 
-// Poller pacing: flat out for pollSpin after the last work found (a
-// driver posts in bursts), then sleeps doubling from pollMinSleep to
-// pollMaxSleep, so an idle NIC costs about a thousand cheap passes a
-// second. A trapped access wakes the poller at once.
-const (
-	pollSpin     = 50 * time.Microsecond
-	pollMinSleep = 20 * time.Microsecond
-	pollMaxSleep = time.Millisecond
-)
+// pioPacing paces the ring poller (wcbar.Pacing): flat out for 50 µs after
+// the last work found (a driver posts in bursts), then sleeps doubling up to
+// 1 ms; a trapped access wakes it at once.
+var pioPacing = wcbar.Pacing{Spin: 50 * time.Microsecond, MinSleep: 20 * time.Microsecond, MaxSleep: time.Millisecond}
 
 // pioState is the NIC's PIO window and poller; zero in trap mode.
 type pioState struct {
@@ -217,35 +211,9 @@ func (n *NIC) stopPoller() {
 // backing off when idle, at once when a trapped access kicks it.
 func (n *NIC) pollLoop(stop <-chan struct{}) {
 	defer n.pio.wg.Done()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	lastWork := time.Now()
-	var sleep time.Duration
-	for {
+	pioPacing.Poll(stop, n.pio.kick, func() bool {
 		n.mu.Lock()
-		work := n.scanLocked()
-		n.mu.Unlock()
-		if work {
-			lastWork, sleep = time.Now(), 0
-		}
-		if time.Since(lastWork) < pollSpin {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			runtime.Gosched()
-			continue
-		}
-		sleep = min(max(2*sleep, pollMinSleep), pollMaxSleep)
-		timer.Reset(sleep)
-		select {
-		case <-stop:
-			return
-		case <-n.pio.kick:
-			lastWork, sleep = time.Now(), 0
-		case <-timer.C:
-		}
-	}
+		defer n.mu.Unlock()
+		return n.scanLocked()
+	})
 }
