@@ -81,9 +81,8 @@ type Map struct {
 
 	hookMu sync.Mutex // serialises AddHook
 
-	// testInCopy, if set, runs under the read lock before each shared
-	// copy: tests use it to hold an access in flight.
-	testInCopy func()
+	// unmapWatch is told of every DMA_UNMAP before it takes effect (audit.go).
+	unmapWatch atomic.Pointer[[]*UnmapWatcher]
 
 	mu           sync.RWMutex
 	closedLocked bool
@@ -333,6 +332,7 @@ func (m *Map) Remove(iova, size uint64) error {
 		return fmt.Errorf("dma: unmap %#x+%#x: %w", iova, size, err)
 	}
 	last := iova + size - 1
+	m.notifyUnmap(iova, last)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closedLocked {
@@ -366,6 +366,7 @@ func (m *Map) Remove(iova, size uint64) error {
 // RemoveAll drops every map (DMA_UNMAP with the ALL flag, or the client
 // left), after in-flight accesses finished.
 func (m *Map) RemoveAll() {
+	m.notifyUnmap(0, math.MaxUint64)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.removeAllLocked()
@@ -629,9 +630,6 @@ func (m *Map) copyShared(op Op, p []byte, addr uint64) (n, msgLen int, err error
 		}
 		if !r.shared {
 			return n, k, nil
-		}
-		if m.testInCopy != nil {
-			m.testInCopy()
 		}
 		off := a - r.iova
 		if op == Read {

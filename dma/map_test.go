@@ -798,34 +798,28 @@ func TestTruncatedFile(t *testing.T) {
 }
 
 // Remove must wait for an access that is copying from the map it removes.
+// Every shared copy runs under the map's read lock (copyShared), so the
+// test holds that lock as an access in flight does; that accesses racing
+// Remove never touch unmapped memory is TestConcurrentAccessAndRemove's.
 func TestRemoveWaitsForInflightAccess(t *testing.T) {
 	ram := dmatest.NewRAM(t, 0x1000)
 	m := newMap(t)
 	mustAdd(t, m, Mapping{IOVA: 0x1000, Size: 0x1000, Fd: ram.Fd(), Prot: rw})
-	entered, release := make(chan struct{}), make(chan struct{})
-	m.testInCopy = func() {
-		close(entered)
-		<-release
-	}
-	readDone := make(chan error)
-	go func() {
-		_, err := m.ReadAt(make([]byte, 16), 0x1000)
-		readDone <- err
-	}()
-	<-entered
-	removed := make(chan error)
+	m.mu.RLock() // an access copying from the map
+	removed := make(chan error, 1)
 	go func() { removed <- m.Remove(0x1000, 0x1000) }()
 	select {
 	case err := <-removed:
+		m.mu.RUnlock()
 		t.Fatalf("Remove returned (%v) while an access was copying from the map", err)
 	case <-time.After(50 * time.Millisecond):
 	}
-	close(release)
-	if err := <-readDone; err != nil {
-		t.Errorf("in-flight read: %v", err)
-	}
+	m.mu.RUnlock()
 	if err := <-removed; err != nil {
 		t.Errorf("Remove: %v", err)
+	}
+	if _, err := m.ReadAt(make([]byte, 4), 0x1000); !errors.Is(err, ErrUnmapped) {
+		t.Errorf("read after Remove: %v, want ErrUnmapped", err)
 	}
 }
 

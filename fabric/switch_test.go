@@ -241,7 +241,7 @@ func TestCaptureRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := fabric.NewCapture(file)
+	c, err := fabric.NewCapture(file, fabric.CaptureConfig{Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}

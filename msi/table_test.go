@@ -506,6 +506,9 @@ func TestRaiseRacesSetIRQs(t *testing.T) {
 	tb := NewTable(testCounts, nil)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	// The raisers stop on every way out, a t.Fatal in mustSet included.
+	stopRaisers := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopRaisers()
 	for g := range 3 {
 		wg.Add(1)
 		go func() {
@@ -547,8 +550,7 @@ func TestRaiseRacesSetIRQs(t *testing.T) {
 			tb.Reset()
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stopRaisers()
 	tb.Reset()
 	for _, s := range tb.Stats() {
 		if s.Dropped != 0 {
@@ -638,10 +640,12 @@ func TestEventFDWait(t *testing.T) {
 	mustSet(t, tb, MSIX, trigEventfd, 0, 1, []int{ev.Fd()}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	go func() {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
 		time.Sleep(10 * time.Millisecond)
 		tb.Raise(0)
-	}()
+	})
 	if err := ev.Wait(ctx); err != nil {
 		t.Fatalf("Wait: %v", err)
 	}

@@ -35,7 +35,8 @@ type Device interface {
 }
 
 // Host is what a device reaches the outside world through while a client
-// is attached: guest memory, interrupts and a logger.
+// is attached: guest memory, interrupts and a logger. While none is, a
+// device holds DetachedHost().
 type Host struct {
 	Mem dma.Space
 	IRQ msi.Raiser

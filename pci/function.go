@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/myriemu/myriemu/dma"
+	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -30,7 +30,7 @@ type Function struct {
 	irq     *msi.Table
 	traps   [6][]trap // per BAR: MSI-X table and PBA ranges served here
 
-	warnings warnLimiter
+	warnings *ratelog.Limiter // client mistakes, per function: reconnecting does not reset it
 
 	mu   sync.Mutex
 	cfg  *config
@@ -88,6 +88,8 @@ func NewFunction(dev Device, log *logrus.Entry) (*Function, error) {
 		hostLog: log,
 		irq:     msi.NewTable(counts, log.WithField("component", "msi")),
 		cfg:     newConfig(&spec, lay),
+
+		warnings: ratelog.New(),
 	}
 	if x := spec.MSIX; x != nil {
 		f.msix = make([]byte, x.Vectors*msixEntrySize)
@@ -106,27 +108,17 @@ func NewFunction(dev Device, log *logrus.Entry) (*Function, error) {
 // copySpec copies s deeply enough that the device cannot change the
 // function's view of its capabilities later.
 func copySpec(s Spec) Spec {
-	if s.PM != nil {
-		c := *s.PM
-		s.PM = &c
-	}
-	if s.MSI != nil {
-		c := *s.MSI
-		s.MSI = &c
-	}
-	if s.Vendor != nil {
-		c := *s.Vendor
-		s.Vendor = &c
-	}
-	if s.PCIe != nil {
-		c := *s.PCIe
-		s.PCIe = &c
-	}
-	if s.MSIX != nil {
-		c := *s.MSIX
-		s.MSIX = &c
-	}
+	s.PM, s.MSI, s.Vendor, s.PCIe, s.MSIX = clone(s.PM), clone(s.MSI), clone(s.Vendor), clone(s.PCIe), clone(s.MSIX)
 	return s
+}
+
+// clone returns a copy of *p, or nil.
+func clone[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	return &c
 }
 
 // Spec returns the function's description, as read from the device.
@@ -514,32 +506,7 @@ func (f *Function) Detach() {
 	}
 }
 
-// warnLimiter lets through one warning per interval and counts the rest:
-// client misuse is worth a line, not a flood.
-type warnLimiter struct {
-	mu         sync.Mutex
-	next       time.Time
-	suppressed int
-}
-
-const warnInterval = time.Second
-
+// warn logs a client mistake, rate-limited per message.
 func (f *Function) warn(msg string, fields logrus.Fields) {
-	w := &f.warnings
-	w.mu.Lock()
-	now := time.Now()
-	if now.Before(w.next) {
-		w.suppressed++
-		w.mu.Unlock()
-		return
-	}
-	w.next = now.Add(warnInterval)
-	suppressed := w.suppressed
-	w.suppressed = 0
-	w.mu.Unlock()
-	e := f.log.WithFields(fields)
-	if suppressed > 0 {
-		e = e.WithField("suppressed", suppressed)
-	}
-	e.Warn(msg)
+	f.warnings.Warn(f.log.WithFields(fields), msg, msg)
 }

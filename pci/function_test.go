@@ -10,9 +10,11 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma"
+	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/msi/msitest"
 	"github.com/myriemu/myriemu/wcbar"
+	"github.com/myriemu/myriemu/wcbar/wcbartest"
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/sys/unix"
@@ -443,19 +445,6 @@ func TestSpecIsCopied(t *testing.T) {
 	}
 }
 
-func newWindow(t *testing.T, size uint64, traps ...[2]uint64) *wcbar.Window {
-	t.Helper()
-	w, err := wcbar.New("pci-test", size, testLog())
-	if err != nil {
-		t.Fatalf("wcbar.New: %v", err)
-	}
-	t.Cleanup(func() { w.Close() })
-	for _, tr := range traps {
-		w.Trap(tr[0], tr[1])
-	}
-	return w
-}
-
 func TestWindowRegionInfo(t *testing.T) {
 	const size = 64 << 10
 	rwm := RegionRead | RegionWrite | RegionMmap
@@ -479,7 +468,7 @@ func TestWindowRegionInfo(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := newWindow(t, size, tt.traps...)
+			w := wcbartest.NewWindow(t, size, tt.traps...)
 			s := minimalSpec()
 			s.BARs[2] = BAR{Size: size, Flags: BARMem64 | BARPrefetch, Window: w}
 			f, _ := newTestFunction(t, s)
@@ -524,7 +513,7 @@ func TestWindowValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := newWindow(t, 64<<10, tt.traps...)
+			w := wcbartest.NewWindow(t, 64<<10, tt.traps...)
 			s := minimalSpec()
 			tt.edit(&s, w)
 			_, err := NewFunction(newFakeDevice(s), testLog())
@@ -539,32 +528,56 @@ func TestWindowValidation(t *testing.T) {
 }
 
 // TestWarnings checks client misuse is logged, with component=pci, and
-// rate-limited rather than once per access.
+// rate-limited per kind of mistake rather than once per access; the budget
+// belongs to the function, so clients that come and go share it.
 func TestWarnings(t *testing.T) {
 	logger, hook := logtest.NewNullLogger()
 	f, err := NewFunction(newFakeDevice(fullSpec()), logrus.NewEntry(logger).WithField("device", "t0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 100 {
-		f.ReadRegion(RegionConfig, 4096, make([]byte, 4))
-		f.WriteRegion(2, 0x1000, make([]byte, 8)) // PBA
+	const clients, perClient = 5, 40
+	start := time.Now()
+	for range clients {
+		mem := dma.NewMap(testLog())
+		if err := f.Attach(mem); err != nil {
+			t.Fatal(err)
+		}
+		for range perClient {
+			f.ReadRegion(RegionConfig, 4096, make([]byte, 4))
+			f.WriteRegion(2, 0x1000, make([]byte, 8)) // PBA
+		}
+		f.Detach()
+		mem.Close()
 	}
+	// A budget refills one line per Interval: a slow machine may earn more.
+	budget := ratelog.Burst + int(time.Since(start)/ratelog.Interval)
 	entries := hook.AllEntries()
-	if len(entries) != 1 {
-		t.Fatalf("%d log entries for 200 bad accesses, want 1 (rate-limited)", len(entries))
+	count := func(msg string) (n int) {
+		for _, e := range entries {
+			if e.Message == msg {
+				n++
+			}
+		}
+		return n
+	}
+	for _, msg := range []string{"region access out of range", "write to MSI-X PBA ignored"} {
+		if n := count(msg); n < ratelog.Burst || n > budget {
+			t.Errorf("%d %q lines for %d accesses by %d clients, want %d..%d (rate-limited per function)",
+				n, msg, clients*perClient, clients, ratelog.Burst, budget)
+		}
 	}
 	e := entries[0]
 	if e.Level != logrus.WarnLevel || e.Data["component"] != "pci" || e.Data["device"] != "t0" {
 		t.Errorf("log entry %v %q %v, want a Warn with component=pci device=t0", e.Level, e.Message, e.Data)
 	}
 	// After the interval the next one is logged with the suppressed count.
-	f.warnings.mu.Lock()
-	f.warnings.next = time.Time{}
-	f.warnings.mu.Unlock()
+	logged := count("region access out of range")
+	time.Sleep(ratelog.Interval)
 	f.ReadRegion(RegionConfig, 4096, make([]byte, 4))
-	if entries = hook.AllEntries(); len(entries) != 2 || entries[1].Data["suppressed"] != 199 {
-		t.Errorf("second warning %v, want one with suppressed=199", entries[len(entries)-1].Data)
+	entries = hook.AllEntries()
+	if last := entries[len(entries)-1]; last.Message != "region access out of range" || last.Data["suppressed"] != clients*perClient-logged {
+		t.Errorf("warning after the interval %q %v, want one with suppressed=%d", last.Message, last.Data, clients*perClient-logged)
 	}
 }
 
@@ -588,6 +601,14 @@ func TestConcurrentRaise(t *testing.T) {
 			f.irq.Raise(i % 3)
 			f.irq.Lower()
 		}
+	}()
+	defer func() { // also on t.Fatal: the raiser spins until told
+		select {
+		case <-done:
+		default:
+			close(done)
+		}
+		<-stopped
 	}()
 	for range 200 {
 		cfgRead(t, f, 0, configSizePCIe)

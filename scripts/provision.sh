@@ -106,6 +106,8 @@ if ! command -v mmdebstrap >/dev/null || ! command -v unshare >/dev/null; then
 fi
 # tshark reads the emulated wire's pcap (make demo, TestMyri10gePcap).
 command -v tshark >/dev/null || host_pkgs+=(tshark)
+# zstd unpacks the guest kernel once, so `myriemu run` boots it directly (PVH).
+command -v zstd >/dev/null || host_pkgs+=(zstd)
 if [ ${#host_pkgs[@]} -gt 0 ]; then
 	codename=$(host_codename)
 	[ -n "$codename" ] || die "cannot read VERSION_CODENAME from /etc/os-release"

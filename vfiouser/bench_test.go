@@ -79,26 +79,66 @@ func postedWriteMsg(id uint16) []byte {
 
 // serverConn connects a rawConn to a fresh server and negotiates.
 func serverConn(b *testing.B) *rawConn {
-	s := startServer(b, "bench")
+	return negotiatedRaw(b, startServer(b, "bench").Path)
+}
+
+// dialRaw connects a rawConn to the server at path; the socket is closed
+// when the test ends.
+func dialRaw(tb testing.TB, path string) *rawConn {
+	tb.Helper()
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: s.Path}); err != nil {
-		b.Fatal(err)
+	tb.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		tb.Fatal(err)
 	}
-	r := newRawConn(fd)
+	return newRawConn(fd)
+}
+
+// versionMsg is QEMU's VERSION request with message ID id.
+func versionMsg(id uint16) []byte {
 	p := append([]byte{0, 0, 0, 0}, vfiousertest.QEMUVersionJSON...)
 	p = append(p, 0)
 	msg := make([]byte, 16+len(p))
-	vfiouser.Header{Command: vfiouser.CmdVersion, Size: uint32(len(msg))}.Put(msg)
+	vfiouser.Header{ID: id, Command: vfiouser.CmdVersion, Size: uint32(len(msg))}.Put(msg)
 	copy(msg[16:], p)
-	r.send(b, msg)
-	if h := r.recv(b); h.IsError() {
-		b.Fatalf("VERSION: %v", h)
+	return msg
+}
+
+// negotiatedRaw dials a rawConn and negotiates the version as QEMU does.
+func negotiatedRaw(tb testing.TB, path string) *rawConn {
+	tb.Helper()
+	r := dialRaw(tb, path)
+	r.send(tb, versionMsg(0))
+	if h := r.recv(tb); h.IsError() {
+		tb.Fatalf("VERSION: %v", h)
 	}
 	return r
+}
+
+// messageDMARaw negotiates a rawConn and maps guest memory [0, 0x1000)
+// without an fd, so the device's DMA there becomes messages to it.
+func messageDMARaw(tb testing.TB, path string) *rawConn {
+	tb.Helper()
+	r := negotiatedRaw(tb, path)
+	r.send(tb, dmaMapMsg(1, 0, 0x1000))
+	if h := r.recv(tb); h.IsError() {
+		tb.Fatalf("DMA_MAP: %v", h)
+	}
+	return r
+}
+
+// dmaMapMsg is a DMA_MAP (read and write) of [iova, iova+size) without an fd.
+func dmaMapMsg(id uint16, iova, size uint64) []byte {
+	m := make([]byte, 48)
+	vfiouser.Header{ID: id, Command: vfiouser.CmdDMAMap, Size: 48}.Put(m)
+	le.PutUint32(m[16:], 32)
+	le.PutUint32(m[20:], 3)
+	le.PutUint64(m[32:], iova)
+	le.PutUint64(m[40:], size)
+	return m
 }
 
 // echoPair returns a rawConn whose peer is a goroutine that answers every

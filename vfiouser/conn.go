@@ -8,7 +8,6 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/pci"
@@ -64,7 +63,6 @@ type conn struct {
 	pending map[uint16]*dmaWaiter
 
 	attached bool // Attach succeeded: teardown owes one Detach
-	warns    warnLimiter
 	wg       sync.WaitGroup
 }
 
@@ -276,7 +274,7 @@ func (c *conn) protocolErrorMaybe(h Header, err error) {
 // protocolError counts and (rate-limited) logs a client mistake.
 func (c *conn) protocolError(h Header, err error) {
 	c.s.stats.protocolErrors.Add(1)
-	if n, ok := c.warns.allow(time.Now()); ok {
+	if ok, n := c.s.warns.Allow("client protocol error"); ok {
 		e := c.log.WithFields(logrus.Fields{"cmd": h.Command, "id": h.ID, "size": h.Size, "flags": h.Flags}).WithError(err)
 		if n > 0 {
 			e = e.WithField("suppressed", n)
@@ -393,29 +391,4 @@ func (c *conn) send(b []byte, fds []int) bool {
 		return false
 	}
 	return true
-}
-
-// warnLimiter lets through a burst of warnings per second and counts the rest.
-type warnLimiter struct {
-	mu         sync.Mutex
-	window     time.Time
-	n          int
-	suppressed int
-}
-
-const warnBurst = 10
-
-func (l *warnLimiter) allow(now time.Time) (suppressed int, ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.window) >= time.Second {
-		l.window, l.n = now, 0
-	}
-	if l.n >= warnBurst {
-		l.suppressed++
-		return 0, false
-	}
-	l.n++
-	suppressed, l.suppressed = l.suppressed, 0
-	return suppressed, true
 }

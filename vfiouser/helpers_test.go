@@ -1,8 +1,6 @@
 package vfiouser_test
 
 import (
-	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -40,15 +38,22 @@ func testLogger() (*logrus.Entry, *logtest.Hook) {
 	return l.WithFields(logrus.Fields{"component": "vfiouser", "device": "fake"}), hook
 }
 
-// startServer listens on a fresh socket and serves a new FakeFunction
-// until the test ends.
-func startServer(tb testing.TB, name string) *testServer {
+// newFake returns a FakeFunction closed when the test ends.
+func newFake(tb testing.TB) *vfiouser.FakeFunction {
 	tb.Helper()
 	fake, err := vfiouser.NewFakeFunction()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(fake.Close)
+	return fake
+}
+
+// startServer listens on a fresh socket and serves a new FakeFunction
+// until the test ends.
+func startServer(tb testing.TB, name string) *testServer {
+	tb.Helper()
+	fake := newFake(tb)
 	return startServerWith(tb, name, fake, 0)
 }
 
@@ -60,48 +65,16 @@ func startServerWith(tb testing.TB, name string, fake *vfiouser.FakeFunction, ma
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
-		if err := <-done; !errors.Is(err, vfiouser.ErrServerClosed) {
-			tb.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-		cancel()
-	})
+	vfiousertest.Serve(tb, s)
 	return &testServer{Server: s, Path: path, Fake: fake, Log: hook}
 }
 
-// dial connects a client; at the end of the test it must have seen no
-// protocol violation.
-func dial(tb testing.TB, path string) *vfiousertest.Client {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := vfiousertest.Dial(ctx, path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			tb.Errorf("client saw protocol violations: %v", err)
-		}
-	})
-	return c
-}
-
-// negotiated dials and negotiates.
-func negotiated(tb testing.TB, path string) *vfiousertest.Client {
-	tb.Helper()
-	c := dial(tb, path)
-	if err := c.Negotiate(); err != nil {
-		tb.Fatal(err)
-	}
-	return c
-}
+// dial and negotiated connect a client that must see no protocol
+// violation by the end of the test.
+var (
+	dial       = vfiousertest.Connect
+	negotiated = vfiousertest.Negotiated
+)
 
 // waitFor polls cond until it holds or 5 s pass.
 func waitFor(tb testing.TB, what string, cond func() bool) {

@@ -1,7 +1,6 @@
 package vfiouser_test
 
 import (
-	"context"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -25,11 +24,7 @@ func startLimited(t *testing.T, name string, l dma.Limits) *testServer {
 // filled in).
 func startConfig(t *testing.T, name string, cfg vfiouser.Config) *testServer {
 	t.Helper()
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fake.Close)
+	fake := newFake(t)
 	log, hook := testLogger()
 	path := filepath.Join(socketDir(t), name+".sock")
 	cfg.Path, cfg.Function, cfg.Log = path, fake, log
@@ -37,16 +32,7 @@ func startConfig(t *testing.T, name string, cfg vfiouser.Config) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		s.Close()
-		if err := <-done; !errors.Is(err, vfiouser.ErrServerClosed) {
-			t.Errorf("Serve returned %v", err)
-		}
-		cancel()
-	})
+	vfiousertest.Serve(t, s)
 	return &testServer{Server: s, Path: path, Fake: fake, Log: hook}
 }
 
@@ -99,31 +85,7 @@ func TestMaxPendingDMA(t *testing.T) {
 	leaktest.Check(t)
 	s := startConfig(t, "pending", vfiouser.Config{MaxPendingDMA: 2})
 	vfiouser.SetDMATimeout(s.Server, 20*time.Second)
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: s.Path}); err != nil {
-		t.Fatal(err)
-	}
-	r := newRawConn(fd)
-	p := append([]byte{0, 0, 0, 0}, vfiousertest.QEMUVersionJSON...)
-	p = append(p, 0)
-	msg := make([]byte, 16+len(p))
-	vfiouser.Header{Command: vfiouser.CmdVersion, Size: uint32(len(msg))}.Put(msg)
-	copy(msg[16:], p)
-	r.send(t, msg)
-	r.recv(t)
-	m := make([]byte, 48) // DMA_MAP of [0, 0x1000) without an fd
-	vfiouser.Header{ID: 1, Command: vfiouser.CmdDMAMap, Size: 48}.Put(m)
-	le.PutUint32(m[16:], 32)
-	le.PutUint32(m[20:], 3)
-	le.PutUint64(m[40:], 0x1000)
-	r.send(t, m)
-	if h := r.recv(t); h.IsError() {
-		t.Fatalf("DMA_MAP: %v", h)
-	}
+	r := messageDMARaw(t, s.Path)
 	done := make(chan error, 2)
 	for range 2 {
 		go func() { _, err := s.Fake.Mem().ReadAt(make([]byte, 4), 0); done <- err }()

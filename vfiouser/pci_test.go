@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma/dmatest"
+	"github.com/myriemu/myriemu/msi/msitest"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/myriemu/myriemu/vfiouser"
 	"github.com/myriemu/myriemu/vfiouser/vfiousertest"
@@ -194,7 +195,8 @@ func TestPCIFunctionLikeQEMU(t *testing.T) {
 	if ii, err := c.IRQInfo(2); err != nil || ii.Count != 4 {
 		t.Errorf("MSI-X irq info %+v, %v", ii, err)
 	}
-	intx := msitestEventFD(t)
+	intx := msitest.NewEventFD(t).Fd()
+	t.Cleanup(func() { unix.Close(intx) })
 	if err := c.SetIRQs(0, vfiouser.IRQDataEventfd|vfiouser.IRQActionTrigger, 0, 1, []int{intx}, nil); err != nil {
 		t.Fatalf("INTx enable: %v", err)
 	}
@@ -265,13 +267,4 @@ func TestPCIFunctionLikeQEMU(t *testing.T) {
 			t.Errorf("logged at %v: %s %v", e.Level, e.Message, e.Data)
 		}
 	}
-}
-
-func msitestEventFD(t *testing.T) int {
-	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	return fd
 }

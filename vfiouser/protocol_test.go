@@ -2,7 +2,6 @@ package vfiouser
 
 import (
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -60,24 +59,6 @@ func TestViews(t *testing.T) {
 		if tt.got != tt.valid {
 			t.Errorf("%s: Valid = %v, want %v", tt.name, tt.got, tt.valid)
 		}
-	}
-}
-
-func TestWarnLimiter(t *testing.T) {
-	var l warnLimiter
-	now := time.Unix(1000, 0)
-	allowed := 0
-	for range 25 {
-		if _, ok := l.allow(now); ok {
-			allowed++
-		}
-	}
-	if allowed != warnBurst {
-		t.Errorf("%d of 25 allowed in one second, want %d", allowed, warnBurst)
-	}
-	n, ok := l.allow(now.Add(time.Second))
-	if !ok || n != 25-warnBurst {
-		t.Errorf("next second: allowed %v with %d suppressed, want true and %d", ok, n, 25-warnBurst)
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/myriemu/myriemu/dma"
+	"github.com/myriemu/myriemu/internal/ratelog"
+	"github.com/myriemu/myriemu/internal/unixsock"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -61,6 +63,9 @@ type Config struct {
 	// MaxDataXfer is the largest data count in one message, advertised as
 	// max_data_xfer_size. 0 means DefaultMaxDataXfer; else 4096..64 MiB.
 	MaxDataXfer int
+	// Perm is the socket file's mode and group, whatever the umask; the
+	// zero value is 0600 with the process's group.
+	Perm unixsock.Perm
 }
 
 // sleepOrStop pauses after a failed accept; false if ctx ended meanwhile.
@@ -101,6 +106,10 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// warns limits client-mistake warnings for the server's whole life,
+	// not per connection: a reconnect loop gets no fresh budget.
+	warns ratelog.Limiter
+
 	stats struct{ clients, protocolErrors, panics atomic.Uint64 }
 }
 
@@ -132,57 +141,39 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.Path == "" {
 		return nil, errors.New("vfiouser: listen: empty socket path")
 	}
-	if cfg.Function == nil {
-		return nil, fmt.Errorf("vfiouser: listen %s: no Function", cfg.Path)
-	}
-	if cfg.MaxDataXfer == 0 {
-		cfg.MaxDataXfer = DefaultMaxDataXfer
-	}
-	if cfg.MaxDataXfer < MinMaxDataXfer || cfg.MaxDataXfer > MaxMaxDataXfer {
-		return nil, fmt.Errorf("vfiouser: listen %s: MaxDataXfer %d out of range %d..%d",
-			cfg.Path, cfg.MaxDataXfer, MinMaxDataXfer, MaxMaxDataXfer)
-	}
-	log := cfg.Log
-	if log == nil {
-		log = logrus.NewEntry(logrus.StandardLogger()).WithField("component", "vfiouser")
-	}
-	log = log.WithField("socket", cfg.Path)
-	if len(cfg.Path) >= len(unix.RawSockaddrUnix{}.Path) {
-		return nil, fmt.Errorf("vfiouser: listen %s: socket path longer than %d bytes",
-			cfg.Path, len(unix.RawSockaddrUnix{}.Path)-1)
-	}
-
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	cfg, log, err := cfg.prepare()
 	if err != nil {
-		return nil, fmt.Errorf("vfiouser: listen %s: socket: %w", cfg.Path, err)
+		return nil, err
 	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: cfg.Path}); err != nil {
-		unix.Close(fd)
+	fd, err := unixsock.Listen(cfg.Path, cfg.Perm)
+	if err != nil {
 		if errors.Is(err, unix.EADDRINUSE) {
 			return nil, explainInUse(cfg.Path)
 		}
-		return nil, fmt.Errorf("vfiouser: listen %s: bind: %w", cfg.Path, err)
+		return nil, fmt.Errorf("vfiouser: %w", err)
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(cfg.Path, &st); err != nil {
 		unix.Close(fd)
+		unix.Unlink(cfg.Path)
 		return nil, fmt.Errorf("vfiouser: listen %s: stat: %w", cfg.Path, err)
 	}
-	if err := unix.Listen(fd, 4); err != nil {
-		unix.Close(fd)
-		unix.Unlink(cfg.Path)
-		return nil, fmt.Errorf("vfiouser: listen %s: %w", cfg.Path, err)
-	}
+	return newServer(cfg, log, fd, fileID{uint64(st.Dev), st.Ino}), nil
+}
+
+// newServer returns a server on the listening socket lfd; Close removes
+// the file at cfg.Path if it is still sockID.
+func newServer(cfg Config, log *logrus.Entry, lfd int, sockID fileID) *Server {
 	return &Server{
 		cfg:    cfg,
 		log:    log,
-		lfd:    fd,
-		sockID: fileID{uint64(st.Dev), st.Ino},
+		lfd:    lfd,
+		sockID: sockID,
 		texts:  versionReplies(cfg.MaxDataXfer, cfg.dmaLimits().MaxMaps),
 		maxMsg: cfg.MaxDataXfer + 4096,
 
 		dmaTimeout: dmaReplyTimeout,
-	}, nil
+	}
 }
 
 // explainInUse tells a live listener from a stale socket file. It looks

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -291,11 +292,7 @@ func TestRegionReadWrite(t *testing.T) {
 	}
 	// Above max_data_xfer_size: E2BIG. Region 2 is 16 KiB; use a server
 	// with a 4 KiB limit.
-	fake2, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake2.Close()
+	fake2 := newFake(t)
 	s2 := startServerWith(t, "rw4k", fake2, 4096)
 	c2 := negotiated(t, s2.Path)
 	if err := c2.ReadRegion(2, 0, make([]byte, 8192)); !vfiousertest.IsErrno(err, unix.E2BIG) {
@@ -463,11 +460,7 @@ func TestDMAMapShared(t *testing.T) {
 
 func TestMessageDMA(t *testing.T) {
 	leaktest.Check(t)
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := newFake(t)
 	s := startServerWith(t, "msgdma", fake, 0)
 	c := dial(t, s.Path)
 	// The client accepts at most 4 KiB per DMA message: the server must split.
@@ -517,7 +510,7 @@ func TestMessageDMA(t *testing.T) {
 		return nil
 	})
 	start := time.Now()
-	err = c.WriteRegion(0, 0x100, []byte{1, 2, 3, 4})
+	err := c.WriteRegion(0, 0x100, []byte{1, 2, 3, 4})
 	if inHandler := <-inHandlerC; !errors.Is(inHandler, dma.ErrInHandler) {
 		t.Errorf("message DMA on the reader: %v, want dma.ErrInHandler", inHandler)
 	}
@@ -541,8 +534,10 @@ func TestMessageDMAConcurrent(t *testing.T) {
 	mem := s.Fake.Mem()
 	const workers, rounds = 4, 50
 	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	defer wg.Wait() // also after a t.Fatal below
 	for w := range workers {
-		go func() {
+		wg.Go(func() {
 			base := uint64(w) * 16 << 10
 			buf := make([]byte, 1000)
 			back := make([]byte, len(buf))
@@ -564,7 +559,7 @@ func TestMessageDMAConcurrent(t *testing.T) {
 				}
 			}
 			errs <- nil
-		}()
+		})
 	}
 	for range 100 {
 		if _, err := c.ReadConfig(0, 4); err != nil {
@@ -608,34 +603,12 @@ func TestMessageDMATimeout(t *testing.T) {
 	leaktest.Check(t)
 	s := startServer(t, "dmato")
 	vfiouser.SetDMATimeout(s.Server, 100*time.Millisecond)
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: s.Path}); err != nil {
-		t.Fatal(err)
-	}
-	r := newRawConn(fd)
-	p := append([]byte{0, 0, 0, 0}, vfiousertest.QEMUVersionJSON...)
-	p = append(p, 0)
-	msg := make([]byte, 16+len(p))
-	vfiouser.Header{Command: vfiouser.CmdVersion, Size: uint32(len(msg))}.Put(msg)
-	copy(msg[16:], p)
-	r.send(t, msg)
-	r.recv(t)
-	m := make([]byte, 48)
-	vfiouser.Header{ID: 1, Command: vfiouser.CmdDMAMap, Size: 48}.Put(m)
-	le.PutUint32(m[16:], 32)
-	le.PutUint32(m[20:], 3)
-	le.PutUint64(m[40:], 0x1000)
-	r.send(t, m)
-	if h := r.recv(t); h.IsError() {
-		t.Fatalf("DMA_MAP: %v", h)
-	}
+	r := messageDMARaw(t, s.Path)
 	done := make(chan error, 1)
 	start := time.Now()
-	go func() { _, err := s.Fake.Mem().ReadAt(make([]byte, 4), 0); done <- err }()
+	var wg sync.WaitGroup
+	defer wg.Wait() // the DMA times out; joined also after a t.Fatal
+	wg.Go(func() { _, err := s.Fake.Mem().ReadAt(make([]byte, 4), 0); done <- err })
 	req := r.recv(t) // the DMA_READ, never answered in time
 	if req.Command != vfiouser.CmdDMARead {
 		t.Fatalf("got %v, want a DMA_READ request", req)
@@ -799,11 +772,7 @@ func TestDisconnectDetachesAndClosesMap(t *testing.T) {
 
 func TestAttachError(t *testing.T) {
 	leaktest.Check(t)
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := newFake(t)
 	fake.AttachErr = errors.New("no")
 	s := startServerWith(t, "atterr", fake, 0)
 	c := dial(t, s.Path)
@@ -815,11 +784,7 @@ func TestAttachError(t *testing.T) {
 
 func TestListenErrors(t *testing.T) {
 	leaktest.Check(t)
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := newFake(t)
 	dir := socketDir(t)
 
 	// Stale: a socket file nobody listens on.
@@ -829,7 +794,7 @@ func TestListenErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	unix.Close(fd)
-	_, err = vfiouser.Listen(vfiouser.Config{Path: stale, Function: fake})
+	_, err := vfiouser.Listen(vfiouser.Config{Path: stale, Function: fake})
 	if err == nil || !strings.Contains(err.Error(), "rm "+stale) || !strings.Contains(err.Error(), "stale") {
 		t.Errorf("stale socket: %v, want an error naming `rm %s`", err, stale)
 	}
@@ -871,11 +836,7 @@ func TestListenErrors(t *testing.T) {
 
 func TestCloseAndServeLifecycle(t *testing.T) {
 	leaktest.Check(t)
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := newFake(t)
 	path := filepath.Join(socketDir(t), "life.sock")
 
 	// Close without Serve unlinks; idempotent.
@@ -904,6 +865,7 @@ func TestCloseAndServeLifecycle(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
+	defer s.Close() // joins Serve also after a t.Fatal; idempotent
 	c := negotiated(t, path)
 	if err := s.Serve(ctx); err == nil || errors.Is(err, vfiouser.ErrServerClosed) {
 		t.Errorf("second Serve: %v", err)
@@ -926,6 +888,7 @@ func TestCloseAndServeLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { done <- s.Serve(context.Background()) }()
+	defer s.Close()
 	c = negotiated(t, path)
 	// A replaced socket file is not ours to remove.
 	if err := s.Close(); err != nil {
@@ -939,11 +902,7 @@ func TestCloseAndServeLifecycle(t *testing.T) {
 
 func TestCloseLeavesForeignSocketFile(t *testing.T) {
 	leaktest.Check(t)
-	fake, err := vfiouser.NewFakeFunction()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Close()
+	fake := newFake(t)
 	path := filepath.Join(socketDir(t), "f.sock")
 	s, err := vfiouser.Listen(vfiouser.Config{Path: path, Function: fake, Log: quietLog})
 	if err != nil {
@@ -1008,31 +967,11 @@ func TestPipelinedInOrder(t *testing.T) {
 
 	// A burst of DMA_MAPs sent without waiting, as QEMU's memory listener
 	// does: the replies come back in the same order.
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
 	c.Close()
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: s.Path}); err != nil {
-		t.Fatal(err)
-	}
-	r := newRawConn(fd)
-	p := append([]byte{0, 0, 0, 0}, vfiousertest.QEMUVersionJSON...)
-	p = append(p, 0)
-	var burst []byte
-	v := make([]byte, 16+len(p))
-	vfiouser.Header{ID: 1000, Command: vfiouser.CmdVersion, Size: uint32(len(v))}.Put(v)
-	copy(v[16:], p)
-	burst = append(burst, v...)
+	r := dialRaw(t, s.Path)
+	burst := versionMsg(1000)
 	for i := range 100 {
-		m := make([]byte, 48)
-		vfiouser.Header{ID: uint16(i), Command: vfiouser.CmdDMAMap, Size: 48}.Put(m)
-		le.PutUint32(m[16:], 32)
-		le.PutUint32(m[20:], 3)
-		le.PutUint64(m[32:], uint64(i)<<20)
-		le.PutUint64(m[40:], 1<<20)
-		burst = append(burst, m...)
+		burst = append(burst, dmaMapMsg(uint16(i), uint64(i)<<20, 1<<20)...)
 	}
 	r.send(t, burst)
 	if h := r.recv(t); h.ID != 1000 || h.IsError() {

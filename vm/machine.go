@@ -39,6 +39,9 @@ type Machine struct {
 	// its stderr; set them before Start. nil discards.
 	Console io.Writer
 	Stderr  io.Writer
+	// Stdin feeds the guest serial port (an interactive console); nil
+	// reads nothing (/dev/null).
+	Stdin io.Reader
 
 	mu       sync.Mutex
 	started  bool
@@ -106,6 +109,7 @@ func (m *Machine) Start(ctx context.Context) error {
 	}
 	cmd := exec.Command(m.argv[0], m.argv[1:]...)
 	cmd.Env = append(os.Environ(), m.cfg.Binary.Env...)
+	cmd.Stdin = m.Stdin
 	cmd.Stdout = m.Console
 	cmd.Stderr = m.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{

@@ -189,6 +189,8 @@ func TestMachineLifecycle(t *testing.T) {
 		}()
 	}
 	if err := m.Shutdown(ctxTimeout(t, 10*time.Second)); err != nil {
+		m.Kill() // the waiters return; join them before failing
+		wg.Wait()
 		t.Fatalf("Shutdown = %v", err)
 	}
 	wg.Wait()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
@@ -8,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/myriemu/myriemu/internal/unixsock"
 	"github.com/sirupsen/logrus"
 )
 
@@ -38,16 +41,32 @@ func TestParseServe(t *testing.T) {
 		{name: "myri10ge keys and pcap", args: "--device myri10ge,socket=/m,mac=00:60:dd:00:00:07,slices=4 --pcap /tmp/w.pcap",
 			want: serveConfig{Devices: []deviceConfig{{Kind: "myri10ge", Name: "myri10ge0", Socket: "/m",
 				Opts: map[string]string{"mac": "00:60:dd:00:00:07", "slices": "4"}}}, LogLevel: logrus.InfoLevel, LogFormat: "text", Pcap: "/tmp/w.pcap"}},
+		{name: "fd pairs like socket, in order", args: "--socket /a --fd 3 --device testdev --device testdev --device testdev,fd=4",
+			want: serveConfig{Devices: []deviceConfig{td("testdev0", "/a"), {Kind: "testdev", Name: "testdev1", FD: 3},
+				{Kind: "testdev", Name: "testdev2", FD: 4}}, LogLevel: logrus.InfoLevel, LogFormat: "text"}},
+		{name: "socket mode and group", args: "--device testdev,socket=/x --socket-mode 660 --socket-group 65534",
+			want: serveConfig{Devices: []deviceConfig{td("testdev0", "/x")}, LogLevel: logrus.InfoLevel, LogFormat: "text",
+				Perm: unixsock.Perm{Mode: 0o660, GID: 65534, SetGID: true}}},
 		{name: "warn level", args: "--log-level warn --device testdev,socket=/x",
 			want: serveConfig{Devices: []deviceConfig{td("testdev0", "/x")}, LogLevel: logrus.WarnLevel, LogFormat: "text"}},
 
 		{name: "nothing", args: "", errContains: "no --device"},
+		{name: "slices=0", args: "--device myri10ge,socket=/a,slices=0", errContains: "slices=0: want a number 1..32"},
+		{name: "mac=garbage", args: "--device myri10ge,socket=/a,mac=garbage", errContains: "mac=garbage: not a MAC address"},
+		{name: "multicast mac", args: "--device myri10ge,socket=/a,mac=01:00:5e:00:00:01", errContains: "unicast"},
+		{name: "serial too big", args: "--device myri10ge,socket=/a,serial=4294967296", errContains: "serial=4294967296"},
+		{name: "socket and fd", args: "--device testdev,socket=/a,fd=3", errContains: "socket= and fd= together"},
+		{name: "fd 0", args: "--device testdev,fd=0", errContains: "want a descriptor number >= 3"},
+		{name: "same fd", args: "--device testdev,fd=3 --device testdev,fd=3", errContains: `socket "fd:3" used by two`},
+		{name: "extra fd", args: "--fd 3 --fd 4 --device testdev", errContains: "--fd 4 has no --device"},
+		{name: "bad mode", args: "--device testdev,socket=/a --socket-mode rw", errContains: "--socket-mode"},
+		{name: "mode with setuid", args: "--device testdev,socket=/a --socket-mode 4600", errContains: "--socket-mode"},
 		{name: "socket without device", args: "--socket /a", errContains: "no --device"},
 		{name: "extra socket", args: "--socket /a --socket /b --device testdev", errContains: `--socket "/b" has no --device`},
 		{name: "device without socket", args: "--socket /a --device testdev --device testdev", errContains: "has no socket"},
-		{name: "key of another kind", args: "--device testdev,socket=/a,mac=00:60:dd:00:00:01", errContains: `unknown key "mac" (known: socket, name)`},
-		{name: "unknown myri10ge key", args: "--device myri10ge,socket=/a,speed=40g", errContains: `unknown key "speed" (known: socket, name, mac, serial, slices)`},
-		{name: "unknown kind", args: "--socket /a --device myri99", errContains: `unknown kind "myri99" (known: myri10ge, testdev)`},
+		{name: "key of another kind", args: "--device testdev,socket=/a,mac=00:60:dd:00:00:01", errContains: `unknown key "mac" (known: socket, fd, name)`},
+		{name: "unknown myri10ge key", args: "--device myri10ge,socket=/a,speed=40g", errContains: `unknown key "speed" (known: socket, fd, name, mac, serial, slices, pio)`},
+		{name: "unknown kind", args: "--socket /a --device myri99", errContains: `unknown kind "myri99" (known: myri10ge, myrimx, testdev)`},
 		{name: "unknown key", args: "--device testdev,sock=/a", errContains: `unknown key "sock"`},
 		{name: "key without value", args: "--device testdev,socket=", errContains: "not key=value"},
 		{name: "bare word", args: "--device testdev,/a", errContains: "not key=value"},
@@ -88,6 +107,33 @@ func TestParseServeHelp(t *testing.T) {
 	for _, arg := range []string{"-h", "--help", "-help"} {
 		if _, err := parseServe([]string{arg}, deviceKinds(), io.Discard); !errors.Is(err, flag.ErrHelp) {
 			t.Errorf("%s: error %v, want flag.ErrHelp", arg, err)
+		}
+	}
+}
+
+func TestPrintCapabilities(t *testing.T) {
+	for _, args := range [][]string{{"--print-capabilities"}, {"serve", "--print-capabilities"}} {
+		var stdout, stderr syncBuffer
+		a := &app{stdout: &stdout, stderr: &stderr, kinds: deviceKinds()}
+		if code := a.run(context.Background(), args); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr.String())
+		}
+		var caps capabilities
+		if err := json.Unmarshal([]byte(stdout.String()), &caps); err != nil {
+			t.Fatalf("%v: not JSON: %v\n%s", args, err, stdout.String())
+		}
+		var kinds []string
+		keys := map[string][]string{}
+		for _, d := range caps.Devices {
+			kinds = append(kinds, d.Kind)
+			for _, k := range d.Keys {
+				keys[d.Kind] = append(keys[d.Kind], k.Name)
+			}
+		}
+		want := map[string][]string{"myri10ge": {"mac", "serial", "slices", "pio"}, "myrimx": {"endpoints", "audit", "nic_id"}}
+		if caps.Protocol != "vfio-user" || caps.Type != "vfio-user-pci" || !cmp.Equal(kinds, []string{"myri10ge", "myrimx", "testdev"}) ||
+			!cmp.Equal(keys, want) || len(caps.Socket) != 3 {
+			t.Errorf("%v: capabilities %+v", args, caps)
 		}
 	}
 }

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"hash/fnv"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -18,6 +16,7 @@ import (
 	"github.com/myriemu/myriemu/device/myri10ge"
 	"github.com/myriemu/myriemu/device/testdev"
 	"github.com/myriemu/myriemu/fabric"
+	"github.com/myriemu/myriemu/internal/unixsock"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/myriemu/myriemu/vfiouser"
 	"github.com/sirupsen/logrus"
@@ -40,19 +39,39 @@ type deviceEnv struct {
 	Wire *fabric.Switch    // the emulated wire every NIC of this process joins
 }
 
-// deviceKind is a kind of device serve can create.
+// deviceKey is a --device key of a kind beyond socket=, fd= and name=.
+type deviceKey struct{ Name, Help string }
+
+// deviceKind is a kind of device serve can create. Its keys are parsed by
+// its own package: check at parse time (a bad value is a usage error),
+// again by new.
 type deviceKind struct {
-	help string
-	keys map[string]string // --device keys of this kind beyond socket and name, and their help
-	new  func(env deviceEnv) (device, error)
+	help  string
+	keys  []deviceKey
+	check func(opts map[string]string) error
+	new   func(env deviceEnv) (device, error)
+}
+
+func (k deviceKind) hasKey(name string) bool {
+	for _, key := range k.keys {
+		if key.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // deviceKinds is the registry of device kinds.
 func deviceKinds() map[string]deviceKind {
 	return map[string]deviceKind{
 		"testdev": {
-			help: "generic test function 1234:7e57: DMA engine, MSI-X/MSI/INTx, WC window (device/testdev/README.md)",
+			help:  "generic test function 1234:7e57: DMA engine, MSI-X/MSI/INTx, WC window (device/testdev/README.md)",
+			keys:  keysOf(testdev.Keys, func(k testdev.Key) deviceKey { return deviceKey(k) }),
+			check: testdev.ParseOptions,
 			new: func(env deviceEnv) (device, error) {
+				if err := testdev.ParseOptions(env.Opts); err != nil {
+					return nil, err
+				}
 				d, err := testdev.New(env.Name, env.Log)
 				if err != nil {
 					return nil, err
@@ -62,21 +81,32 @@ func deviceKinds() map[string]deviceKind {
 		},
 		"myri10ge": {
 			help: "Myricom Myri-10G NIC 14c1:0008 for the unmodified Linux myri10ge driver, on the process's switch (device/myri10ge/README.md)",
-			keys: map[string]string{
-				"mac":    "permanent MAC address (default: 00:60:dd and three bytes hashed from the name, so stable per name)",
-				"slices": "RSS slices and MSI-X vectors offered, 1..32 (default 1)",
-				"serial": "EEPROM serial number (default: hashed from the name)",
+			keys: keysOf(myri10ge.Keys, func(k myri10ge.Key) deviceKey { return deviceKey(k) }),
+			check: func(opts map[string]string) error {
+				_, err := myri10ge.ParseOptions("check", opts)
+				return err
 			},
 			new: newMyri10ge,
 		},
+		"myrimx": myrimxKind(),
 	}
+}
+
+func keysOf[K any](keys []K, conv func(K) deviceKey) []deviceKey {
+	out := make([]deviceKey, len(keys))
+	for i, k := range keys {
+		out[i] = conv(k)
+	}
+	return out
 }
 
 const usage = `myriemu serves emulated PCI devices to QEMU guests over vfio-user.
 
 Usage:
-  myriemu serve --socket PATH --device KIND [...]   serve devices until SIGTERM or SIGINT
+  myriemu serve --device KIND,socket=PATH [...]    serve devices until SIGTERM, SIGINT or SIGHUP
+  myriemu run [flags] -- CMD [ARG...]              boot guests with the cards, run CMD in each, summarise ('myriemu run -h')
   myriemu firmware --out DIR                       write the myri10ge firmware files a guest needs for RSS
+  myriemu --print-capabilities                     print device kinds, keys and protocol as JSON
   myriemu version                                  print the version
   myriemu help [serve]                             print help
 
@@ -85,37 +115,11 @@ Run 'myriemu help serve' for serve's flags and the device kinds.
 
 // newMyri10ge builds a Myri-10G NIC with a port on the process's switch.
 func newMyri10ge(env deviceEnv) (device, error) {
-	h := fnv.New32a()
-	h.Write([]byte(env.Name))
-	sum := h.Sum32()
-	cfg := myri10ge.Config{
-		Name:   env.Name,
-		MAC:    net.HardwareAddr{0x00, 0x60, 0xdd, byte(sum >> 16), byte(sum >> 8), byte(sum)},
-		Serial: sum % 1000000,
-		Slices: 1,
-		Log:    env.Log,
+	cfg, err := myri10ge.ParseOptions(env.Name, env.Opts)
+	if err != nil {
+		return nil, err
 	}
-	if v, ok := env.Opts["mac"]; ok {
-		mac, err := net.ParseMAC(v)
-		if err != nil {
-			return nil, fmt.Errorf("mac=%s: %w", v, err)
-		}
-		cfg.MAC = mac
-	}
-	if v, ok := env.Opts["slices"]; ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return nil, fmt.Errorf("slices=%s: not a number", v)
-		}
-		cfg.Slices = n
-	}
-	if v, ok := env.Opts["serial"]; ok {
-		n, err := strconv.ParseUint(v, 10, 32)
-		if err != nil {
-			return nil, fmt.Errorf("serial=%s: not a 32-bit number", v)
-		}
-		cfg.Serial = uint32(n)
-	}
+	cfg.Log = env.Log
 	cfg.Port = env.Wire.NewPort(env.Name)
 	return myri10ge.New(cfg)
 }
@@ -138,8 +142,12 @@ func (a *app) run(ctx context.Context, args []string) int {
 		return 2
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
+	case "--print-capabilities", "-print-capabilities":
+		return a.printCapabilities()
 	case "serve":
 		return a.runServe(ctx, rest)
+	case "run":
+		return a.runRun(ctx, rest)
 	case "firmware":
 		return a.runFirmware(rest)
 	case "version", "--version", "-version":
@@ -168,6 +176,9 @@ func (a *app) runServe(ctx context.Context, args []string) int {
 		newServeFlags(a.stdout, a.kinds).Usage()
 		return 0
 	}
+	if errors.Is(err, errPrintCapabilities) {
+		return a.printCapabilities()
+	}
 	if err != nil {
 		fmt.Fprintf(a.stderr, "myriemu serve: %v\nRun 'myriemu help serve' for usage.\n", err)
 		return 2
@@ -193,25 +204,11 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	a.limits = newLimiter(cfg.Limits, root)
 	wire := fabric.NewSwitch(root)
 	defer wire.Close()
-	if cfg.Pcap != "" {
-		file, err := os.Create(cfg.Pcap)
-		if err != nil {
-			return fmt.Errorf("pcap: %w", err)
-		}
-		c, err := fabric.NewCapture(file)
-		if err != nil {
-			file.Close()
-			return err
-		}
-		wire.SetCapture(c)
-		defer func() {
-			wire.SetCapture(nil)
-			if err := c.Close(); err != nil {
-				root.WithError(err).Error("closing the capture failed")
-			}
-			root.WithFields(logrus.Fields{"file": cfg.Pcap, "frames": c.Frames()}).Info("capture written")
-		}()
+	ports, perr := openPorts(root, wire, cfg)
+	if perr != nil {
+		return perr
 	}
+	defer ports.Close()
 	var all []*served
 	// shutdown closes the servers (dropping clients, removing the socket
 	// files) in parallel, then releases the devices.
@@ -232,12 +229,24 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 		}
 	}
 	for _, dc := range cfg.Devices {
-		s, err := a.listen(root, wire, dc)
+		s, err := a.listen(root, wire, dc, cfg.Perm)
 		if err != nil {
 			shutdown()
 			return err
 		}
 		all = append(all, s)
+	}
+	// The capture file is created only once every socket listens, so a
+	// start that fails never truncates an existing capture.
+	var capture *fabric.Capture
+	if cfg.Pcap != "" {
+		c, err := startCapture(cfg.Pcap, root)
+		if err != nil {
+			shutdown()
+			return err
+		}
+		wire.SetCapture(c)
+		capture = c
 	}
 
 	failed := make(chan error, len(all))
@@ -260,12 +269,18 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	}
 	shutdown()
 	wg.Wait()
+	if capture != nil {
+		if cerr := stopCapture(wire, capture, cfg.Pcap, root); err == nil {
+			err = cerr
+		}
+	}
 	root.Info("stopped")
 	return err
 }
 
-// listen creates device dc and listens on its socket.
-func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig) (*served, error) {
+// listen creates device dc and listens on its socket (created with perm)
+// or on the listening socket it was handed.
+func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig, perm unixsock.Perm) (*served, error) {
 	log := root.WithField("device", dc.Name)
 	dev, err := a.kinds[dc.Kind].new(deviceEnv{Name: dc.Name, Log: log, Opts: dc.Opts, Wire: wire})
 	if err != nil {
@@ -276,12 +291,18 @@ func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig) (
 		dev.Close()
 		return nil, fmt.Errorf("device %s: %w", dc.Name, err)
 	}
-	srv, err := vfiouser.Listen(a.limits.apply(vfiouser.Config{Path: dc.Socket, Function: f, Log: log.WithField("component", "vfiouser")}))
+	vcfg := a.limits.apply(vfiouser.Config{Path: dc.Socket, Function: f, Log: log.WithField("component", "vfiouser"), Perm: perm})
+	var srv *vfiouser.Server
+	if dc.Socket != "" {
+		srv, err = vfiouser.Listen(vcfg)
+	} else {
+		srv, err = vfiouser.ListenFD(vcfg, dc.FD)
+	}
 	if err != nil {
 		dev.Close()
 		return nil, fmt.Errorf("device %s: %w", dc.Name, err)
 	}
-	log.WithFields(logrus.Fields{"kind": dc.Kind, "socket": dc.Socket}).Info("listening")
+	log.WithFields(logrus.Fields{"kind": dc.Kind, "socket": srv.Path()}).Info("listening")
 	return &served{cfg: dc, dev: dev, srv: srv}, nil
 }
 
@@ -289,7 +310,7 @@ func (a *app) listen(root *logrus.Entry, wire *fabric.Switch, dc deviceConfig) (
 func runServe(s *served, failed chan<- error) {
 	err := s.srv.Serve(context.Background())
 	if !errors.Is(err, vfiouser.ErrServerClosed) {
-		failed <- fmt.Errorf("device %s: serve %s: %w", s.cfg.Name, s.cfg.Socket, err)
+		failed <- fmt.Errorf("device %s: serve %s: %w", s.cfg.Name, s.srv.Path(), err)
 	}
 }
 
@@ -298,7 +319,7 @@ func readyLine(all []*served) string {
 	var b strings.Builder
 	b.WriteString("myriemu: ready")
 	for _, s := range all {
-		fmt.Fprintf(&b, " device=%s socket=%s", s.cfg.Name, quoteIfNeeded(s.cfg.Socket))
+		fmt.Fprintf(&b, " device=%s socket=%s", s.cfg.Name, quoteIfNeeded(s.srv.Path()))
 	}
 	return b.String()
 }

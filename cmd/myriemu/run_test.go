@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/myriemu/myriemu/device/testdev"
+	tdabi "github.com/myriemu/myriemu/device/testdev/abi"
 	"github.com/myriemu/myriemu/internal/leaktest"
 	"github.com/myriemu/myriemu/vfiouser/vfiousertest"
 	"golang.org/x/sys/unix"
@@ -26,6 +26,9 @@ import (
 
 // TestMain lets TestSignal run this test binary as the real command.
 func TestMain(m *testing.M) {
+	if path := os.Getenv("MYRIEMU_TEST_DIAL"); path != "" {
+		os.Exit(dialExit(path))
+	}
 	if os.Getenv("MYRIEMU_TEST_RUN_MAIN") == "1" {
 		os.Args = append([]string{"myriemu"}, strings.Fields(os.Getenv("MYRIEMU_TEST_ARGS"))...)
 		main()
@@ -55,7 +58,14 @@ func TestRunCommands(t *testing.T) {
 		stderr string // substring wanted on stderr ("" = stderr empty)
 	}{
 		{args: "", code: 2, stderr: "Usage:"},
-		{args: "help", code: 0, stdout: "myriemu serve --socket PATH --device KIND"},
+		{args: "help", code: 0, stdout: "myriemu serve --device KIND,socket=PATH"},
+		{args: "help serve", code: 0, stdout: "Exit status:\n  0  stopped by SIGTERM, SIGINT or SIGHUP"},
+		{args: "serve --device myri10ge,socket=/tmp/x.sock,slices=0", code: 2,
+			stderr: "myriemu serve: --device \"myri10ge,socket=/tmp/x.sock,slices=0\": slices=0: want a number 1..32\nRun 'myriemu help serve' for usage."},
+		{args: "serve --device myri10ge,socket=/tmp/x.sock,mac=garbage", code: 2, stderr: "mac=garbage: not a MAC address"},
+		{args: "serve --device testdev,socket=/tmp/x.sock --socket-mode 0800", code: 2, stderr: "--socket-mode"},
+		{args: "serve --device testdev,socket=/tmp/x.sock --socket-group no-such-group-here", code: 2, stderr: "--socket-group"},
+		{args: "serve --device testdev,fd=1", code: 2, stderr: "want a descriptor number >= 3"},
 		{args: "--help", code: 0, stdout: "Run 'myriemu help serve'"},
 		{args: "help serve", code: 0, stdout: "testdev    generic test function 1234:7e57"},
 		{args: "help nope", code: 2, stderr: `no help for "nope"`},
@@ -102,19 +112,28 @@ func startServe(t *testing.T, args ...string) (ready string, stop func() int, st
 	shutdowns := 0
 	a := &app{stdout: pw, stderr: stderr, kinds: deviceKinds(), onShutdown: func() { shutdowns++ }}
 	codec := make(chan int, 1)
-	go func() {
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		code := a.run(ctx, args)
 		pw.Close()
 		codec <- code
-	}()
+	})
 	lines := make(chan string)
-	go func() {
+	wg.Go(func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			lines <- sc.Text()
 		}
+		io.Copy(io.Discard, pr)
 		close(lines)
-	}()
+	})
+	// Both goroutines are joined on every way out, a t.Fatal included.
+	t.Cleanup(func() {
+		cancel()
+		for range lines {
+		}
+		wg.Wait()
+	})
 	var extra []string
 	stop = func() int {
 		cancel()
@@ -200,11 +219,11 @@ func readIDs(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	var b [4]byte
-	if err := c.ReadRegion(testdev.RegsBAR, testdev.RegID, b[:]); err != nil {
+	if err := c.ReadRegion(tdabi.RegsBAR, tdabi.RegID, b[:]); err != nil {
 		t.Fatal(err)
 	}
-	if bar := binary.LittleEndian.Uint32(b[:]); id != testdev.IDValue || bar != testdev.IDValue {
-		t.Errorf("%s: config ID %#x, BAR0 ID %#x, want %#x", path, id, bar, testdev.IDValue)
+	if bar := binary.LittleEndian.Uint32(b[:]); id != tdabi.IDValue || bar != tdabi.IDValue {
+		t.Errorf("%s: config ID %#x, BAR0 ID %#x, want %#x", path, id, bar, tdabi.IDValue)
 	}
 }
 
@@ -259,9 +278,10 @@ func TestServeSocketInUseOrStale(t *testing.T) {
 }
 
 // TestSignal runs the real command (this test binary, see TestMain) and
-// stops it with SIGTERM, as a supervisor does.
+// stops it with SIGTERM, as a supervisor does (SIGINT and SIGHUP alike):
+// exit 0 within a second, no socket file left behind.
 func TestSignal(t *testing.T) {
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
 			sock := filepath.Join(t.TempDir(), "td.sock")
 			cmd := exec.Command(os.Args[0], "-test.run=^$")

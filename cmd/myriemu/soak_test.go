@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/myriemu/myriemu/device/testdev"
+	"github.com/myriemu/myriemu/device/testdev/abi"
 	"github.com/myriemu/myriemu/dma/dmatest"
 	"github.com/myriemu/myriemu/internal/leaktest"
 	"github.com/myriemu/myriemu/vfiouser"
@@ -122,12 +122,12 @@ func (n *neighbour) close(t *testing.T) {
 func (n *neighbour) reg(off uint64, v uint32) error {
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], v)
-	return n.c.WriteRegion(testdev.RegsBAR, off, b[:])
+	return n.c.WriteRegion(abi.RegsBAR, off, b[:])
 }
 
 func (n *neighbour) readReg(off uint64) (uint32, error) {
 	var b [4]byte
-	err := n.c.ReadRegion(testdev.RegsBAR, off, b[:])
+	err := n.c.ReadRegion(abi.RegsBAR, off, b[:])
 	return binary.LittleEndian.Uint32(b[:]), err
 }
 
@@ -135,7 +135,7 @@ func (n *neighbour) readReg(off uint64) (uint32, error) {
 // checking every byte, with a 1 MiB window write every 8 ops, until stop.
 func (n *neighbour) run(stop <-chan struct{}) (ops int, err error) {
 	mem := n.ram.Bytes()
-	win := make([]byte, testdev.WindowSize)
+	win := make([]byte, abi.WindowSize)
 	for {
 		select {
 		case <-stop:
@@ -151,9 +151,9 @@ func (n *neighbour) run(stop <-chan struct{}) (ops int, err error) {
 			off uint64
 			v   uint32
 		}{
-			{testdev.RegDMASrcLo, uint32(nbIOVA + src)}, {testdev.RegDMASrcHi, 0},
-			{testdev.RegDMADstLo, uint32(nbIOVA + dst)}, {testdev.RegDMADstHi, 0},
-			{testdev.RegDMALen, nbCopy}, {testdev.RegDMAOp, uint32(testdev.OpCopy)}, {testdev.RegDMADoorbell, 1},
+			{abi.RegDMASrcLo, uint32(nbIOVA + src)}, {abi.RegDMASrcHi, 0},
+			{abi.RegDMADstLo, uint32(nbIOVA + dst)}, {abi.RegDMADstHi, 0},
+			{abi.RegDMALen, nbCopy}, {abi.RegDMAOp, uint32(abi.OpCopy)}, {abi.RegDMADoorbell, 1},
 		} {
 			if err := n.reg(w.off, w.v); err != nil {
 				return ops, fmt.Errorf("register %#x: %w", w.off, err)
@@ -161,17 +161,17 @@ func (n *neighbour) run(stop <-chan struct{}) (ops int, err error) {
 		}
 		var st uint32
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Microsecond) {
-			if st, err = n.readReg(testdev.RegDMAStatus); err != nil {
+			if st, err = n.readReg(abi.RegDMAStatus); err != nil {
 				return ops, fmt.Errorf("DMA_STATUS: %w", err)
 			}
-			if st&testdev.StatusBusy == 0 {
+			if st&abi.StatusBusy == 0 {
 				break
 			}
 			if time.Now().After(deadline) {
 				return ops, fmt.Errorf("copy %d still busy after 20 s", ops)
 			}
 		}
-		if st&testdev.StatusDone == 0 || st&testdev.StatusError != 0 {
+		if st&abi.StatusDone == 0 || st&abi.StatusError != 0 {
 			return ops, fmt.Errorf("copy %d: DMA_STATUS %#x", ops, st)
 		}
 		if !bytes.Equal(mem[dst:dst+nbCopy], mem[src:src+nbCopy]) {
@@ -179,7 +179,7 @@ func (n *neighbour) run(stop <-chan struct{}) (ops int, err error) {
 		}
 		if ops%8 == 0 {
 			win[ops%len(win)]++
-			if err := n.c.WriteRegion(testdev.WindowBAR, 0, win); err != nil {
+			if err := n.c.WriteRegion(abi.WindowBAR, 0, win); err != nil {
 				return ops, fmt.Errorf("1 MiB window write: %w", err)
 			}
 		}
@@ -319,7 +319,7 @@ func hostileCycle(path string, tally errnos) error {
 	tally["ENOSPC"]++
 	// Message data: a REGION_READ above max_data_xfer_size.
 	p := make([]byte, 16)
-	binary.LittleEndian.PutUint32(p[8:], testdev.WindowBAR)
+	binary.LittleEndian.PutUint32(p[8:], abi.WindowBAR)
 	binary.LittleEndian.PutUint32(p[12:], 2<<20)
 	_, err = c.RawCall(vfiouser.Header{ID: c.NextID(), Command: vfiouser.CmdRegionRead, Size: vfiouser.HeaderSize + 16}, p, nil)
 	if err := expect("REGION_READ of 2 MiB", err, unix.E2BIG); err != nil {
@@ -352,7 +352,7 @@ func hostileCycle(path string, tally errnos) error {
 		return err
 	}
 	// Seals: the window memfd refuses a client's seal.
-	ri, err := c.RegionInfo(testdev.WindowBAR)
+	ri, err := c.RegionInfo(abi.WindowBAR)
 	if err != nil {
 		return err
 	}

@@ -224,7 +224,7 @@ func TestStackLifecycle(t *testing.T) {
 				}
 			}
 			st := n.nic.Stats()
-			if st.LinkUpEvents != 2 || st.LinkDownEvnts != 2 || st.GuestErrors != 0 || st.DMAErrors != 0 {
+			if st.LinkUpEvents != 2 || st.LinkDownEvents != 2 || st.GuestErrors != 0 || st.DMAErrors != 0 {
 				t.Errorf("NIC stats %+v: want 2 link-up and 2 link-down reports, no guest or DMA errors", st)
 			}
 			if name, _, bndry := n.drv.Firmware(); name != "adopted" || bndry != 2048 {

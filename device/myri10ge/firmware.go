@@ -8,14 +8,9 @@ import (
 
 // The "firmware" the driver sees is just the SRAM image at power-on: a
 // header pointer at 0x3C, a firmware header it adopts (§3.5) and the
-// EEPROM strings it parses for the MAC (§3.3). Everything else the real
-// firmware does is the Go code of this package.
-const (
-	offHeader        = 0x000100 // where the running firmware's header lives
-	offEEPROMStrings = 0x1DFE00 // header.string_specs: the driver's "sram_size" (§12.3)
-	sramSize         = 0x200000
-)
-
+// EEPROM strings it parses for the MAC (§3.3), at the offsets bar0.go
+// lists. Everything else the real firmware does is the Go code of this
+// package.
 // FirmwareNames are the files the driver asks for (§3.4). With a file
 // present the driver loads it instead of adopting the running firmware;
 // the multi-slice (RSS) mode only works that way (§1.4, §9).
@@ -67,4 +62,30 @@ func FirmwareImage() []byte {
 	binary.BigEndian.PutUint32(b[offHeaderPtr:], hdrOff)
 	putHeader(b[hdrOff:])
 	return b
+}
+
+// confirmLocked DMAs the 0xFFFFFFFF confirmation word the driver polls
+// for after a handoff or dummy RDMA (§3.6, §3.7).
+func (n *NIC) confirmLocked(block uint64, what string) {
+	addr := host64(n.be32(block), n.be32(block+4))
+	var w [4]byte
+	binary.BigEndian.PutUint32(w[:], n.be32(block+8))
+	n.dmaStoreLocked(nil, what, addr, w)
+}
+
+// handoffLocked acknowledges a firmware file load (§3.6). The file's code
+// is not run: this package is the firmware. The driver expects a board
+// that restarted, so the state resets as for CMD_RESET.
+func (n *NIC) handoffLocked(int, uint64, int) {
+	n.stats.Handoffs++
+	n.resetFirmwareLocked()
+	n.confirmLocked(offBootHandoff, "handoff confirm")
+	n.log.WithField("length", n.be32(offBootHandoff+0x10)).Info("firmware handoff")
+}
+
+// dummyRDMALocked acknowledges the dummy RDMA switch (§3.7), on or off
+// alike: the periodic host reads it would enable exist to work around
+// chipsets we do not have.
+func (n *NIC) dummyRDMALocked(int, uint64, int) {
+	n.confirmLocked(offDummyRDMA, "dummy RDMA confirm")
 }

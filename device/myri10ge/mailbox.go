@@ -22,76 +22,95 @@ type command struct {
 // when the command returns data.
 type cmdHandler func(n *NIC, c *command) Status
 
-// commands maps every command the firmware implements to its handler
-// (§4.3). Anything else is answered UNKNOWN, as the real firmware does.
-var commands = map[Cmd]cmdHandler{
+// commands is the firmware's command table (§4.3), indexed by command
+// number: README.md's command table lists it row by row. A command
+// without a handler is answered UNKNOWN, as the real firmware does.
+//
+// Deliberately UNKNOWN: GET_MAX_TSO6_HDR_SIZE (no TSO6 offered, so the
+// driver segments IPv6 itself), GET_DCA_OFFSET (no DCA in a VM), the
+// MDIO/I2C/VPUMP/RSS-key/shared-interrupt commands Linux never sends.
+var commands = [...]cmdHandler{
 	CmdReset:                  (*NIC).cmdReset,
 	CmdSetIntrqDMA:            (*NIC).cmdSetIntrqDMA,
 	CmdSetBigBufferSize:       (*NIC).cmdSetBigBufferSize,
 	CmdSetSmallBufferSize:     (*NIC).cmdSetSmallBufferSize,
-	CmdGetSendOffset:          sliceOffset(sendRingOff),
-	CmdGetSmallRxOffset:       sliceOffset(smallRingOff),
-	CmdGetBigRxOffset:         sliceOffset(bigRingOff),
-	CmdGetIRQAckOffset:        constant(irqAckBase),
-	CmdGetIRQDeassertOffset:   constant(irqDeassertOff),
-	CmdGetSendRingSize:        constant(sendRingBytes),
-	CmdGetRxRingSize:          constant(rxRingBytes),
+	CmdGetSendOffset:          (*NIC).cmdGetSendOffset,
+	CmdGetSmallRxOffset:       (*NIC).cmdGetSmallRxOffset,
+	CmdGetBigRxOffset:         (*NIC).cmdGetBigRxOffset,
+	CmdGetIRQAckOffset:        (*NIC).cmdGetIRQAckOffset,
+	CmdGetIRQDeassertOffset:   (*NIC).cmdGetIRQDeassertOffset,
+	CmdGetSendRingSize:        (*NIC).cmdGetSendRingSize,
+	CmdGetRxRingSize:          (*NIC).cmdGetRxRingSize,
 	CmdSetIntrqSize:           (*NIC).cmdSetIntrqSize,
 	CmdEthernetUp:             (*NIC).cmdEthernetUp,
 	CmdEthernetDown:           (*NIC).cmdEthernetDown,
 	CmdSetMTU:                 (*NIC).cmdSetMTU,
-	CmdGetIntrCoalDelayOffset: constant(intrCoalOff),
+	CmdGetIntrCoalDelayOffset: (*NIC).cmdGetIntrCoalDelayOffset,
 	CmdSetStatsDMAObsolete:    (*NIC).cmdSetStatsDMAObsolete,
-	CmdEnablePromisc:          setFlag(func(f *fwState) *bool { return &f.promisc }, true),
-	CmdDisablePromisc:         setFlag(func(f *fwState) *bool { return &f.promisc }, false),
+	CmdEnablePromisc:          (*NIC).cmdEnablePromisc,
+	CmdDisablePromisc:         (*NIC).cmdDisablePromisc,
 	CmdSetMACAddress:          (*NIC).cmdSetMACAddress,
-	CmdEnableFlowControl:      setFlag(func(f *fwState) *bool { return &f.flowControl }, true),
-	CmdDisableFlowControl:     setFlag(func(f *fwState) *bool { return &f.flowControl }, false),
+	CmdEnableFlowControl:      (*NIC).cmdAccept,
+	CmdDisableFlowControl:     (*NIC).cmdAccept,
 	CmdDMATest:                (*NIC).cmdDMATest,
-	CmdUnalignedTest:          (*NIC).cmdDMATest, // completions are always aligned here
-	CmdEnableAllMulti:         setFlag(func(f *fwState) *bool { return &f.allMulti }, true),
-	CmdDisableAllMulti:        setFlag(func(f *fwState) *bool { return &f.allMulti }, false),
+	CmdEnableAllMulti:         (*NIC).cmdEnableAllMulti,
+	CmdDisableAllMulti:        (*NIC).cmdDisableAllMulti,
 	CmdJoinMulticastGroup:     (*NIC).cmdJoinMulticast,
 	CmdLeaveMulticastGroup:    (*NIC).cmdLeaveMulticast,
 	CmdLeaveAllMulticast:      (*NIC).cmdLeaveAllMulticast,
 	CmdSetStatsDMAV2:          (*NIC).cmdSetStatsDMAV2,
+	CmdUnalignedTest:          (*NIC).cmdDMATest, // completions are always aligned here
 	CmdGetMaxRSSQueues:        (*NIC).cmdGetMaxRSSQueues,
 	CmdEnableRSSQueues:        (*NIC).cmdEnableRSSQueues,
-	CmdGetRSSTableOffset:      constant(rssTableOff),
+	CmdGetRSSTableOffset:      (*NIC).cmdGetRSSTableOffset,
 	CmdSetRSSTableSize:        (*NIC).cmdSetRSSTableSize,
 	CmdSetRSSEnable:           (*NIC).cmdSetRSSEnable,
-	CmdSetTSOMode:             (*NIC).cmdSetTSOMode,
+	CmdSetTSOMode:             (*NIC).cmdAccept,
 	CmdSetRSSMCPSlotType:      (*NIC).cmdSetRSSMCPSlotType,
-	// Deliberately UNKNOWN: GET_MAX_TSO6_HDR_SIZE (no TSO6 offered, so the
-	// driver segments IPv6 itself), GET_DCA_OFFSET (no DCA in a VM), the
-	// MDIO/I2C/VPUMP/RSS-key/shared-interrupt commands Linux never sends.
 }
 
-func constant(v uint32) cmdHandler {
-	return func(_ *NIC, c *command) Status { c.reply = v; return StatusOK }
-}
+// cmdAccept answers OK and changes nothing: flow control (there is no
+// pause on a virtual wire) and the TSO mode, which only changes how the
+// stack seeds checksums that the device recomputes anyway.
+func (n *NIC) cmdAccept(*command) Status { return StatusOK }
 
-func setFlag(field func(*fwState) *bool, v bool) cmdHandler {
-	return func(n *NIC, _ *command) Status { *field(&n.fw) = v; return StatusOK }
+// The offsets and sizes of §2.2, from bar0.go.
+func (n *NIC) cmdGetSendOffset(c *command) Status    { return n.sliceOffset(c, sendRingOff) }
+func (n *NIC) cmdGetSmallRxOffset(c *command) Status { return n.sliceOffset(c, smallRingOff) }
+func (n *NIC) cmdGetBigRxOffset(c *command) Status   { return n.sliceOffset(c, bigRingOff) }
+func (n *NIC) cmdGetIRQAckOffset(c *command) Status  { return reply(c, irqAckBase) }
+func (n *NIC) cmdGetIRQDeassertOffset(c *command) Status {
+	return reply(c, irqDeassertOff)
 }
+func (n *NIC) cmdGetIntrCoalDelayOffset(c *command) Status { return reply(c, intrCoalOff) }
+func (n *NIC) cmdGetRSSTableOffset(c *command) Status      { return reply(c, rssTableOff) }
+func (n *NIC) cmdGetSendRingSize(c *command) Status        { return reply(c, sendRingBytes) }
+func (n *NIC) cmdGetRxRingSize(c *command) Status          { return reply(c, rxRingBytes) }
 
-// sliceOffset answers the per-slice ring offset commands (data0 = slice).
-func sliceOffset(off func(int) uint64) cmdHandler {
-	return func(n *NIC, c *command) Status {
-		s := int(c.data0)
-		if c.data0 >= uint32(len(n.slices)) {
-			n.guestErrorLocked("ring offset for absent slice", "slice", s)
-			return StatusErrorRange
-		}
-		c.reply = uint32(off(s))
-		return StatusOK
+// The receive filter's switches (§5.3 step 1).
+func (n *NIC) cmdEnablePromisc(*command) Status   { n.fw.promisc = true; return StatusOK }
+func (n *NIC) cmdDisablePromisc(*command) Status  { n.fw.promisc = false; return StatusOK }
+func (n *NIC) cmdEnableAllMulti(*command) Status  { n.fw.allMulti = true; return StatusOK }
+func (n *NIC) cmdDisableAllMulti(*command) Status { n.fw.allMulti = false; return StatusOK }
+
+// reply answers OK with data v.
+func reply(c *command, v uint32) Status { c.reply = v; return StatusOK }
+
+// sliceOffset answers a per-slice ring offset command (data0 = slice).
+func (n *NIC) sliceOffset(c *command, off func(int) uint64) Status {
+	s := int(c.data0)
+	if c.data0 >= uint32(len(n.slices)) {
+		n.guestErrorLocked("ring offset for absent slice", "slice", s)
+		return StatusErrorRange
 	}
+	c.reply = uint32(off(s))
+	return StatusOK
 }
 
 // commandLocked runs the command in the mailbox and DMAs the response
 // before returning, so a reply can never arrive after the driver gave up
 // and re-armed its buffer for the next command (§4.1).
-func (n *NIC) commandLocked() {
+func (n *NIC) commandLocked(int, uint64, int) {
 	c := command{
 		cmd:     Cmd(n.be32(offCmd + cmdOffCmd)),
 		data0:   n.be32(offCmd + cmdOffData0),
@@ -102,8 +121,8 @@ func (n *NIC) commandLocked() {
 	}
 	n.stats.Commands++
 	status := StatusUnknown
-	if h, ok := commands[c.cmd]; ok {
-		status = h(n, &c)
+	if c.cmd < Cmd(len(commands)) && commands[c.cmd] != nil {
+		status = commands[c.cmd](n, &c)
 	}
 	switch status {
 	case StatusOK:
@@ -122,19 +141,13 @@ func (n *NIC) commandLocked() {
 // respondLocked DMAs response.data, then response.result as its own store:
 // the driver takes result != NO_RESPONSE as "data is valid" (§4.1).
 func (n *NIC) respondLocked(addr uint64, data uint32, status Status) {
-	if !n.attached {
-		return
-	}
 	var w [4]byte
 	binary.BigEndian.PutUint32(w[:], data)
-	if _, err := n.host.Mem.WriteAt(w[:], addr+respOffData); err != nil {
-		n.dmaFailedLocked(err, "command response")
+	if !n.dmaWriteLocked(nil, "command response", addr+respOffData, w[:]) {
 		return
 	}
 	binary.BigEndian.PutUint32(w[:], uint32(status))
-	if err := n.storeHostLocked(addr+respOffResult, w); err != nil {
-		n.dmaFailedLocked(err, "command response")
-	}
+	n.dmaStoreLocked(nil, "command response", addr+respOffResult, w)
 }
 
 func (n *NIC) cmdReset(c *command) Status {
@@ -203,25 +216,33 @@ func (n *NIC) cmdEthernetUp(c *command) Status {
 			return StatusErrorBusy
 		}
 	}
-	if !n.fw.running {
-		n.fw.running = true
-		n.fw.linkEvent = linkEventUp
-		n.log.Info("ethernet up")
-		n.maybeInterruptLocked(n.slices[0])
-	}
+	n.setRunningLocked(true)
 	return StatusOK
 }
 
 // cmdEthernetDown stops the data path and reports the link-down event the
 // driver's close waits for (§7.1).
 func (n *NIC) cmdEthernetDown(c *command) Status {
-	if n.fw.running {
-		n.fw.running = false
+	n.setRunningLocked(false)
+	return StatusOK
+}
+
+// setRunningLocked starts or stops the data path, if it is not so
+// already, and reports the link event through slice 0's interrupt block
+// (§7.1).
+func (n *NIC) setRunningLocked(up bool) {
+	if n.fw.running == up {
+		return
+	}
+	n.fw.running = up
+	if up {
+		n.fw.linkEvent = linkEventUp
+		n.log.Info("ethernet up")
+	} else {
 		n.fw.linkEvent = linkEventDown
 		n.log.Info("ethernet down")
-		n.maybeInterruptLocked(n.slices[0])
 	}
-	return StatusOK
+	n.maybeInterruptLocked(n.slices[0])
 }
 
 func (n *NIC) cmdSetStatsDMAV2(c *command) Status {
@@ -300,8 +321,9 @@ func (n *NIC) cmdEnableRSSQueues(c *command) Status {
 		n.guestErrorLocked("ENABLE_RSS_QUEUES beyond the slices offered", "slices", c.data0)
 		return StatusErrorRange
 	}
+	// data1's multi-TX bit needs nothing: every slice's send ring is
+	// served at its own doorbell either way.
 	n.fw.numSlices = int(c.data0)
-	n.fw.multiTx = c.data1&rssEnableMultiTx != 0
 	return StatusOK
 }
 
@@ -315,15 +337,9 @@ func (n *NIC) cmdSetRSSTableSize(c *command) Status {
 }
 
 func (n *NIC) cmdSetRSSEnable(c *command) Status {
+	// data1, the hash type, is not used: any steering is acceptable (§9)
+	// and steerLocked always hashes addresses and ports.
 	n.fw.rssEnabled = c.data0 != 0
-	n.fw.rssHashType = c.data1
-	return StatusOK
-}
-
-func (n *NIC) cmdSetTSOMode(c *command) Status {
-	// Linux-style (0) only changes how the stack seeds checksums; the
-	// device recomputes them, so any mode works the same here.
-	n.fw.tsoMode = c.data0
 	return StatusOK
 }
 
@@ -348,23 +364,14 @@ func (n *NIC) cmdDMATest(c *command) Status {
 		n.guestErrorLocked("DMA test length out of range", "data2", c.data2)
 		return StatusErrorRange
 	}
-	if !n.attached {
-		return StatusErrorBusy
-	}
 	buf := make([]byte, max(readLen, writeLen))
 	start := time.Now()
 	for i := 0; i < dmaTestRounds; i++ {
-		if readLen > 0 {
-			if _, err := n.host.Mem.ReadAt(buf[:readLen], addr); err != nil {
-				n.dmaFailedLocked(err, "DMA test read")
-				return StatusErrorRange
-			}
+		if readLen > 0 && !n.dmaReadLocked(nil, "DMA test read", addr, buf[:readLen]) {
+			return StatusErrorRange
 		}
-		if writeLen > 0 {
-			if _, err := n.host.Mem.WriteAt(buf[:writeLen], addr); err != nil {
-				n.dmaFailedLocked(err, "DMA test write")
-				return StatusErrorRange
-			}
+		if writeLen > 0 && !n.dmaWriteLocked(nil, "DMA test write", addr, buf[:writeLen]) {
+			return StatusErrorRange
 		}
 	}
 	ticks := uint32(min(max(time.Since(start)/(500*time.Nanosecond), 1), 0xFFFF))

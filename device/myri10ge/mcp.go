@@ -7,18 +7,6 @@ import "fmt"
 // flags and the layouts of the structures shared with the host. Section
 // numbers (§) refer to shared/reference/myri10ge-device-interface.md.
 
-// Fixed BAR0 offsets the driver hard-codes (§2.1).
-const (
-	offHeaderPtr   = 0x00003C // BE32 offset of the firmware header
-	offFWStaging   = 0x100000 // firmware file staging area (plain RAM)
-	offSendGo      = 0x380000 // + 64*slice: multi-queue "go" doorbell
-	offSendStop    = 0x3C0000 // + 64*slice: multi-queue "stop" doorbell
-	offCmd         = 0xF80000 // command mailbox, 64 bytes
-	offBootHandoff = 0xFC0000 // firmware handoff block, 64 bytes
-	offDummyRDMA   = 0xFC01C0 // dummy RDMA block, 64 bytes
-	blockSize      = 64       // mailbox, handoff and dummy RDMA blocks
-)
-
 // Cmd is a firmware command number (the mailbox's cmd word, §4.3).
 type Cmd uint32
 
@@ -135,30 +123,24 @@ const (
 	StatusNoResponse     Status = 0xFFFFFFFF // the driver's "not answered yet"
 )
 
+// statusNames are the firmware's names of the Status words (MXGEFW_CMD_*).
+var statusNames = [...]string{
+	StatusOK:             "OK",
+	StatusUnknown:        "UNKNOWN",
+	StatusErrorRange:     "ERROR_RANGE",
+	StatusErrorBusy:      "ERROR_BUSY",
+	StatusErrorEmpty:     "ERROR_EMPTY",
+	StatusErrorClosed:    "ERROR_CLOSED",
+	StatusErrorHash:      "ERROR_HASH_ERROR",
+	StatusErrorBadPort:   "ERROR_BAD_PORT",
+	StatusErrorResources: "ERROR_RESOURCES",
+	StatusErrorMulticast: "ERROR_MULTICAST",
+	StatusErrorUnaligned: "ERROR_UNALIGNED",
+}
+
 func (s Status) String() string {
-	switch s {
-	case StatusOK:
-		return "OK"
-	case StatusUnknown:
-		return "UNKNOWN"
-	case StatusErrorRange:
-		return "ERROR_RANGE"
-	case StatusErrorBusy:
-		return "ERROR_BUSY"
-	case StatusErrorEmpty:
-		return "ERROR_EMPTY"
-	case StatusErrorClosed:
-		return "ERROR_CLOSED"
-	case StatusErrorHash:
-		return "ERROR_HASH_ERROR"
-	case StatusErrorBadPort:
-		return "ERROR_BAD_PORT"
-	case StatusErrorResources:
-		return "ERROR_RESOURCES"
-	case StatusErrorMulticast:
-		return "ERROR_MULTICAST"
-	case StatusErrorUnaligned:
-		return "ERROR_UNALIGNED"
+	if s < Status(len(statusNames)) && statusNames[s] != "" {
+		return statusNames[s]
 	}
 	return fmt.Sprintf("Status(%d)", uint32(s))
 }
@@ -174,12 +156,6 @@ const (
 	respSize      = 8 // mcp_cmd_response: data BE32, result BE32
 	respOffData   = 0
 	respOffResult = 4
-)
-
-// ENABLE_RSS_QUEUES data1 bits.
-const (
-	rssEnableInterrupts = 1 << 0 // one interrupt per slice
-	rssEnableMultiTx    = 1 << 1 // one transmit queue per slice
 )
 
 // Send descriptor (mcp_kreq_ether_send, §5.4): 16 bytes.
@@ -222,8 +198,10 @@ const (
 
 // Receive ring entry (mcp_kreq_ether_recv, §5.2): BE32 addr_high, addr_low.
 const (
-	recvDescSize = 8
-	recvGroup    = 8 // entries are posted in aligned groups of 8
+	recvDescSize    = 8
+	recvOffAddrHigh = 0
+	recvOffAddrLow  = 4
+	recvGroup       = 8 // entries are posted in aligned groups of 8
 	// recvInvalidLow is what the driver stores in a group's first
 	// addr_low while it copies the group; the real value is the doorbell.
 	recvInvalidLow = 0xFFFFFFFF

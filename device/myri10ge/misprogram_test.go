@@ -128,6 +128,16 @@ func (g *rawGuest) sync() {
 	}
 }
 
+// cmdBlock is the 64-byte mailbox block of a command (mcp_cmd, §4.1).
+func cmdBlock(c myri10ge.Cmd, d0, d1, d2 uint32, resp uint64) [64]byte {
+	var blk [64]byte
+	be := binary.BigEndian
+	for i, w := range []uint32{uint32(c), d0, d1, d2, uint32(resp >> 32), uint32(resp)} {
+		be.PutUint32(blk[4*i:], w)
+	}
+	return blk
+}
+
 // cmdAt sends a command whose response goes to resp and returns what the
 // guest's response buffer holds once the device handled the store (the
 // device answers before the store completes: no waiting).
@@ -135,14 +145,7 @@ func (g *rawGuest) cmdAt(resp uint64, c myri10ge.Cmd, d0, d1, d2 uint32) (uint32
 	g.t.Helper()
 	atomic.StoreUint32(g.word(g.resp), 0)
 	atomic.StoreUint32(g.word(g.resp+4), 0xFFFFFFFF)
-	var blk [64]byte
-	be := binary.BigEndian
-	be.PutUint32(blk[0:], uint32(c))
-	be.PutUint32(blk[4:], d0)
-	be.PutUint32(blk[8:], d1)
-	be.PutUint32(blk[12:], d2)
-	be.PutUint32(blk[16:], uint32(resp>>32))
-	be.PutUint32(blk[20:], uint32(resp))
+	blk := cmdBlock(c, d0, d1, d2, resp)
 	for i := 0; i < 64; i += 8 {
 		g.store(bar0Cmd+uint64(i), blk[i:i+8])
 	}
@@ -240,19 +243,27 @@ func (g *rawGuest) postRx(big bool, grp int, addr func(i int) uint64) {
 	if big {
 		ring = bar0BigRing
 	}
-	var b [64]byte
-	for i := range 8 {
-		a := addr(grp*8 + i)
-		binary.BigEndian.PutUint32(b[i*8:], uint32(a>>32))
-		binary.BigEndian.PutUint32(b[i*8+4:], uint32(a))
-	}
-	low := binary.BigEndian.Uint32(b[4:])
-	binary.BigEndian.PutUint32(b[4:], 0xFFFFFFFF)
+	b, low := rxGroup(addr, grp*8)
 	off := ring + uint64(grp)*64
 	g.store(off, b[:32])
 	g.store(off+32, b[32:])
 	g.put32(off+4, low)
 	g.sync() // posted before the test's next frame arrives by another path
+}
+
+// rxGroup is a group of 8 receive descriptors for buffers addr(first) to
+// addr(first+7), as the driver writes it first: big-endian high and low
+// words with the first low word invalid (0xFFFFFFFF); low is the real one,
+// written last to hand the group to the NIC.
+func rxGroup(addr func(i int) uint64, first int) (b [64]byte, low uint32) {
+	for i := range 8 {
+		a := addr(first + i)
+		binary.BigEndian.PutUint32(b[i*8:], uint32(a>>32))
+		binary.BigEndian.PutUint32(b[i*8+4:], uint32(a))
+	}
+	low = binary.BigEndian.Uint32(b[4:])
+	binary.BigEndian.PutUint32(b[4:], 0xFFFFFFFF)
+	return b, low
 }
 
 // rxBuf is receive buffer i (2 KiB each).
@@ -291,7 +302,7 @@ func statsDelta(a, b myri10ge.Stats) myri10ge.Stats {
 		TxDropped: b.TxDropped - a.TxDropped, RxFrames: b.RxFrames - a.RxFrames, RxBytes: b.RxBytes - a.RxBytes,
 		RxDropped: b.RxDropped - a.RxDropped, Interrupts: b.Interrupts - a.Interrupts, GuestErrors: b.GuestErrors - a.GuestErrors,
 		DMAErrors: b.DMAErrors - a.DMAErrors, Handoffs: b.Handoffs - a.Handoffs,
-		LinkUpEvents: b.LinkUpEvents - a.LinkUpEvents, LinkDownEvnts: b.LinkDownEvnts - a.LinkDownEvnts,
+		LinkUpEvents: b.LinkUpEvents - a.LinkUpEvents, LinkDownEvents: b.LinkDownEvents - a.LinkDownEvents,
 	}
 }
 
@@ -940,19 +951,12 @@ func (z *bar0Fuzz) cmd(c myri10ge.Cmd, d0, d1, d2 uint32, resp uint64) myri10ge.
 	if resp >= fzBase && resp+8 <= fzBase+fzSize {
 		binary.BigEndian.PutUint32(z.mem(resp+4, 4), 0xFFFFFFFF)
 	}
-	var blk [64]byte
-	be := binary.BigEndian
-	be.PutUint32(blk[0:], uint32(c))
-	be.PutUint32(blk[4:], d0)
-	be.PutUint32(blk[8:], d1)
-	be.PutUint32(blk[12:], d2)
-	be.PutUint32(blk[16:], uint32(resp>>32))
-	be.PutUint32(blk[20:], uint32(resp))
+	blk := cmdBlock(c, d0, d1, d2, resp)
 	for i := 0; i < 64; i += 8 {
 		z.write(bar0Cmd+uint64(i), blk[i:i+8])
 	}
 	if resp >= fzBase && resp+8 <= fzBase+fzSize {
-		return myri10ge.Status(be.Uint32(z.mem(resp+4, 4)))
+		return myri10ge.Status(binary.BigEndian.Uint32(z.mem(resp+4, 4)))
 	}
 	return myri10ge.StatusNoResponse
 }
@@ -964,14 +968,7 @@ func (z *bar0Fuzz) postRx(big bool, s, grp int, addr func(i int) uint64) {
 		ring = bar0BigRing
 	}
 	ring += uint64(s) * 0x1000
-	var b [64]byte
-	for i := range 8 {
-		a := addr(i)
-		binary.BigEndian.PutUint32(b[i*8:], uint32(a>>32))
-		binary.BigEndian.PutUint32(b[i*8+4:], uint32(a))
-	}
-	low := binary.BigEndian.Uint32(b[4:])
-	binary.BigEndian.PutUint32(b[4:], 0xFFFFFFFF)
+	b, low := rxGroup(addr, 0)
 	off := ring + uint64(grp)*64
 	z.write(off, b[:32])
 	z.write(off+32, b[32:])

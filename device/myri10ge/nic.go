@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/internal/ratelog"
@@ -51,19 +50,16 @@ type Config struct {
 	// (1..MaxSlices). The driver only uses more than one slice when
 	// loaded with myri10ge_max_slices != 1 and a firmware file present.
 	Slices int
-	Port   fabric.Port
-	Log    *logrus.Entry
+	// PIO is how BAR0's rings are reached: PIOTrap (the default, every
+	// store a message) or PIOMmap (pio.go).
+	PIO  PIOMode
+	Port fabric.Port
+	Log  *logrus.Entry
 }
 
 func (c Config) validate() error {
-	if len(c.MAC) != 6 {
-		return fmt.Errorf("myri10ge: MAC %q: need 6 bytes", c.MAC)
-	}
-	if c.MAC[0]&1 != 0 || [6]byte(c.MAC) == [6]byte{} {
-		return fmt.Errorf("myri10ge: MAC %s: need a unicast, non-zero address", c.MAC)
-	}
-	if c.Slices < 1 || c.Slices > MaxSlices {
-		return fmt.Errorf("myri10ge: %d slices: need 1..%d", c.Slices, MaxSlices)
+	if err := c.validateOptions(); err != nil {
+		return err
 	}
 	if c.Port == nil {
 		return errors.New("myri10ge: no fabric port")
@@ -82,8 +78,8 @@ type NIC struct {
 	warn *ratelog.Limiter
 
 	mu       sync.Mutex
-	bar0     []byte // the SRAM and PIO windows, big-endian structures
-	host     pci.Host
+	bar0     []byte   // the SRAM and PIO windows, big-endian structures
+	host     pci.Host // pci.DetachedHost() while no client is attached
 	attached bool
 	epoch    uint64 // bumped by every reset and detach; stale timers compare it
 	fw       fwState
@@ -91,6 +87,7 @@ type NIC struct {
 	stats    Stats
 	drops    dropCounters
 	vendor   vendorWindow
+	pio      pioState
 }
 
 var _ pci.Device = (*NIC)(nil)
@@ -106,8 +103,18 @@ func New(cfg Config) (*NIC, error) {
 	n := &NIC{
 		cfg:  cfg,
 		log:  cfg.Log.WithField("component", "myri10ge"),
-		warn: ratelog.New(10*time.Second, 5),
-		bar0: make([]byte, bar0Size),
+		warn: ratelog.New(),
+		host: pci.DetachedHost(),
+	}
+	if cfg.PIO == PIOMmap {
+		w, err := newPIOWindow(cfg)
+		if err != nil {
+			return nil, err
+		}
+		n.pio.win, n.pio.kick = w, make(chan struct{}, 1)
+		n.bar0 = w.Bytes()
+	} else {
+		n.bar0 = make([]byte, bar0Size)
 	}
 	n.slices = make([]*slice, cfg.Slices)
 	for i := range n.slices {
@@ -127,6 +134,9 @@ func (n *NIC) Spec() pci.Spec {
 	s.Revision = revision
 	s.Class = classEthNIC
 	s.BARs[0] = pci.BAR{Size: bar0Size, Flags: pci.BARMem64 | pci.BARPrefetch}
+	if n.pio.win != nil {
+		s.BARs[0].Window = n.pio.win
+	}
 	s.BARs[2] = pci.BAR{Size: msixBARSize, Flags: pci.BARMem64}
 	s.InterruptPin = 1 // INTx is the driver's fallback when MSI fails
 	s.PM = &pci.PMCap{}
@@ -148,8 +158,8 @@ func (n *NIC) Spec() pci.Spec {
 func (n *NIC) ReadBAR(bar int, off uint64, p []byte) error {
 	switch bar {
 	case 0:
-		if off > bar0Size || uint64(len(p)) > bar0Size-off {
-			return fmt.Errorf("myri10ge: BAR0 read %d@%#x: out of range", len(p), off)
+		if err := checkBAR0("read", off, len(p)); err != nil {
+			return err
 		}
 		n.mu.Lock()
 		copy(p, n.bar0[off:])
@@ -163,17 +173,29 @@ func (n *NIC) ReadBAR(bar int, off uint64, p []byte) error {
 	return fmt.Errorf("myri10ge: read of absent BAR %d", bar)
 }
 
+// checkBAR0 fails an access of n bytes at off that does not lie in BAR0.
+func checkBAR0(op string, off uint64, n int) error {
+	if off > bar0Size || uint64(n) > bar0Size-off {
+		return fmt.Errorf("myri10ge: BAR0 %s %d@%#x: out of range", op, n, off)
+	}
+	return nil
+}
+
 // WriteBAR implements pci.Device: the bytes are stored, then a write that
 // completes a trigger runs it (§2.4).
 func (n *NIC) WriteBAR(bar int, off uint64, p []byte) error {
 	switch bar {
 	case 0:
-		if off > bar0Size || uint64(len(p)) > bar0Size-off {
-			return fmt.Errorf("myri10ge: BAR0 write %d@%#x: out of range", len(p), off)
+		if err := checkBAR0("write", off, len(p)); err != nil {
+			return err
 		}
 		n.mu.Lock()
 		copy(n.bar0[off:], p)
-		n.bar0WrittenLocked(off, len(p))
+		if n.pio.win != nil {
+			n.pioTrappedLocked(off, len(p))
+		} else {
+			n.bar0WrittenLocked(off, len(p))
+		}
 		n.mu.Unlock()
 		return nil
 	case 2:
@@ -191,6 +213,7 @@ func (n *NIC) Attach(h pci.Host) error {
 	}
 	n.attached = true
 	n.epoch++
+	n.startPollerLocked()
 	n.mu.Unlock()
 	n.cfg.Port.Attach(n)
 	n.log.Info("NIC attached")
@@ -200,6 +223,7 @@ func (n *NIC) Attach(h pci.Host) error {
 // Detach implements pci.Device: off the wire, timers void, host forgotten.
 func (n *NIC) Detach() {
 	n.cfg.Port.Detach() // waits for a Deliver in flight
+	n.stopPoller()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.attached {
@@ -210,7 +234,7 @@ func (n *NIC) Detach() {
 	for _, s := range n.slices {
 		s.stopTimer()
 	}
-	n.host = pci.Host{}
+	n.host = pci.DetachedHost()
 	n.log.WithFields(n.stats.fields()).Info("NIC detached")
 }
 
@@ -234,6 +258,12 @@ func (n *NIC) powerOnLocked() {
 // Detach; the NIC cannot be attached again.
 func (n *NIC) Close() error {
 	n.cfg.Port.Detach()
+	n.stopPoller()
+	if n.pio.win != nil {
+		if err := n.pio.win.Close(); err != nil {
+			return fmt.Errorf("myri10ge: %s: close BAR0 window: %w", n.cfg.Name, err)
+		}
+	}
 	return nil
 }
 
@@ -252,26 +282,41 @@ func (s Stats) fields() logrus.Fields {
 		"tx_packets": s.TxPackets, "tx_frames": s.TxFrames, "tx_bytes": s.TxBytes, "tx_dropped": s.TxDropped,
 		"rx_frames": s.RxFrames, "rx_bytes": s.RxBytes, "rx_dropped": s.RxDropped,
 		"interrupts": s.Interrupts, "guest_errors": s.GuestErrors, "dma_errors": s.DMAErrors,
-		"handoffs": s.Handoffs, "link_up_events": s.LinkUpEvents, "link_down_events": s.LinkDownEvnts,
+		"unclaimed_writes": s.UnclaimedWrites, "handoffs": s.Handoffs, "link_up_events": s.LinkUpEvents, "link_down_events": s.LinkDownEvents,
 	}
 }
 
 // Stats are the NIC's counters, for tests, the control socket and logs.
 type Stats struct {
-	Commands      uint64 // mailbox commands executed
-	UnknownCmds   uint64 // answered UNKNOWN
-	FailedCmds    uint64 // answered with an error status
-	TxPackets     uint64 // packets (or TSO chains) taken from send rings
-	TxFrames      uint64 // frames put on the wire
-	TxBytes       uint64
-	TxDropped     uint64 // taken but not sent: link down, not running, malformed
-	RxFrames      uint64 // frames written to guest buffers
-	RxBytes       uint64
-	RxDropped     uint64 // every receive drop, whatever the cause
-	Interrupts    uint64 // interrupt blocks written and vectors raised
-	GuestErrors   uint64 // protocol violations by the guest driver
-	DMAErrors     uint64 // DMA that failed (unmapped, bus master off, ...)
-	Handoffs      uint64 // firmware files loaded
-	LinkUpEvents  uint64
-	LinkDownEvnts uint64
+	Commands    uint64 // mailbox commands executed
+	UnknownCmds uint64 // answered UNKNOWN
+	FailedCmds  uint64 // answered with an error status
+	TxPackets   uint64 // packets (or TSO chains) taken from send rings
+	TxFrames    uint64 // frames put on the wire
+	TxBytes     uint64
+	TxDropped   uint64 // taken but not sent: link down, not running, malformed
+	RxFrames    uint64 // frames written to guest buffers
+	RxBytes     uint64
+	RxDropped   uint64 // every receive drop, whatever the cause
+	Interrupts  uint64 // interrupt blocks written and vectors raised
+	GuestErrors uint64 // protocol violations by the guest driver
+	DMAErrors   uint64 // DMA that failed (unmapped, bus master off, ...)
+	Handoffs    uint64 // firmware files loaded
+	// UnclaimedWrites counts BAR0 stores outside every window of the BAR0
+	// map (bar0.go), such as into the ring of a slice the NIC lacks.
+	UnclaimedWrites uint64
+	LinkUpEvents    uint64
+	LinkDownEvents  uint64
+}
+
+// guestErrorLocked counts and logs a driver protocol violation
+// (rate-limited per message).
+func (n *NIC) guestErrorLocked(msg string, key string, val any) {
+	n.stats.GuestErrors++
+	n.warn.Warn(n.log.WithField(key, val), msg, msg)
+}
+
+// macString formats a MAC address for logs.
+func macString(a [6]byte) string {
+	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3], a[4], a[5])
 }

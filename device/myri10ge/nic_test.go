@@ -7,17 +7,18 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/dma/dmatest"
+	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/fabric/fabrictest"
 	"github.com/myriemu/myriemu/internal/leaktest"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/pci"
+	"github.com/myriemu/myriemu/pci/pcitest"
 	"github.com/sirupsen/logrus"
 )
 
@@ -32,42 +33,27 @@ const (
 	testMAC     = "00:60:dd:47:00:01"
 )
 
-// fakeIRQ records raised vectors.
-type fakeIRQ struct {
-	mu      sync.Mutex
-	raised  []int
-	lowered int
-	mode    msi.Mode
-}
-
-func (f *fakeIRQ) Raise(v int) { f.mu.Lock(); f.raised = append(f.raised, v); f.mu.Unlock() }
-func (f *fakeIRQ) Lower()      { f.mu.Lock(); f.lowered++; f.mu.Unlock() }
-func (f *fakeIRQ) Mode() msi.Mode {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.mode
-}
-
-// take returns and forgets the vectors raised so far.
-func (f *fakeIRQ) take() []int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	r := f.raised
-	f.raised = nil
-	return r
-}
-
 type rig struct {
-	t    *testing.T
+	t    testing.TB
 	nic  *NIC
 	ram  *dmatest.RAM
 	mem  *dma.Map
-	irq  *fakeIRQ
+	irq  *pcitest.Raiser
 	port *fabrictest.Port
 	logs *bytes.Buffer
 }
 
-func newRig(t *testing.T, slices int) *rig {
+func newRig(t testing.TB, slices int) *rig {
+	t.Helper()
+	port := fabrictest.NewPort(1024)
+	r := newRigOn(t, slices, port, testMAC, PIOTrap)
+	r.port = port
+	return r
+}
+
+// newRigOn is newRig with the NIC on port, its EEPROM address mac, its
+// BAR0 rings reached as pio says.
+func newRigOn(t testing.TB, slices int, port fabric.Port, macStr string, pio PIOMode) *rig {
 	t.Helper()
 	leaktest.Check(t)
 	logs := &bytes.Buffer{}
@@ -81,18 +67,22 @@ func newRig(t *testing.T, slices int) *rig {
 		t.Fatal(err)
 	}
 	mem.SetBusMaster(true)
-	port := fabrictest.NewPort(1024)
-	mac, _ := net.ParseMAC(testMAC)
-	nic, err := New(Config{Name: "myri0", MAC: mac, Serial: 4242, Slices: slices, Port: port, Log: log})
+	mac, _ := net.ParseMAC(macStr)
+	nic, err := New(Config{Name: "myri0", MAC: mac, Serial: 4242, Slices: slices, PIO: pio, Port: port, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	irq := &fakeIRQ{mode: msi.ModeMSI}
+	irq := pcitest.NewRaiser(msi.ModeMSI)
 	if err := nic.Attach(pci.Host{Mem: mem, IRQ: irq, Log: log}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nic.Detach)
-	return &rig{t: t, nic: nic, ram: ram, mem: mem, irq: irq, port: port, logs: logs}
+	t.Cleanup(func() {
+		nic.Detach()
+		if err := nic.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return &rig{t: t, nic: nic, ram: ram, mem: mem, irq: irq, logs: logs}
 }
 
 func (r *rig) write(off uint64, b []byte) {
@@ -174,7 +164,7 @@ func (r *rig) open(mtu int) {
 		r.postGroup(0, true, g)
 	}
 	r.mustCmd(CmdEthernetUp, 0, 0, 0)
-	if got := r.irq.take(); !cmp.Equal(got, []int{0}) {
+	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		r.t.Fatalf("after ETHERNET_UP raised %v, want [0]", got)
 	}
 	if got := r.block(0).linkUp; got != linkUp {
@@ -388,7 +378,7 @@ func TestResetZeroesSendRingAndState(t *testing.T) {
 	// The data path is stopped and the tokens are home: a frame now is a
 	// drop, and nothing is reported.
 	r.port.Inject(testFrame(testMAC, 60))
-	if got := r.irq.take(); len(got) != 0 {
+	if got, _ := r.irq.Take(); len(got) != 0 {
 		t.Errorf("interrupt %v after reset", got)
 	}
 }
@@ -398,7 +388,7 @@ func TestReceiveSmallAndTokens(t *testing.T) {
 	r.open(1500)
 	f := testFrame(testMAC, 100)
 	r.port.Inject(f)
-	if got := r.irq.take(); !cmp.Equal(got, []int{0}) {
+	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		t.Fatalf("raised %v, want [0]", got)
 	}
 	if b := r.block(0); b.valid != 1 || b.statsUpdated != 1 || b.rdmaTags != rdmaTagsAvailable || b.linkUp != linkUp {
@@ -416,15 +406,15 @@ func TestReceiveSmallAndTokens(t *testing.T) {
 	// Both tokens are with the driver: more frames are written but not
 	// announced until the tokens come back.
 	r.port.Inject(testFrame(testMAC, 60), testFrame(testMAC, 61))
-	if got := r.irq.take(); len(got) != 0 {
+	if got, _ := r.irq.Take(); len(got) != 0 {
 		t.Fatalf("interrupt %v while the IRQ token is out", got)
 	}
 	r.claim(0, true) // ISR done; RX token still out (NAPI polling)
-	if got := r.irq.take(); len(got) != 0 {
+	if got, _ := r.irq.Take(); len(got) != 0 {
 		t.Fatalf("interrupt %v: nothing to report without the RX token", got)
 	}
 	r.claim(0, false) // NAPI done: entries it may have missed are announced
-	if got := r.irq.take(); !cmp.Equal(got, []int{0}) {
+	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		t.Fatalf("after claims raised %v, want [0]", got)
 	}
 	if b := r.block(0); b.valid != 1 {
@@ -481,7 +471,7 @@ func TestReceiveDropsAndFilter(t *testing.T) {
 	r.port.Inject(testFrame("02:00:00:00:00:77", 60)) // another host's unicast
 	r.port.Inject(testFrame(testMAC, 1519))           // longer than SET_MTU
 	r.port.Inject(testFrame(testMAC, 10))             // runt
-	if got := r.irq.take(); len(got) != 0 {
+	if got, _ := r.irq.Take(); len(got) != 0 {
 		t.Fatalf("interrupt %v for dropped frames", got)
 	}
 	if s := r.nic.Stats(); s.RxDropped != 3 || s.RxFrames != 0 {
@@ -489,7 +479,7 @@ func TestReceiveDropsAndFilter(t *testing.T) {
 	}
 	r.mustCmd(CmdEnablePromisc, 0, 0, 0)
 	r.port.Inject(testFrame("02:00:00:00:00:77", 60))
-	if got := r.irq.take(); !cmp.Equal(got, []int{0}) {
+	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		t.Errorf("promiscuous receive raised %v, want [0]", got)
 	}
 	if b := r.block(0); b.unicastFiltered != 1 {
@@ -507,7 +497,7 @@ func TestReceiveWithoutBuffers(t *testing.T) {
 		r.claim(0, true)
 		r.claim(0, false)
 	}
-	r.irq.take()
+	r.irq.Take()
 	r.port.Inject(testFrame(testMAC, 60))
 	if s := r.nic.slices[0]; s.rx[ringSmall].avail() != 0 || s.rx[ringBig].consumed != 0 {
 		t.Fatalf("rings: small avail %d, big consumed %d", s.rx[ringSmall].avail(), s.rx[ringBig].consumed)
@@ -540,7 +530,7 @@ func TestLinkEvents(t *testing.T) {
 	r := newRig(t, 1)
 	r.open(1500)
 	r.port.SetLink(false)
-	if got := r.irq.take(); !cmp.Equal(got, []int{0}) {
+	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		t.Fatalf("carrier loss raised %v", got)
 	}
 	if b := r.block(0); b.linkUp != linkDown || b.linkDown != 0 || b.valid != 2 {
@@ -553,7 +543,7 @@ func TestLinkEvents(t *testing.T) {
 	}
 	r.claim(0, true)
 	r.mustCmd(CmdEthernetDown, 0, 0, 0)
-	if got := r.irq.take(); len(got) != 2 {
+	if got, _ := r.irq.Take(); len(got) != 2 {
 		t.Fatalf("raised %v, want the carrier-up and the down interrupts", got)
 	}
 	if b := r.block(0); b.linkDown != 1 || b.linkUp != linkDown || b.valid != 2 {
@@ -567,16 +557,16 @@ func TestCoalescingDelay(t *testing.T) {
 	r.put32(intrCoalOff, 200_000) // 200 ms between interrupts
 	r.claim(0, false)
 	r.port.Inject(testFrame(testMAC, 60))
-	first := r.irq.take()
+	first, _ := r.irq.Take()
 	r.claim(0, true)
 	r.claim(0, false)
 	r.port.Inject(testFrame(testMAC, 60))
-	if got := r.irq.take(); len(first)+len(got) > 1 {
+	if got, _ := r.irq.Take(); len(first)+len(got) > 1 {
 		t.Fatalf("two interrupts within the coalescing delay: %v then %v", first, got)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if got := r.irq.take(); len(got) > 0 {
+		if got, _ := r.irq.Take(); len(got) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -651,6 +641,41 @@ func TestSteeringSpreadsFlows(t *testing.T) {
 	}
 }
 
+// RSS hashes ports only where a valid IPv4 header says they are: an IHL
+// below 5 words (20 bytes) or past the frame makes the frame opaque (hash
+// 0, the slice of non-IP frames) instead of hashing bytes of the IP
+// header as if they were ports.
+func TestFlowHashIPv4HeaderLength(t *testing.T) {
+	ipv4TCP := func(ihl byte, srcPort uint16) []byte {
+		f := testFrame(testMAC, 74)
+		clear(f[14:74])
+		f[14] = 0x40 | ihl
+		f[14+9] = 6
+		copy(f[14+12:], []byte{10, 0, 0, 1, 10, 0, 0, 2})
+		l4 := 14 + 4*int(ihl)
+		if l4+2 <= len(f) {
+			binary.BigEndian.PutUint16(f[l4:], srcPort)
+		}
+		return f
+	}
+	if h1, h2 := flowHash(ipv4TCP(5, 40000)), flowHash(ipv4TCP(5, 40001)); h1 == 0 || h1 == h2 {
+		t.Errorf("valid IPv4/TCP: hashes %#x and %#x for two source ports, want distinct and nonzero", h1, h2)
+	}
+	for _, ihl := range []byte{0, 1, 4, 15} {
+		if ihl == 15 {
+			// 60 bytes of header in a 60-byte IP packet fits; cut the
+			// frame so it does not.
+			if h := flowHash(ipv4TCP(ihl, 1)[:14+59]); h != 0 {
+				t.Errorf("IHL 15 in a 59-byte packet: hash %#x, want 0", h)
+			}
+			continue
+		}
+		if h := flowHash(ipv4TCP(ihl, 40000)); h != 0 {
+			t.Errorf("IHL %d: hash %#x, want 0 (not a valid IPv4 header)", ihl, h)
+		}
+	}
+}
+
 func TestNewValidates(t *testing.T) {
 	mac, _ := net.ParseMAC(testMAC)
 	bcast, _ := net.ParseMAC("ff:ff:ff:ff:ff:ff")
@@ -704,5 +729,29 @@ func TestDetachLogsCounters(t *testing.T) {
 	}
 	if want.RxFrames != 1 || want.Commands == 0 {
 		t.Errorf("stats %+v: want one frame received and some commands", want)
+	}
+}
+
+// A detached NIC holds pci.DetachedHost: a command still runs, but its
+// response DMA aborts (counted) and nothing reaches the old host.
+func TestDetachedNICTouchesNothing(t *testing.T) {
+	r := newRig(t, 1)
+	r.nic.Detach()
+	before := r.nic.Stats()
+	binary.BigEndian.PutUint32(r.ram.Bytes()[respAddr+4:], uint32(StatusNoResponse))
+	var blk [blockSize]byte
+	binary.BigEndian.PutUint32(blk[cmdOffCmd:], uint32(CmdGetRxRingSize))
+	binary.BigEndian.PutUint32(blk[cmdOffRespLo:], respAddr)
+	r.write(offCmd, blk[:])
+	after := r.nic.Stats()
+	if after.Commands != before.Commands+1 || after.DMAErrors != before.DMAErrors+1 {
+		t.Errorf("commands %d -> %d, DMA errors %d -> %d; want one more of each",
+			before.Commands, after.Commands, before.DMAErrors, after.DMAErrors)
+	}
+	if st := Status(r.ramBE32(respAddr + 4)); st != StatusNoResponse {
+		t.Errorf("response written to the old host's memory: %v", st)
+	}
+	if got, _ := r.irq.Take(); got != nil {
+		t.Errorf("raised %v on the old host", got)
 	}
 }

@@ -1,6 +1,27 @@
 package myri10ge
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/myriemu/myriemu/internal/header"
+)
+
+// recvDesc is a view of one receive ring entry (mcp_kreq_ether_recv,
+// §5.2): the bus address of a buffer the driver posted, big-endian. It is
+// always a whole entry: recvDescAt cuts it from a ring.
+type recvDesc []byte
+
+func (d recvDesc) addrLow() uint32 { return binary.BigEndian.Uint32(d[recvOffAddrLow:]) }
+
+// addr is the guest bus address of the buffer.
+func (d recvDesc) addr() uint64 {
+	return host64(binary.BigEndian.Uint32(d[recvOffAddrHigh:]), d.addrLow())
+}
+
+// recvDescAt is the view of the receive entry at BAR0 offset off.
+func (n *NIC) recvDescAt(off uint64) recvDesc {
+	return recvDesc(n.bar0[off : off+recvDescSize : off+recvDescSize])
+}
 
 // dropCounters are the firmware's receive drop counters, reported in the
 // interrupt block (§6.1) and reset by CMD_RESET.
@@ -11,15 +32,23 @@ type dropCounters struct {
 	noSmall, noBig                     uint32
 }
 
+// smallRingWrittenLocked looks at a store into slice i's small receive
+// ring; see recvRingWrittenLocked.
+func (n *NIC) smallRingWrittenLocked(i int, rel uint64, size int) {
+	n.recvRingWrittenLocked(n.slices[i], false, rel, size)
+}
+
+// bigRingWrittenLocked looks at a store into slice i's big receive ring.
+func (n *NIC) bigRingWrittenLocked(i int, rel uint64, size int) {
+	n.recvRingWrittenLocked(n.slices[i], true, rel, size)
+}
+
 // recvRingWrittenLocked looks at a store into a receive ring. The driver
 // posts buffers in aligned groups of 8: it copies the group with the
 // first entry's addr_low set to 0xFFFFFFFF, then stores the real addr_low
 // (§5.2). A store that leaves a group's first addr_low valid is the
 // doorbell for those 8 buffers.
 func (n *NIC) recvRingWrittenLocked(s *slice, big bool, rel uint64, size int) {
-	if rel >= rxRingBytes {
-		return
-	}
 	base := smallRingOff(s.idx)
 	ring := &s.rx[ringSmall]
 	if big {
@@ -27,8 +56,9 @@ func (n *NIC) recvRingWrittenLocked(s *slice, big bool, rel uint64, size int) {
 	}
 	const groupBytes = recvGroup * recvDescSize
 	for g := rel / groupBytes; g*groupBytes < rel+uint64(size) && g < rxRingEntries/recvGroup; g++ {
-		lowEnd := g*groupBytes + sendOffAddrLow + 3 // last byte of entry 8g's addr_low
-		if !covers(rel, size, lowEnd) || n.be32(base+g*groupBytes+4) == recvInvalidLow {
+		first := g * groupBytes              // entry 8g
+		lowEnd := first + recvOffAddrLow + 3 // last byte of its addr_low
+		if !covers(rel, size, lowEnd) || n.recvDescAt(base+first).addrLow() == recvInvalidLow {
 			continue
 		}
 		want := (ring.posted / recvGroup) % (rxRingEntries / recvGroup)
@@ -86,7 +116,7 @@ func (n *NIC) accepts(dst []byte) bool {
 // slot (§5.3). It returns the slice that got it, or nil for a drop.
 func (n *NIC) receiveLocked(f []byte) *slice {
 	switch {
-	case !n.attached || !n.fw.running:
+	case !n.fw.running:
 		n.drops.linkError++
 	case len(f) < 14:
 		n.drops.runt++
@@ -135,24 +165,21 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 	stream := -rxPad // frame offset at the start of the current buffer
 	for j := uint32(0); j < need; j++ {
 		e := base + uint64((r.consumed+j)%rxRingEntries)*recvDescSize
-		addr := host64(n.be32(e), n.be32(e+4))
+		addr := n.recvDescAt(e).addr()
 		lo, hi := max(stream, 0), min(stream+chunk, len(f))
-		if _, err := n.host.Mem.WriteAt(f[lo:hi], addr+uint64(lo-stream)); err != nil {
-			n.dmaFailedLocked(err, "receive buffer")
-			n.haltLocked(s)
+		if !n.dmaWriteLocked(s, "receive buffer", addr+uint64(lo-stream), f[lo:hi]) {
 			return false
 		}
 		stream += chunk
 	}
+	n.markUsedLocked(base, r.consumed, r.consumed+need)
 	r.consumed += need
 
 	slot := s.rxDoneAddr + uint64(s.rxDoneIdx%uint32(n.fw.intrqSlots))*slotSize
 	var w [4]byte
 	binary.BigEndian.PutUint16(w[0:], rxChecksum(f))
 	binary.BigEndian.PutUint16(w[2:], uint16(len(f)))
-	if err := n.storeHostLocked(slot, w); err != nil {
-		n.dmaFailedLocked(err, "rx_done slot")
-		n.haltLocked(s)
+	if !n.dmaStoreLocked(s, "rx_done slot", slot, w) {
 		return false
 	}
 	s.rxDoneIdx++
@@ -180,30 +207,24 @@ func (n *NIC) steerLocked(f []byte) *slice {
 }
 
 // flowHash hashes a frame's IPv4/IPv6 addresses and TCP/UDP ports;
-// anything else hashes to 0.
+// anything else, and a frame whose IP header is not valid, hashes to 0.
 func flowHash(f []byte) uint32 {
-	l3, etherType := 14, binary.BigEndian.Uint16(f[12:])
-	if etherType == 0x8100 && len(f) >= 18 {
-		l3, etherType = 18, binary.BigEndian.Uint16(f[16:])
+	l, ok := header.Parse(f)
+	if !ok {
+		return 0
 	}
 	var addrs []byte
-	var proto byte
-	l4 := 0
-	switch {
-	case etherType == 0x0800 && len(f) >= l3+20:
-		ihl := int(f[l3]&0x0F) * 4
-		addrs, proto, l4 = f[l3+12:l3+20], f[l3+9], l3+ihl
-		if binary.BigEndian.Uint16(f[l3+6:])&0x3FFF != 0 {
-			proto = 0 // a fragment (MF or an offset): no ports to hash
-		}
-	case etherType == 0x86DD && len(f) >= l3+40:
-		addrs, proto, l4 = f[l3+8:l3+40], f[l3+6], l3+40
+	switch l.EtherType {
+	case header.EtherTypeIPv4:
+		addrs = header.IPv4(f[l.L3:]).Addresses()
+	case header.EtherTypeIPv6:
+		addrs = header.IPv6(f[l.L3:]).Addresses()
 	default:
 		return 0
 	}
 	h := fnv1a(fnvOffset, addrs)
-	if (proto == 6 || proto == 17) && len(f) >= l4+4 {
-		h = fnv1a(h, f[l4:l4+4])
+	if l.L4 != 0 && (l.Proto == header.ProtoTCP || l.Proto == header.ProtoUDP) && len(f) >= l.L4+header.PortsSize {
+		h = fnv1a(h, f[l.L4:l.L4+header.PortsSize])
 	}
 	return fmix32(h)
 }

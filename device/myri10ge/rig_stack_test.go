@@ -186,35 +186,15 @@ func newNode(t *testing.T, sw *fabric.Switch, name string, mac net.HardwareAddr,
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := srv.Close(); err != nil {
-			t.Errorf("%s: server close: %v", name, err)
-		}
-		<-served
+	t.Cleanup(func() { // after the server is closed and joined
 		if st := srv.Stats(); st.Panics != 0 || st.ProtocolErrors != 0 {
 			t.Errorf("%s: server stats %+v: a recovered panic or protocol error", name, st)
 		}
 		nic.Close()
 	})
+	vfiousertest.Serve(t, srv)
 
-	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer dcancel()
-	c, err := vfiousertest.Dial(dctx, srv.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("%s: vfio-user client: %v", name, err)
-		}
-	})
-	if err := c.Negotiate(); err != nil {
-		t.Fatal(err)
-	}
+	c := vfiousertest.Negotiated(t, srv.Path())
 	mem, err := myritest.NewVFIOUserMemory(t, c, stackRAM, stackIOVA)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fabric"
+	"github.com/myriemu/myriemu/internal/header"
 )
 
 // The transmit engine (§5.4, §5.5): it takes one posted packet from a
@@ -14,11 +15,9 @@ import (
 // segmentation and hands back the wire frames.
 
 // sendDesc is a view of one send descriptor (mcp_kreq_ether_send, §5.4):
-// 16 bytes, big-endian fields. Call Valid before the accessors.
+// 16 bytes, big-endian fields. It is always a whole descriptor: desc cuts
+// it from the snapshot of the chain.
 type sendDesc []byte
-
-// Valid reports whether d is long enough to hold a descriptor.
-func (d sendDesc) Valid() bool { return len(d) >= sendDescSize }
 
 // addr is the guest bus address of the descriptor's bytes.
 func (d sendDesc) addr() uint64 {
@@ -131,17 +130,7 @@ func (s *sender) chain(f uint8, entries int, slot func(int) []byte) (int, error)
 		// Non-TSO: rdma_count descriptors, each posted and none starting
 		// a packet of its own.
 		want := max(s.desc(0).rdmaCount(), 1)
-		for n < min(want, entries) {
-			d := slot(n)
-			fl := d[sendOffFlags]
-			if fl == 0 || fl&flagFirst != 0 {
-				break
-			}
-			if n < maxSendDesc {
-				copy(s.snap[n*sendDescSize:], d)
-			}
-			n++
-		}
+		n = s.extend(n, min(want, entries), maxSendDesc, slot, startsPacket)
 		if want > maxSendDesc {
 			return n, fmt.Errorf("myri10ge: send rdma_count %d, at most %d: %w", want, maxSendDesc, errSendTooManyDescs)
 		}
@@ -153,17 +142,7 @@ func (s *sender) chain(f uint8, entries int, slot func(int) []byte) (int, error)
 	// TSO (§5.5): take descriptors while they are posted and either not
 	// FIRST or payload; a later packet's first descriptor is FIRST without
 	// TSO_PLD (or still 0 until its doorbell).
-	for n < entries {
-		d := slot(n)
-		fl := d[sendOffFlags]
-		if fl == 0 || fl&(flagFirst|flagTSOPld) == flagFirst {
-			break
-		}
-		if n < maxSendDescTSO {
-			copy(s.snap[n*sendDescSize:], d)
-		}
-		n++
-	}
+	n = s.extend(n, entries, maxSendDescTSO, slot, startsTSOPacket)
 	if n > maxSendDescTSO {
 		return n, fmt.Errorf("myri10ge: send TSO chain of %d descriptors, at most %d: %w", n, maxSendDescTSO, errSendTooManyDescs)
 	}
@@ -173,9 +152,31 @@ func (s *sender) chain(f uint8, entries int, slot func(int) []byte) (int, error)
 	return n, nil
 }
 
-// udpCsumOffset is the checksum's offset in a UDP header: the driver's
-// csum_offset, which is pos - cs in a descriptor (§5.4).
-const udpCsumOffset = 6
+// extend grows a chain of n descriptors while the next one is posted
+// (flags != 0) and does not start something else (ends(flags) false), up
+// to limit descriptors. The first keep of them are copied into s.snap. It
+// returns the chain's new length.
+func (s *sender) extend(n, limit, keep int, slot func(int) []byte, ends func(flags uint8) bool) int {
+	for n < limit {
+		d := slot(n)
+		fl := d[sendOffFlags]
+		if fl == 0 || ends(fl) {
+			break
+		}
+		if n < keep {
+			copy(s.snap[n*sendDescSize:], d)
+		}
+		n++
+	}
+	return n
+}
+
+// startsPacket: in a non-TSO chain, a FIRST descriptor is the next packet.
+func startsPacket(flags uint8) bool { return flags&flagFirst != 0 }
+
+// startsTSOPacket: in a TSO chain, FIRST without TSO_PLD is the next
+// packet's first descriptor (a FIRST payload descriptor only starts a segment).
+func startsTSOPacket(flags uint8) bool { return flags&(flagFirst|flagTSOPld) == flagFirst }
 
 // plain gathers a non-TSO packet of n descriptors and applies checksum
 // offload (§5.4 step 1.4).
@@ -201,7 +202,8 @@ func (s *sender) plain(n int, mem dma.Space) ([][]byte, error) {
 			return nil, fmt.Errorf("myri10ge: send checksum from %d into %d of a %d-byte frame: %w", cs, pos, total, errSendCksumOffset)
 		}
 		c := ^checksumFold(onesSum(frame[cs:], 0))
-		if c == 0 && pos-cs == udpCsumOffset {
+		// pos - cs is the driver's csum_offset (§5.4).
+		if c == 0 && pos-cs == header.UDPChecksumOff {
 			// In a UDP (or UDP-Lite) header 0 means "no checksum", so a
 			// computed 0 goes out as its other representation (RFC 768).
 			// Everywhere else 0x0000 stays: a correct ones'-complement

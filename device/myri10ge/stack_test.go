@@ -437,8 +437,8 @@ func TestStackLink(t *testing.T) {
 		n.checkClean()
 	}
 	// a: one report per open and close, plus the carrier loss.
-	if st := a.nic.Stats(); st.LinkDownEvnts != uint64(cycles+2) || st.LinkUpEvents != uint64(cycles+2) {
-		t.Errorf("a: %d link-down and %d link-up reports, want %d each", st.LinkDownEvnts, st.LinkUpEvents, cycles+2)
+	if st := a.nic.Stats(); st.LinkDownEvents != uint64(cycles+2) || st.LinkUpEvents != uint64(cycles+2) {
+		t.Errorf("a: %d link-down and %d link-up reports, want %d each", st.LinkDownEvents, st.LinkUpEvents, cycles+2)
 	}
 }
 

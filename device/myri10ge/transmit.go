@@ -6,15 +6,13 @@ import (
 	"github.com/myriemu/myriemu/dma"
 )
 
-// sendWrittenLocked looks at a store into a slice's send ring. The driver
+// sendRingWrittenLocked looks at a store into slice i's send ring. The driver
 // posts a chain with the first descriptor's flags zero and then rewrites
 // its bytes 12..15 with the real flags in one 4-byte store (§5.4): so a
 // store covering the flags byte of the descriptor at the consumer index
 // is the doorbell. Stores covering other descriptors only fill the ring.
-func (n *NIC) sendWrittenLocked(s *slice, rel uint64, size int) {
-	if rel >= sendRingBytes {
-		return
-	}
+func (n *NIC) sendRingWrittenLocked(i int, rel uint64, size int) {
+	s := n.slices[i]
 	head := uint64(s.txIdx%sendRingEntries)*sendDescSize + sendOffFlags
 	if covers(rel, size, head) {
 		n.transmitLocked(s)
@@ -27,7 +25,7 @@ func (n *NIC) sendWrittenLocked(s *slice, rel uint64, size int) {
 // dropped: the driver frees descriptors by that count, and one it never
 // sees completed would trip its watchdog.
 func (n *NIC) transmitLocked(s *slice) {
-	if !n.attached || s.halted {
+	if s.halted {
 		return
 	}
 	ring := n.bar0[sendRingOff(s.idx):][:sendRingBytes]
@@ -46,12 +44,10 @@ func (n *NIC) transmitLocked(s *slice) {
 		}
 		s.sendDone++
 		n.stats.TxPackets++
-		var de *dma.Error
 		switch {
-		case errors.As(err, &de):
+		case err != nil && isDMAError(err):
 			n.stats.TxDropped++
-			n.dmaFailedLocked(err, "send gather")
-			n.haltLocked(s)
+			n.dmaAbortLocked(s, "send gather", err)
 			return
 		case err != nil:
 			n.stats.TxDropped++
@@ -67,4 +63,12 @@ func (n *NIC) transmitLocked(s *slice) {
 		}
 	}
 	n.maybeInterruptLocked(s)
+}
+
+// isDMAError reports whether err wraps a *dma.Error. Asked only when err is
+// not nil: errors.As's target escapes, which would cost an allocation for
+// every packet sent.
+func isDMAError(err error) bool {
+	var de *dma.Error
+	return errors.As(err, &de)
 }

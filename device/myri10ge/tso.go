@@ -1,56 +1,15 @@
 package myri10ge
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fabric"
+	"github.com/myriemu/myriemu/internal/header"
 )
 
 // TCP segmentation offload (§5.5). The device recomputes every length,
 // sequence number and checksum; nothing the stack pre-seeded is trusted.
-
-// Header layouts the segmenter parses (offsets within each header).
-const (
-	tsoEthHdrLen   = 14
-	tsoEthTypeOff  = 12
-	tsoVLANLen     = 4
-	tsoMaxVLANTags = 2 // 802.1Q, and 802.1ad outside it
-
-	tsoEthTypeIPv4  = 0x0800
-	tsoEthTypeIPv6  = 0x86DD
-	tsoEthTypeVLAN  = 0x8100
-	tsoEthTypeQinQ  = 0x88A8
-	tsoIPProtoTCP   = 6
-	tsoIPv6HopByHop = 0
-	tsoIPv6DestOpts = 60
-	tsoMaxIPv6Ext   = 8 // extension headers walked before giving up
-
-	tsoIPv4MinLen    = 20
-	tsoIPv4TotLenOff = 2
-	tsoIPv4IDOff     = 4
-	tsoIPv4FragOff   = 6 // flags and fragment offset
-	tsoIPv4ProtoOff  = 9
-	tsoIPv4CsumOff   = 10
-	tsoIPv4SrcOff    = 12 // source then destination, 8 bytes
-	tsoIPv4MFOffMask = 0x3FFF
-
-	tsoIPv6Len       = 40
-	tsoIPv6PayLenOff = 4
-	tsoIPv6NextOff   = 6
-	tsoIPv6SrcOff    = 8 // source then destination, 32 bytes
-
-	tsoTCPMinLen  = 20
-	tsoTCPSeqOff  = 4
-	tsoTCPDoffOff = 12
-	tsoTCPFlagOff = 13
-	tsoTCPCsumOff = 16
-
-	tsoTCPFin = 0x01
-	tsoTCPPsh = 0x08
-	tsoTCPCwr = 0x80
-)
 
 // tsoMaxOutBytes bounds what one TSO chain may expand to, headers repeated
 // in every segment included, so a guest cannot make the device allocate
@@ -70,63 +29,28 @@ type tsoHeaders struct {
 	ipv6        bool
 }
 
-// tsoParse parses Ethernet (with up to two VLAN tags), IPv4 or IPv6 (hop-by-hop and
-// destination-options extension headers allowed) and TCP at the start of h.
+// tsoParse finds Ethernet (with up to two VLAN tags), IPv4 or IPv6 (hop-by-hop
+// and destination-options extension headers allowed) and TCP at the start of
+// h.
 func tsoParse(h []byte) (tsoHeaders, error) {
 	var t tsoHeaders
-	if len(h) < tsoEthHdrLen {
-		return t, fmt.Errorf("%d-byte Ethernet header: %w", len(h), errTSOHeader)
+	l, ok := header.Parse(h)
+	switch {
+	case !ok:
+		return t, fmt.Errorf("Ethernet or IP header not valid: %w", errTSOHeader)
+	case l.EtherType != header.EtherTypeIPv4 && l.EtherType != header.EtherTypeIPv6:
+		return t, fmt.Errorf("EtherType %#04x: %w", l.EtherType, errTSOHeader)
+	case l.L4 == 0:
+		return t, fmt.Errorf("no transport header (IPv4 fragment or IPv6 extension headers): %w", errTSOHeader)
+	case l.Proto != header.ProtoTCP:
+		return t, fmt.Errorf("IP protocol %d: %w", l.Proto, errTSOHeader)
 	}
-	et := binary.BigEndian.Uint16(h[tsoEthTypeOff:])
-	off := tsoEthHdrLen
-	for tags := 0; (et == tsoEthTypeVLAN || et == tsoEthTypeQinQ) && tags < tsoMaxVLANTags; tags++ {
-		if len(h) < off+tsoVLANLen {
-			return t, fmt.Errorf("truncated VLAN tag: %w", errTSOHeader)
-		}
-		et = binary.BigEndian.Uint16(h[off+2:])
-		off += tsoVLANLen
+	tcp := header.TCP(h[l.L4:])
+	if !tcp.Valid() {
+		return t, fmt.Errorf("TCP header not valid: %w", errTSOHeader)
 	}
-	t.l3 = off
-	switch et {
-	case tsoEthTypeIPv4:
-		if len(h) < off+tsoIPv4MinLen || h[off]>>4 != 4 {
-			return t, fmt.Errorf("bad IPv4 header: %w", errTSOHeader)
-		}
-		ihl := int(h[off]&0xF) * 4
-		if ihl < tsoIPv4MinLen || len(h) < off+ihl {
-			return t, fmt.Errorf("IPv4 header length %d: %w", ihl, errTSOHeader)
-		}
-		if p := h[off+tsoIPv4ProtoOff]; p != tsoIPProtoTCP {
-			return t, fmt.Errorf("IPv4 protocol %d: %w", p, errTSOHeader)
-		}
-		if binary.BigEndian.Uint16(h[off+tsoIPv4FragOff:])&tsoIPv4MFOffMask != 0 {
-			return t, fmt.Errorf("IPv4 fragment: %w", errTSOHeader)
-		}
-		t.l4 = off + ihl
-	case tsoEthTypeIPv6:
-		if len(h) < off+tsoIPv6Len || h[off]>>4 != 6 {
-			return t, fmt.Errorf("bad IPv6 header: %w", errTSOHeader)
-		}
-		t.ipv6 = true
-		next, l4 := h[off+tsoIPv6NextOff], off+tsoIPv6Len
-		for ext := 0; next != tsoIPProtoTCP; ext++ {
-			if (next != tsoIPv6HopByHop && next != tsoIPv6DestOpts) || ext == tsoMaxIPv6Ext || len(h) < l4+8 {
-				return t, fmt.Errorf("IPv6 next header %d: %w", next, errTSOHeader)
-			}
-			next, l4 = h[l4], l4+(int(h[l4+1])+1)*8
-		}
-		t.l4 = l4
-	default:
-		return t, fmt.Errorf("EtherType %#04x: %w", et, errTSOHeader)
-	}
-	if len(h) < t.l4+tsoTCPMinLen {
-		return t, fmt.Errorf("truncated TCP header: %w", errTSOHeader)
-	}
-	doff := int(h[t.l4+tsoTCPDoffOff]>>4) * 4
-	if doff < tsoTCPMinLen || len(h) < t.l4+doff {
-		return t, fmt.Errorf("TCP data offset %d: %w", doff, errTSOHeader)
-	}
-	t.end = t.l4 + doff
+	t.l3, t.l4, t.end = l.L3, l.L4, l.L4+tcp.HeaderLength()
+	t.ipv6 = l.EtherType == header.EtherTypeIPv6
 	return t, nil
 }
 
@@ -184,15 +108,16 @@ func (s *sender) segment(hdr, pay []byte, t tsoHeaders, mss int) [][]byte {
 	}
 	out := s.out[:cap(s.out)]
 
-	id := binary.BigEndian.Uint16(hdr[t.l3+tsoIPv4IDOff:])
-	seq := binary.BigEndian.Uint32(hdr[t.l4+tsoTCPSeqOff:])
-	tcpFlags := hdr[t.l4+tsoTCPFlagOff]
+	tcp0 := header.TCP(hdr[t.l4:])
+	seq, tcpFlags := tcp0.Seq(), tcp0.Flags()
+	var id uint16
 	// Pseudo-header without its length: addresses and protocol.
 	var pseudo uint32
 	if t.ipv6 {
-		pseudo = onesSum(hdr[t.l3+tsoIPv6SrcOff:t.l3+tsoIPv6SrcOff+32], tsoIPProtoTCP)
+		pseudo = onesSum(header.IPv6(hdr[t.l3:]).Addresses(), header.ProtoTCP)
 	} else {
-		pseudo = onesSum(hdr[t.l3+tsoIPv4SrcOff:t.l3+tsoIPv4SrcOff+8], tsoIPProtoTCP)
+		id = header.IPv4(hdr[t.l3:]).ID()
+		pseudo = onesSum(header.IPv4(hdr[t.l3:]).Addresses(), header.ProtoTCP)
 	}
 	pseudo = uint32(checksumFold(pseudo))
 
@@ -203,27 +128,27 @@ func (s *sender) segment(hdr, pay []byte, t tsoHeaders, mss int) [][]byte {
 		f := out[off : off+hlen+len(chunk) : off+hlen+len(chunk)]
 		copy(f, hdr)
 		copy(f[hlen:], chunk)
-		ip, tcp := f[t.l3:t.l4], f[t.l4:]
+		ip, tcp := f[t.l3:t.l4], header.TCP(f[t.l4:])
 		if t.ipv6 {
-			binary.BigEndian.PutUint16(ip[tsoIPv6PayLenOff:], uint16(len(f)-t.l3-tsoIPv6Len))
+			header.IPv6(ip).SetPayloadLength(uint16(len(f) - t.l3 - header.IPv6Size))
 		} else {
-			binary.BigEndian.PutUint16(ip[tsoIPv4TotLenOff:], uint16(len(f)-t.l3))
-			binary.BigEndian.PutUint16(ip[tsoIPv4IDOff:], id+uint16(k))
-			binary.BigEndian.PutUint16(ip[tsoIPv4CsumOff:], 0)
-			binary.BigEndian.PutUint16(ip[tsoIPv4CsumOff:], ^checksumFold(onesSum(ip, 0)))
+			ip4 := header.IPv4(ip)
+			ip4.SetTotalLength(uint16(len(f) - t.l3))
+			ip4.SetID(id + uint16(k))
+			ip4.SetChecksum(0)
+			ip4.SetChecksum(^checksumFold(onesSum(ip, 0)))
 		}
-		binary.BigEndian.PutUint32(tcp[tsoTCPSeqOff:], seq+uint32(k)*uint32(mss))
+		tcp.SetSeq(seq + uint32(k)*uint32(mss))
 		fl := tcpFlags
 		if k > 0 {
-			fl &^= tsoTCPCwr
+			fl &^= header.TCPFlagCwr
 		}
 		if k < nseg-1 {
-			fl &^= tsoTCPFin | tsoTCPPsh
+			fl &^= header.TCPFlagFin | header.TCPFlagPsh
 		}
-		tcp[tsoTCPFlagOff] = fl
-		binary.BigEndian.PutUint16(tcp[tsoTCPCsumOff:], 0)
-		sum := onesSum(tcp, pseudo+uint32(len(tcp)))
-		binary.BigEndian.PutUint16(tcp[tsoTCPCsumOff:], ^checksumFold(sum))
+		tcp.SetFlags(fl)
+		tcp.SetChecksum(0)
+		tcp.SetChecksum(^checksumFold(onesSum(tcp, pseudo+uint32(len(tcp)))))
 		s.frames = append(s.frames, f)
 		off += len(f)
 	}

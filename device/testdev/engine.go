@@ -2,6 +2,7 @@ package testdev
 
 import (
 	"errors"
+	"github.com/myriemu/myriemu/device/testdev/abi"
 	"hash/crc32"
 	"sync/atomic"
 
@@ -19,7 +20,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // job is a DMA op as the registers were at the doorbell.
 type job struct {
 	gen      uint64
-	op       Op
+	op       abi.Op
 	src, dst uint64
 	length   uint32
 	pattern  uint32
@@ -27,8 +28,8 @@ type job struct {
 
 // outcome is how an op ended.
 type outcome struct {
-	cause      Cause
-	result     uint32 // CRC-32C, when cause is CauseNone
+	cause      abi.Cause
+	result     uint32 // CRC-32C, when cause is abi.CauseNone
 	done       uint32 // bytes completed
 	fail       uint64 // first inaccessible IOVA, for DMA faults
 	faultWrite bool
@@ -39,17 +40,19 @@ type outcome struct {
 // op").
 func (d *Device) doorbellLocked() (warning, bool) {
 	r := &d.r
-	if r.status&StatusBusy != 0 {
-		r.status |= StatusOverrun
+	if r.status&abi.StatusBusy != 0 {
+		r.status |= abi.StatusOverrun
 		r.cntErrors++
 		return warning{msg: "guest rang the DMA doorbell while busy",
-			fields: logrus.Fields{"op": Op(r.op)}}, true
+			fields: logrus.Fields{"op": abi.Op(r.op)}}, true
 	}
-	j := &job{gen: d.gen.Load(), op: Op(r.op), src: r.src, dst: r.dst, length: r.length, pattern: r.pattern}
-	r.status = StatusBusy
+	j := &job{gen: d.gen.Load(), op: abi.Op(r.op), src: r.src, dst: r.dst, length: r.length, pattern: r.pattern}
+	r.status = abi.StatusBusy
 	r.result, r.fail, r.doneBytes = 0, 0, 0
-	if !d.attached {
-		return d.completeLocked(j, outcome{cause: CauseDMAFailed, err: dma.ErrClosed})
+	if d.kick == nil {
+		// No engine runs without a client: the op fails as its first DMA
+		// would, before any byte moves.
+		return d.completeLocked(j, outcome{cause: abi.CauseDMAFailed, err: dma.ErrClosed})
 	}
 	d.pending = j
 	select {
@@ -99,24 +102,24 @@ func (d *Device) completeLocked(j *job, out outcome) (warning, bool) {
 		return warning{}, false
 	}
 	r := &d.r
-	r.status = StatusDone | r.status&StatusOverrun
+	r.status = abi.StatusDone | r.status&abi.StatusOverrun
 	r.doneBytes = out.done
-	if out.cause == CauseNone {
+	if out.cause == abi.CauseNone {
 		r.result = out.result
 		r.cntOps++
 	} else {
-		r.status |= StatusError | uint32(out.cause)<<StatusCauseShift
+		r.status |= abi.StatusError | uint32(out.cause)<<abi.StatusCauseShift
 		r.fail = out.fail
 		if out.faultWrite {
-			r.status |= StatusFaultWrite
+			r.status |= abi.StatusFaultWrite
 		}
 		r.cntErrors++
 	}
-	r.irqStatus |= IRQStatusDMA
-	if r.irqCtrl&IRQCtrlDMAEnable != 0 {
-		d.raiseLocked(int(r.irqCtrl >> IRQCtrlDMAVectorShift & IRQCtrlVectorMask))
+	r.irqStatus |= abi.IRQStatusDMA
+	if r.irqCtrl&abi.IRQCtrlDMAEnable != 0 {
+		d.raiseLocked(int(r.irqCtrl >> abi.IRQCtrlDMAVectorShift & abi.IRQCtrlVectorMask))
 	}
-	if out.cause == CauseNone {
+	if out.cause == abi.CauseNone {
 		return warning{}, false
 	}
 	f := logrus.Fields{"op": j.op, "cause": out.cause, "src": hex(j.src), "dst": hex(j.dst), "len": j.length}
@@ -139,20 +142,20 @@ type engine struct {
 // run performs j. ok is false if j was cancelled before it ended.
 func (e *engine) run(j *job) (out outcome, ok bool) {
 	n := uint64(j.length)
-	readsGuest := j.op == OpCopy || j.op == OpChecksum || j.op == OpGuestToWindow
-	writesGuest := j.op == OpCopy || j.op == OpFill || j.op == OpWindowToGuest
+	readsGuest := j.op == abi.OpCopy || j.op == abi.OpChecksum || j.op == abi.OpGuestToWindow
+	writesGuest := j.op == abi.OpCopy || j.op == abi.OpFill || j.op == abi.OpWindowToGuest
 	switch {
-	case j.op < OpCopy || j.op > OpGuestToWindow:
-		return outcome{cause: CauseBadOp}, true
-	case n == 0 || n > MaxDMALen,
+	case j.op < abi.OpCopy || j.op > abi.OpGuestToWindow:
+		return outcome{cause: abi.CauseBadOp}, true
+	case n == 0 || n > abi.MaxDMALen,
 		readsGuest && j.src+n-1 < j.src,
 		writesGuest && j.dst+n-1 < j.dst:
-		return outcome{cause: CauseBadLength}, true
-	case j.op == OpWindowToGuest && !inWindow(j.src, n),
-		j.op == OpGuestToWindow && !inWindow(j.dst, n):
-		return outcome{cause: CauseWindowRange}, true
+		return outcome{cause: abi.CauseBadLength}, true
+	case j.op == abi.OpWindowToGuest && !inWindow(j.src, n),
+		j.op == abi.OpGuestToWindow && !inWindow(j.dst, n):
+		return outcome{cause: abi.CauseWindowRange}, true
 	}
-	if j.op == OpFill {
+	if j.op == abi.OpFill {
 		for i := range e.pat {
 			e.pat[i] = byte(j.pattern >> (8 * (i % 4)))
 		}
@@ -172,12 +175,12 @@ func (e *engine) run(j *job) (out outcome, ok bool) {
 		}
 		var p []byte
 		switch j.op {
-		case OpFill:
+		case abi.OpFill:
 			p = e.pat[done%4 : done%4+k]
 		default:
 			p = e.buf[:k]
 			var err error
-			if j.op == OpWindowToGuest {
+			if j.op == abi.OpWindowToGuest {
 				_, err = e.win.ReadAt(p, src)
 			} else {
 				_, err = e.mem.ReadAt(p, src)
@@ -189,9 +192,9 @@ func (e *engine) run(j *job) (out outcome, ok bool) {
 		crc = crc32.Update(crc, castagnoli, p)
 		var err error
 		switch j.op {
-		case OpCopy, OpFill, OpWindowToGuest:
+		case abi.OpCopy, abi.OpFill, abi.OpWindowToGuest:
 			_, err = e.mem.WriteAt(p, dst)
-		case OpGuestToWindow:
+		case abi.OpGuestToWindow:
 			_, err = e.win.WriteAt(p, dst)
 		}
 		if err != nil {
@@ -205,7 +208,7 @@ func (e *engine) run(j *job) (out outcome, ok bool) {
 // inWindow reports whether [off, off+n) lies inside the window (off is the
 // full 64-bit register pair, so a nonzero HI half fails).
 func inWindow(off, n uint64) bool {
-	return off <= WindowSize && n <= WindowSize-off
+	return off <= abi.WindowSize && n <= abi.WindowSize-off
 }
 
 // fault is the outcome of a failed access to the piece [addr, addr+k) after
@@ -221,18 +224,18 @@ func fault(err error, addr, k, done uint64, write bool) outcome {
 }
 
 // causeOf maps a DMA error to its Cause.
-func causeOf(err error) Cause {
+func causeOf(err error) abi.Cause {
 	switch {
 	case errors.Is(err, dma.ErrBusMasterOff):
-		return CauseBusMaster
+		return abi.CauseBusMaster
 	case errors.Is(err, dma.ErrUnmapped):
-		return CauseUnmapped
+		return abi.CauseUnmapped
 	case errors.Is(err, dma.ErrReadOnly):
-		return CauseReadOnly
+		return abi.CauseReadOnly
 	case errors.Is(err, dma.ErrNotRegistered):
-		return CauseNotRegistered
+		return abi.CauseNotRegistered
 	case errors.Is(err, dma.ErrNotReadable):
-		return CauseNotReadable
+		return abi.CauseNotReadable
 	}
-	return CauseDMAFailed
+	return abi.CauseDMAFailed
 }

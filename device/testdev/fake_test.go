@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/myriemu/myriemu/device/testdev/abi"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/pci"
+	"github.com/myriemu/myriemu/pci/pcitest"
 	"github.com/sirupsen/logrus"
 )
 
@@ -143,47 +145,11 @@ func (m *fakeMem) access(op dma.Op, p []byte, addr uint64) (int, error) {
 	return len(p), nil
 }
 
-// fakeIRQ is an msi.Raiser that records what the device did.
-type fakeIRQ struct {
-	mu     sync.Mutex
-	mode   msi.Mode
-	raised []int
-	lowers int
-	ch     chan int // if set, each raised vector is sent (non-blocking)
-}
-
-func (f *fakeIRQ) Raise(vector int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.raised = append(f.raised, vector)
-	if f.ch != nil {
-		select {
-		case f.ch <- vector:
-		default:
-		}
-	}
-}
-
-func (f *fakeIRQ) Lower() { f.mu.Lock(); f.lowers++; f.mu.Unlock() }
-
-func (f *fakeIRQ) Mode() msi.Mode { f.mu.Lock(); defer f.mu.Unlock(); return f.mode }
-
-func (f *fakeIRQ) setMode(m msi.Mode) { f.mu.Lock(); f.mode = m; f.mu.Unlock() }
-
-// take returns and clears the raised vectors and the number of lowers.
-func (f *fakeIRQ) take() (raised []int, lowers int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	raised, lowers = f.raised, f.lowers
-	f.raised, f.lowers = nil, 0
-	return raised, lowers
-}
-
 // fakeWindow is the window as plain memory. Watch records the callback;
 // tests ring it with ring. Start and Stop count calls.
 type fakeWindow struct {
 	mu     sync.Mutex
-	mem    [WindowSize]byte
+	mem    [abi.WindowSize]byte
 	watch  func(uint32)
 	starts int
 	stops  int
@@ -192,7 +158,7 @@ type fakeWindow struct {
 func (w *fakeWindow) ReadAt(p []byte, off uint64) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if off > WindowSize || uint64(len(p)) > WindowSize-off {
+	if off > abi.WindowSize || uint64(len(p)) > abi.WindowSize-off {
 		return 0, io.EOF
 	}
 	return copy(p, w.mem[off:]), nil
@@ -201,7 +167,7 @@ func (w *fakeWindow) ReadAt(p []byte, off uint64) (int, error) {
 func (w *fakeWindow) WriteAt(p []byte, off uint64) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if off > WindowSize || uint64(len(p)) > WindowSize-off {
+	if off > abi.WindowSize || uint64(len(p)) > abi.WindowSize-off {
 		return 0, io.EOF
 	}
 	return copy(w.mem[off:], p), nil
@@ -220,7 +186,7 @@ func (w *fakeWindow) Store32(off uint64, v uint32) {
 }
 
 func (w *fakeWindow) Watch(off uint64, fn func(uint32)) {
-	if off != WinDBDoorbell {
+	if off != abi.WinDBDoorbell {
 		panic(fmt.Sprintf("watch at %#x", off))
 	}
 	w.watch = fn
@@ -232,7 +198,7 @@ func (w *fakeWindow) Stop()  { w.mu.Lock(); w.stops++; w.mu.Unlock() }
 // ring stores v in the doorbell word and runs the watch callback as the
 // poller would.
 func (w *fakeWindow) ring(v uint32) {
-	w.Store32(WinDBDoorbell, v)
+	w.Store32(abi.WinDBDoorbell, v)
 	w.watch(v)
 }
 
@@ -240,7 +206,7 @@ func (w *fakeWindow) ring(v uint32) {
 type rig struct {
 	d   *Device
 	mem *fakeMem
-	irq *fakeIRQ
+	irq *pcitest.Raiser
 	win *fakeWindow
 }
 
@@ -253,7 +219,7 @@ const (
 // ramIOVA; it is detached at the end of the test.
 func newRig(tb testing.TB) *rig {
 	tb.Helper()
-	r := &rig{mem: newFakeMem(ramIOVA, ramSize), irq: &fakeIRQ{mode: msi.ModeMSIX}, win: &fakeWindow{}}
+	r := &rig{mem: newFakeMem(ramIOVA, ramSize), irq: pcitest.NewRaiser(msi.ModeMSIX), win: &fakeWindow{}}
 	r.d = newDevice("td0", r.win, testLog(tb))
 	if err := r.d.Attach(pci.Host{Mem: r.mem, IRQ: r.irq, Log: testLog(tb)}); err != nil {
 		tb.Fatal(err)
@@ -280,7 +246,7 @@ func (w tbWriter) Write(p []byte) (int, error) { w.tb.Log(string(p)); return len
 func (r *rig) read(tb testing.TB, reg uint64) uint32 {
 	tb.Helper()
 	var b [4]byte
-	if err := r.d.ReadBAR(RegsBAR, reg, b[:]); err != nil {
+	if err := r.d.ReadBAR(abi.RegsBAR, reg, b[:]); err != nil {
 		tb.Fatalf("read %#x: %v", reg, err)
 	}
 	return binary.LittleEndian.Uint32(b[:])
@@ -290,27 +256,27 @@ func (r *rig) write(tb testing.TB, reg uint64, v uint32) {
 	tb.Helper()
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], v)
-	if err := r.d.WriteBAR(RegsBAR, reg, b[:]); err != nil {
+	if err := r.d.WriteBAR(abi.RegsBAR, reg, b[:]); err != nil {
 		tb.Fatalf("write %#x: %v", reg, err)
 	}
 }
 
 // program writes an op's registers (not the doorbell).
-func (r *rig) program(tb testing.TB, op Op, src, dst uint64, n, pattern uint32) {
+func (r *rig) program(tb testing.TB, op abi.Op, src, dst uint64, n, pattern uint32) {
 	tb.Helper()
-	r.write(tb, RegDMASrcLo, uint32(src))
-	r.write(tb, RegDMASrcHi, uint32(src>>32))
-	r.write(tb, RegDMADstLo, uint32(dst))
-	r.write(tb, RegDMADstHi, uint32(dst>>32))
-	r.write(tb, RegDMALen, n)
-	r.write(tb, RegDMAOp, uint32(op))
-	r.write(tb, RegDMAPattern, pattern)
+	r.write(tb, abi.RegDMASrcLo, uint32(src))
+	r.write(tb, abi.RegDMASrcHi, uint32(src>>32))
+	r.write(tb, abi.RegDMADstLo, uint32(dst))
+	r.write(tb, abi.RegDMADstHi, uint32(dst>>32))
+	r.write(tb, abi.RegDMALen, n)
+	r.write(tb, abi.RegDMAOp, uint32(op))
+	r.write(tb, abi.RegDMAPattern, pattern)
 }
 
 // waitIdle polls DMAStatus until Busy clears and returns it.
 func (r *rig) waitIdle(tb testing.TB) uint32 {
 	tb.Helper()
-	return waitStatus(tb, func() uint32 { return r.read(tb, RegDMAStatus) })
+	return waitStatus(tb, func() uint32 { return r.read(tb, abi.RegDMAStatus) })
 }
 
 // waitStatus polls status until Busy clears, for at most 10 s.
@@ -320,7 +286,7 @@ func waitStatus(tb testing.TB, status func() uint32) uint32 {
 	defer cancel()
 	for {
 		s := status()
-		if s&StatusBusy == 0 {
+		if s&abi.StatusBusy == 0 {
 			return s
 		}
 		select {

@@ -2,10 +2,12 @@ package testdev
 
 import (
 	"encoding/binary"
+	"github.com/myriemu/myriemu/device/testdev/abi"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/dma/dmatest"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/pci"
+	"github.com/myriemu/myriemu/pci/pcitest"
 	"testing"
 )
 
@@ -36,14 +38,14 @@ func fuzzRecord(kind byte, off uint16, size byte, value uint64) []byte {
 // and the engine always comes back to idle.
 func FuzzRegisterWrites(f *testing.F) {
 	w := func(off uint16, v uint32) []byte { return fuzzRecord(0, off, 3, uint64(v)) }
-	op := func(o Op, src, dst uint64, n, pat uint32) []byte {
+	op := func(o abi.Op, src, dst uint64, n, pat uint32) []byte {
 		var b []byte
-		b = append(b, fuzzRecord(0, RegDMASrcLo, 7, src)...)
-		b = append(b, fuzzRecord(0, RegDMADstLo, 7, dst)...)
-		b = append(b, w(RegDMALen, n)...)
-		b = append(b, w(RegDMAOp, uint32(o))...)
-		b = append(b, w(RegDMAPattern, pat)...)
-		return append(b, w(RegDMADoorbell, 1)...)
+		b = append(b, fuzzRecord(0, abi.RegDMASrcLo, 7, src)...)
+		b = append(b, fuzzRecord(0, abi.RegDMADstLo, 7, dst)...)
+		b = append(b, w(abi.RegDMALen, n)...)
+		b = append(b, w(abi.RegDMAOp, uint32(o))...)
+		b = append(b, w(abi.RegDMAPattern, pat)...)
+		return append(b, w(abi.RegDMADoorbell, 1)...)
 	}
 	wait := fuzzRecord(6, 0, 0, 0)
 	cat := func(parts ...[]byte) []byte {
@@ -53,45 +55,45 @@ func FuzzRegisterWrites(f *testing.F) {
 		}
 		return b
 	}
-	f.Add(cat(w(RegIRQCtrl, IRQCtrlDMAEnable|1<<IRQCtrlDMAVectorShift),
-		op(OpCopy, ramIOVA, ramIOVA+0x8000, 0x1800, 0), wait))
-	f.Add(cat(op(OpFill, 0, ramIOVA+ramSize-0x10, 0x20, 0x11223344), wait))
-	f.Add(cat(op(OpChecksum, ramIOVA, 0, ramSize, 0), op(OpCopy, 0, 0, 1, 0), wait))
-	f.Add(cat(op(OpGuestToWindow, ramIOVA, WindowSize-0x100, 0x100, 0), wait,
-		op(OpWindowToGuest, WindowSize-0x100, ramIOVA+0x10, 0x100, 0), wait))
-	f.Add(cat(op(OpFill, 0, ramIOVA, 0x4000, 0xffffffff), fuzzRecord(5, 0, 0, 0),
-		op(OpCopy, ramIOVA, ramIOVA+0x1000, 0x10, 0), wait))
-	f.Add(cat(fuzzRecord(0, RegDMASrcHi+2, 7, 0xffffffffffffffff), fuzzRecord(4, RegDMASrcLo, 7, 0),
-		fuzzRecord(1, RegIRQRaise, 0, 3), fuzzRecord(2, RegIRQStatus, 3, 0xff), fuzzRecord(4, 0xffe, 7, 0)))
-	f.Add(cat(w(RegIRQCtrl, IRQCtrlWinEnable), fuzzRecord(7, 0, 0, 0x100<<32|0x10),
-		fuzzRecord(7, 0, 0, 0x10<<32|(WindowSize-4))))
-	f.Add(cat(op(OpCopy, ramIOVA, roIOVA-0x10, 0x20, 0), wait, op(OpCopy, roIOVA, ramIOVA, pageSize, 0), wait))
-	f.Add(cat(op(OpFill, 0, 1<<64-8, 16, 0), wait, op(Op(9), 0, 0, 0, 0), wait,
-		op(OpCopy, ramIOVA, ramIOVA, MaxDMALen+1, 0), wait))
+	f.Add(cat(w(abi.RegIRQCtrl, abi.IRQCtrlDMAEnable|1<<abi.IRQCtrlDMAVectorShift),
+		op(abi.OpCopy, ramIOVA, ramIOVA+0x8000, 0x1800, 0), wait))
+	f.Add(cat(op(abi.OpFill, 0, ramIOVA+ramSize-0x10, 0x20, 0x11223344), wait))
+	f.Add(cat(op(abi.OpChecksum, ramIOVA, 0, ramSize, 0), op(abi.OpCopy, 0, 0, 1, 0), wait))
+	f.Add(cat(op(abi.OpGuestToWindow, ramIOVA, abi.WindowSize-0x100, 0x100, 0), wait,
+		op(abi.OpWindowToGuest, abi.WindowSize-0x100, ramIOVA+0x10, 0x100, 0), wait))
+	f.Add(cat(op(abi.OpFill, 0, ramIOVA, 0x4000, 0xffffffff), fuzzRecord(5, 0, 0, 0),
+		op(abi.OpCopy, ramIOVA, ramIOVA+0x1000, 0x10, 0), wait))
+	f.Add(cat(fuzzRecord(0, abi.RegDMASrcHi+2, 7, 0xffffffffffffffff), fuzzRecord(4, abi.RegDMASrcLo, 7, 0),
+		fuzzRecord(1, abi.RegIRQRaise, 0, 3), fuzzRecord(2, abi.RegIRQStatus, 3, 0xff), fuzzRecord(4, 0xffe, 7, 0)))
+	f.Add(cat(w(abi.RegIRQCtrl, abi.IRQCtrlWinEnable), fuzzRecord(7, 0, 0, 0x100<<32|0x10),
+		fuzzRecord(7, 0, 0, 0x10<<32|(abi.WindowSize-4))))
+	f.Add(cat(op(abi.OpCopy, ramIOVA, roIOVA-0x10, 0x20, 0), wait, op(abi.OpCopy, roIOVA, ramIOVA, pageSize, 0), wait))
+	f.Add(cat(op(abi.OpFill, 0, 1<<64-8, 16, 0), wait, op(abi.Op(9), 0, 0, 0, 0), wait,
+		op(abi.OpCopy, ramIOVA, ramIOVA, abi.MaxDMALen+1, 0), wait))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, check := newFuzzRig(t)
 		seq := uint32(0)
 		checkStatus := func() {
-			s := r.read(t, RegDMAStatus)
-			if s&StatusBusy != 0 && s&(StatusDone|StatusError) != 0 {
+			s := r.read(t, abi.RegDMAStatus)
+			if s&abi.StatusBusy != 0 && s&(abi.StatusDone|abi.StatusError) != 0 {
 				t.Fatalf("DMA_STATUS %#x: BUSY with DONE or ERROR", s)
 			}
 		}
 		for len(data) >= fuzzRecordSize {
 			rec := data[:fuzzRecordSize]
 			data = data[fuzzRecordSize:]
-			off := uint64(binary.LittleEndian.Uint16(rec[1:])) % RegsSize
-			n := min(1+int(rec[3]%8), RegsSize-int(off))
+			off := uint64(binary.LittleEndian.Uint16(rec[1:])) % abi.RegsSize
+			n := min(1+int(rec[3]%8), abi.RegsSize-int(off))
 			var val [8]byte
 			copy(val[:], rec[4:])
 			switch rec[0] % 8 {
 			case 0, 1, 2, 3:
-				if err := r.d.WriteBAR(RegsBAR, off, val[:n]); err != nil {
+				if err := r.d.WriteBAR(abi.RegsBAR, off, val[:n]); err != nil {
 					t.Fatalf("write %d@%#x: %v", n, off, err)
 				}
 			case 4:
-				if err := r.d.ReadBAR(RegsBAR, off, val[:n]); err != nil {
+				if err := r.d.ReadBAR(abi.RegsBAR, off, val[:n]); err != nil {
 					t.Fatalf("read %d@%#x: %v", n, off, err)
 				}
 				checkStatus()
@@ -101,11 +103,11 @@ func FuzzRegisterWrites(f *testing.F) {
 				r.waitIdle(t)
 			case 7:
 				v := binary.LittleEndian.Uint64(rec[4:])
-				r.win.Store32(WinDBOffset, uint32(v))
-				r.win.Store32(WinDBLength, uint32(v>>32))
+				r.win.Store32(abi.WinDBOffset, uint32(v))
+				r.win.Store32(abi.WinDBLength, uint32(v>>32))
 				seq++
 				r.win.ring(seq)
-				if ack := r.win.Load32(WinDBAck); ack != seq {
+				if ack := r.win.Load32(abi.WinDBAck); ack != seq {
 					t.Fatalf("window ack %d, want %d", ack, seq)
 				}
 			}
@@ -114,13 +116,13 @@ func FuzzRegisterWrites(f *testing.F) {
 		checkStatus()
 		r.d.Detach() // joins the engine: nothing moves after this
 		check()
-		for reg, want := range map[uint64]uint32{RegID: IDValue, RegVersion: VersionValue,
-			RegMaxDMALen: MaxDMALen, RegWinSize: WindowSize} {
+		for reg, want := range map[uint64]uint32{abi.RegID: abi.IDValue, abi.RegVersion: abi.VersionValue,
+			abi.RegMaxDMALen: abi.MaxDMALen, abi.RegWinSize: abi.WindowSize} {
 			if got := r.read(t, reg); got != want {
 				t.Errorf("register %#x = %#x, want %#x", reg, got, want)
 			}
 		}
-		if got := r.read(t, RegIRQCtrl); got&^IRQCtrlWritable != 0 {
+		if got := r.read(t, abi.RegIRQCtrl); got&^abi.IRQCtrlWritable != 0 {
 			t.Errorf("IRQ_CTRL %#x has reserved bits", got)
 		}
 	})
@@ -151,7 +153,7 @@ func newFuzzRig(t *testing.T) (r *rig, check func()) {
 		}
 	}
 	m.SetBusMaster(true)
-	r = &rig{irq: &fakeIRQ{mode: msi.ModeMSIX}, win: &fakeWindow{}}
+	r = &rig{irq: pcitest.NewRaiser(msi.ModeMSIX), win: &fakeWindow{}}
 	r.d = newDevice("td0", r.win, testLog(t))
 	if err := r.d.Attach(pci.Host{Mem: m, IRQ: r.irq}); err != nil {
 		t.Fatal(err)

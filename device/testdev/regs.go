@@ -3,6 +3,7 @@ package testdev
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/myriemu/myriemu/device/testdev/abi"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -36,7 +37,7 @@ func (d *Device) ReadBAR(bar int, off uint64, p []byte) error {
 		return err
 	}
 	switch bar {
-	case RegsBAR:
+	case abi.RegsBAR:
 		d.mu.Lock()
 		forEachReg(off, len(p), func(reg uint64, lo, hi int, pos int) {
 			var b [4]byte
@@ -44,9 +45,9 @@ func (d *Device) ReadBAR(bar int, off uint64, p []byte) error {
 			copy(p[pos:], b[lo:hi])
 		})
 		d.mu.Unlock()
-	case MSIXBAR:
+	case abi.MSIXBAR:
 		clear(p)
-	case WindowBAR:
+	case abi.WindowBAR:
 		if _, err := d.win.ReadAt(p, off); err != nil {
 			return fmt.Errorf("testdev: BAR%d read %d@%#x: %w", bar, len(p), off, err)
 		}
@@ -60,7 +61,7 @@ func (d *Device) WriteBAR(bar int, off uint64, p []byte) error {
 		return err
 	}
 	switch bar {
-	case RegsBAR:
+	case abi.RegsBAR:
 		var warns []warning
 		d.mu.Lock()
 		forEachReg(off, len(p), func(reg uint64, lo, hi int, pos int) {
@@ -78,10 +79,10 @@ func (d *Device) WriteBAR(bar int, off uint64, p []byte) error {
 		for _, w := range warns {
 			d.warnf(w)
 		}
-	case MSIXBAR:
+	case abi.MSIXBAR:
 		// The MSI-X table and PBA are served by pci.Function; the rest of
 		// the BAR has nothing behind it.
-	case WindowBAR:
+	case abi.WindowBAR:
 		if _, err := d.win.WriteAt(p, off); err != nil {
 			return fmt.Errorf("testdev: BAR%d write %d@%#x: %w", bar, len(p), off, err)
 		}
@@ -89,7 +90,7 @@ func (d *Device) WriteBAR(bar int, off uint64, p []byte) error {
 	return nil
 }
 
-var barSizes = map[int]uint64{RegsBAR: RegsSize, MSIXBAR: MSIXSize, WindowBAR: WindowSize}
+var barSizes = map[int]uint64{abi.RegsBAR: abi.RegsSize, abi.MSIXBAR: abi.MSIXSize, abi.WindowBAR: abi.WindowSize}
 
 // checkAccess refuses an access outside the BARs: pci.Function never sends
 // one, but the device does not rely on it.
@@ -123,62 +124,59 @@ func forEachReg(off uint64, n int, fn func(reg uint64, lo, hi, pos int)) {
 func (d *Device) readRegLocked(reg uint64) uint32 {
 	r := &d.r
 	switch reg {
-	case RegID:
-		return IDValue
-	case RegVersion:
-		return VersionValue
-	case RegScratch:
+	case abi.RegID:
+		return abi.IDValue
+	case abi.RegVersion:
+		return abi.VersionValue
+	case abi.RegScratch:
 		return r.scratch
-	case RegMaxDMALen:
-		return MaxDMALen
-	case RegWinSize:
-		return WindowSize
-	case RegIRQMode:
-		if d.attached {
-			return uint32(d.host.IRQ.Mode())
-		}
-		return IRQModeNone
-	case RegDMASrcLo:
+	case abi.RegMaxDMALen:
+		return abi.MaxDMALen
+	case abi.RegWinSize:
+		return abi.WindowSize
+	case abi.RegIRQMode:
+		return uint32(d.host.IRQ.Mode())
+	case abi.RegDMASrcLo:
 		return uint32(r.src)
-	case RegDMASrcHi:
+	case abi.RegDMASrcHi:
 		return uint32(r.src >> 32)
-	case RegDMADstLo:
+	case abi.RegDMADstLo:
 		return uint32(r.dst)
-	case RegDMADstHi:
+	case abi.RegDMADstHi:
 		return uint32(r.dst >> 32)
-	case RegDMALen:
+	case abi.RegDMALen:
 		return r.length
-	case RegDMAOp:
+	case abi.RegDMAOp:
 		return r.op
-	case RegDMAPattern:
+	case abi.RegDMAPattern:
 		return r.pattern
-	case RegDMAStatus:
+	case abi.RegDMAStatus:
 		return r.status
-	case RegDMAResult:
+	case abi.RegDMAResult:
 		return r.result
-	case RegDMAFailLo:
+	case abi.RegDMAFailLo:
 		return uint32(r.fail)
-	case RegDMAFailHi:
+	case abi.RegDMAFailHi:
 		return uint32(r.fail >> 32)
-	case RegDMADoneBytes:
+	case abi.RegDMADoneBytes:
 		return r.doneBytes
-	case RegIRQCtrl:
+	case abi.RegIRQCtrl:
 		return r.irqCtrl
-	case RegIRQStatus:
+	case abi.RegIRQStatus:
 		return r.irqStatus
-	case RegCntDMAOps:
+	case abi.RegCntDMAOps:
 		return r.cntOps
-	case RegCntDMAErrors:
+	case abi.RegCntDMAErrors:
 		return r.cntErrors
-	case RegCntIRQs:
+	case abi.RegCntIRQs:
 		return r.cntIRQs
-	case RegCntWinDoorbells:
+	case abi.RegCntWinDoorbells:
 		return r.cntWin
-	case RegWinSeq:
+	case abi.RegWinSeq:
 		return r.winSeq
-	case RegWinResult:
+	case abi.RegWinResult:
 		return r.winResult
-	case RegWinStatus:
+	case abi.RegWinStatus:
 		return r.winStatus
 	}
 	return 0 // doorbells, IRQRaise and unlisted offsets
@@ -191,36 +189,36 @@ func (d *Device) writeRegLocked(reg uint64, v, mask uint32) (warning, bool) {
 	r := &d.r
 	merge := func(old uint32) uint32 { return old&^mask | v&mask }
 	switch reg {
-	case RegScratch:
+	case abi.RegScratch:
 		r.scratch = merge(r.scratch)
-	case RegDMASrcLo:
+	case abi.RegDMASrcLo:
 		r.src = r.src&^0xffffffff | uint64(merge(uint32(r.src)))
-	case RegDMASrcHi:
+	case abi.RegDMASrcHi:
 		r.src = uint64(merge(uint32(r.src>>32)))<<32 | r.src&0xffffffff
-	case RegDMADstLo:
+	case abi.RegDMADstLo:
 		r.dst = r.dst&^0xffffffff | uint64(merge(uint32(r.dst)))
-	case RegDMADstHi:
+	case abi.RegDMADstHi:
 		r.dst = uint64(merge(uint32(r.dst>>32)))<<32 | r.dst&0xffffffff
-	case RegDMALen:
+	case abi.RegDMALen:
 		r.length = merge(r.length)
-	case RegDMAOp:
+	case abi.RegDMAOp:
 		r.op = merge(r.op)
-	case RegDMAPattern:
+	case abi.RegDMAPattern:
 		r.pattern = merge(r.pattern)
-	case RegDMADoorbell:
+	case abi.RegDMADoorbell:
 		return d.doorbellLocked()
-	case RegIRQCtrl:
-		r.irqCtrl = merge(r.irqCtrl) & IRQCtrlWritable
+	case abi.RegIRQCtrl:
+		r.irqCtrl = merge(r.irqCtrl) & abi.IRQCtrlWritable
 		d.updateLineLocked()
-	case RegIRQStatus:
+	case abi.RegIRQStatus:
 		r.irqStatus &^= v & mask
 		d.updateLineLocked()
-	case RegIRQRaise:
+	case abi.RegIRQRaise:
 		vec := v & mask
-		if vec >= NumVectors {
+		if vec >= abi.NumVectors {
 			return warning{msg: "guest raised an invalid vector", fields: logrus.Fields{"vector": vec}}, true
 		}
-		r.irqStatus |= IRQStatusSoft
+		r.irqStatus |= abi.IRQStatusSoft
 		d.raiseLocked(int(vec))
 	}
 	return warning{}, false
@@ -228,12 +226,12 @@ func (d *Device) writeRegLocked(reg uint64, v, mask uint32) (warning, bool) {
 
 // levelLocked is the INTx level IRQStatus and IRQCtrl call for.
 func (d *Device) levelLocked() bool {
-	active := uint32(IRQStatusSoft)
-	if d.r.irqCtrl&IRQCtrlDMAEnable != 0 {
-		active |= IRQStatusDMA
+	active := uint32(abi.IRQStatusSoft)
+	if d.r.irqCtrl&abi.IRQCtrlDMAEnable != 0 {
+		active |= abi.IRQStatusDMA
 	}
-	if d.r.irqCtrl&IRQCtrlWinEnable != 0 {
-		active |= IRQStatusWin
+	if d.r.irqCtrl&abi.IRQCtrlWinEnable != 0 {
+		active |= abi.IRQStatusWin
 	}
 	return d.r.irqStatus&active != 0
 }
@@ -241,9 +239,6 @@ func (d *Device) levelLocked() bool {
 // raiseLocked signals vector for an event that has just set its IRQStatus
 // bit: an MSI-X/MSI message, or INTx asserted.
 func (d *Device) raiseLocked(vector int) {
-	if !d.attached {
-		return
-	}
 	d.r.cntIRQs++
 	d.line = true
 	d.host.IRQ.Raise(vector)
@@ -257,7 +252,7 @@ func (d *Device) updateLineLocked() {
 	switch {
 	case !level:
 		d.lowerLineLocked()
-	case !d.line && d.attached && d.host.IRQ.Mode() == IRQModeINTx:
+	case !d.line && d.host.IRQ.Mode() == abi.IRQModeINTx:
 		d.raiseLocked(0)
 	}
 }
@@ -268,7 +263,5 @@ func (d *Device) lowerLineLocked() {
 		return
 	}
 	d.line = false
-	if d.attached {
-		d.host.IRQ.Lower()
-	}
+	d.host.IRQ.Lower()
 }

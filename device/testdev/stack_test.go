@@ -9,7 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
+	"github.com/myriemu/myriemu/device/testdev/abi"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -79,17 +79,8 @@ func newStack(t *testing.T, noFD bool) *stack {
 		t.Fatal(err)
 	}
 	s.srv = srv
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(context.Background()) }()
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Error(err)
-		}
-		if err := <-served; !errors.Is(err, vfiouser.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	s.c = s.dial(t, path)
+	vfiousertest.Serve(t, srv)
+	s.c = vfiousertest.Negotiated(t, path)
 	s.ram = dmatest.NewRAM(t, stackRAM)
 	if noFD {
 		err = s.c.MapRAMNoFD(s.ram, stackIOVA)
@@ -102,7 +93,7 @@ func newStack(t *testing.T, noFD bool) *stack {
 	if err := s.c.WriteConfig(cfgCommand, []byte{cmdMemory | cmdMaster, 0}); err != nil {
 		t.Fatal(err)
 	}
-	s.evs, err = s.c.EnableMSIX(t, NumVectors)
+	s.evs, err = s.c.EnableMSIX(t, abi.NumVectors)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,27 +102,10 @@ func newStack(t *testing.T, noFD bool) *stack {
 
 // dial connects and negotiates a client, closed (and checked for protocol
 // violations) at the end of the test.
-func (s *stack) dial(t *testing.T, path string) *vfiousertest.Client {
-	t.Helper()
-	c, err := vfiousertest.Dial(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("client saw protocol violations: %v", err)
-		}
-	})
-	if err := c.Negotiate(); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func (s *stack) read(t *testing.T, reg uint64) uint32 {
 	t.Helper()
 	var b [4]byte
-	if err := s.c.ReadRegion(RegsBAR, reg, b[:]); err != nil {
+	if err := s.c.ReadRegion(abi.RegsBAR, reg, b[:]); err != nil {
 		t.Fatalf("read %#x: %v", reg, err)
 	}
 	return binary.LittleEndian.Uint32(b[:])
@@ -141,28 +115,28 @@ func (s *stack) write(t *testing.T, reg uint64, v uint32) {
 	t.Helper()
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], v)
-	if err := s.c.WriteRegion(RegsBAR, reg, b[:]); err != nil {
+	if err := s.c.WriteRegion(abi.RegsBAR, reg, b[:]); err != nil {
 		t.Fatalf("write %#x: %v", reg, err)
 	}
 }
 
 // start programs and starts an op with one 8-byte write per address pair,
 // as a 64-bit guest would.
-func (s *stack) start(t *testing.T, op Op, src, dst uint64, n, pattern uint32) {
+func (s *stack) start(t *testing.T, op abi.Op, src, dst uint64, n, pattern uint32) {
 	t.Helper()
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], src)
-	if err := s.c.WriteRegion(RegsBAR, RegDMASrcLo, b[:]); err != nil {
+	if err := s.c.WriteRegion(abi.RegsBAR, abi.RegDMASrcLo, b[:]); err != nil {
 		t.Fatal(err)
 	}
 	binary.LittleEndian.PutUint64(b[:], dst)
-	if err := s.c.WriteRegion(RegsBAR, RegDMADstLo, b[:]); err != nil {
+	if err := s.c.WriteRegion(abi.RegsBAR, abi.RegDMADstLo, b[:]); err != nil {
 		t.Fatal(err)
 	}
-	s.write(t, RegDMALen, n)
-	s.write(t, RegDMAOp, uint32(op))
-	s.write(t, RegDMAPattern, pattern)
-	s.write(t, RegDMADoorbell, 1)
+	s.write(t, abi.RegDMALen, n)
+	s.write(t, abi.RegDMAOp, uint32(op))
+	s.write(t, abi.RegDMAPattern, pattern)
+	s.write(t, abi.RegDMADoorbell, 1)
 }
 
 // waitIRQ waits for one signal on vector v's eventfd.
@@ -184,7 +158,7 @@ func (s *stack) ramAt(iova uint64, n int) []byte {
 // mmapWindow maps BAR4 as QEMU does, from the region info's fd and offset.
 func (s *stack) mmapWindow(t *testing.T) []byte {
 	t.Helper()
-	ri, err := s.c.RegionInfo(pci.RegionBAR0 + WindowBAR)
+	ri, err := s.c.RegionInfo(pci.RegionBAR0 + abi.WindowBAR)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,11 +191,11 @@ func TestStackLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id != IDValue {
-		t.Errorf("config ID %#x, want %#x", id, IDValue)
+	if id != abi.IDValue {
+		t.Errorf("config ID %#x, want %#x", id, abi.IDValue)
 	}
-	if got := s.read(t, RegID); got != IDValue {
-		t.Errorf("BAR0 ID %#x, want %#x", got, IDValue)
+	if got := s.read(t, abi.RegID); got != abi.IDValue {
+		t.Errorf("BAR0 ID %#x, want %#x", got, abi.IDValue)
 	}
 	type region struct {
 		Size   uint64
@@ -238,8 +212,8 @@ func TestStackLayout(t *testing.T) {
 		ri.Close()
 	}
 	want := []region{
-		{Size: RegsSize}, {}, {Size: MSIXSize}, {},
-		{Size: WindowSize, Mmap: true, Sparse: []vfiousertest.Area{{Offset: 0, Size: WinTrapped}}}, {},
+		{Size: abi.RegsSize}, {}, {Size: abi.MSIXSize}, {},
+		{Size: abi.WindowSize, Mmap: true, Sparse: []vfiousertest.Area{{Offset: 0, Size: abi.WinTrapped}}}, {},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("regions 0-5 (-want +got):\n%s", diff)
@@ -252,10 +226,10 @@ func TestStackLayout(t *testing.T) {
 		}
 		irqs = append(irqs, ii.Count)
 	}
-	if diff := cmp.Diff([]uint32{1, 1, NumVectors}, irqs); diff != "" {
+	if diff := cmp.Diff([]uint32{1, 1, abi.NumVectors}, irqs); diff != "" {
 		t.Errorf("IRQ counts INTx, MSI, MSI-X (-want +got):\n%s", diff)
 	}
-	if got := s.read(t, RegIRQMode); got != IRQModeMSIX {
+	if got := s.read(t, abi.RegIRQMode); got != abi.IRQModeMSIX {
 		t.Errorf("IRQ_MODE %d, want MSI-X", got)
 	}
 }
@@ -270,7 +244,7 @@ func TestStackOps(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s := newStack(t, noFD)
 			win := s.mmapWindow(t)
-			s.write(t, RegIRQCtrl, IRQCtrlDMAEnable|2<<IRQCtrlDMAVectorShift)
+			s.write(t, abi.RegIRQCtrl, abi.IRQCtrlDMAEnable|2<<abi.IRQCtrlDMAVectorShift)
 			data := ramp(100000, 0x11)
 			src, dst := uint64(stackIOVA+0x1003), uint64(stackIOVA+0x80000)
 			copy(s.ramAt(src, len(data)), data)
@@ -278,37 +252,37 @@ func TestStackOps(t *testing.T) {
 			check := func(what string, wantResult uint32, got, want []byte) {
 				t.Helper()
 				s.waitIRQ(t, 2)
-				if st := s.read(t, RegDMAStatus); st != StatusDone {
+				if st := s.read(t, abi.RegDMAStatus); st != abi.StatusDone {
 					t.Fatalf("%s: status %#x, want DONE", what, st)
 				}
-				if r := s.read(t, RegDMAResult); r != wantResult {
+				if r := s.read(t, abi.RegDMAResult); r != wantResult {
 					t.Errorf("%s: result %#x, want %#x", what, r, wantResult)
 				}
 				if !bytes.Equal(got, want) {
 					t.Errorf("%s: data differs", what)
 				}
 			}
-			s.start(t, OpCopy, src, dst, uint32(len(data)), 0)
+			s.start(t, abi.OpCopy, src, dst, uint32(len(data)), 0)
 			check("copy", crc(data), s.ramAt(dst, len(data)), data)
 
-			s.start(t, OpFill, 0, dst+1, 4097, 0xa1b2c3d4)
+			s.start(t, abi.OpFill, 0, dst+1, 4097, 0xa1b2c3d4)
 			fill := make([]byte, 4097)
 			for i := range fill {
 				fill[i] = byte(uint32(0xa1b2c3d4) >> (8 * (i % 4)))
 			}
 			check("fill", crc(fill), s.ramAt(dst+1, 4097), fill)
 
-			s.start(t, OpChecksum, src, 0, uint32(len(data)), 0)
+			s.start(t, abi.OpChecksum, src, 0, uint32(len(data)), 0)
 			check("checksum", crc(data), s.ramAt(src, len(data)), data)
 
-			s.start(t, OpGuestToWindow, src, 0x3000, uint32(len(data)), 0)
+			s.start(t, abi.OpGuestToWindow, src, 0x3000, uint32(len(data)), 0)
 			check("guest to window", crc(data), win[0x3000:0x3000+len(data)], data)
 
-			copy(win[WinTrapped:], "trapped page")
-			s.start(t, OpWindowToGuest, WinTrapped, dst, 12, 0)
+			copy(win[abi.WinTrapped:], "trapped page")
+			s.start(t, abi.OpWindowToGuest, abi.WinTrapped, dst, 12, 0)
 			check("window to guest", crc([]byte("trapped page")), s.ramAt(dst, 12), []byte("trapped page"))
 
-			if got := s.read(t, RegCntDMAOps); got != 5 {
+			if got := s.read(t, abi.RegCntDMAOps); got != 5 {
 				t.Errorf("CNT_DMA_OPS %d, want 5", got)
 			}
 			if noFD {
@@ -323,14 +297,14 @@ func TestStackOps(t *testing.T) {
 func TestStackDMAErrors(t *testing.T) {
 	leaktest.Check(t)
 	s := newStack(t, false)
-	s.write(t, RegIRQCtrl, IRQCtrlDMAEnable)
+	s.write(t, abi.RegIRQCtrl, abi.IRQCtrlDMAEnable)
 	// Runs off the end of the mapped RAM: the first page past it fails.
 	end := uint64(stackIOVA + stackRAM)
-	s.start(t, OpFill, 0, end-0x1800, 0x2000, 0x01020304)
+	s.start(t, abi.OpFill, 0, end-0x1800, 0x2000, 0x01020304)
 	s.waitIRQ(t, 0)
-	got := []uint32{s.read(t, RegDMAStatus), s.read(t, RegDMAFailLo), s.read(t, RegDMAFailHi),
-		s.read(t, RegDMADoneBytes), s.read(t, RegCntDMAErrors)}
-	want := []uint32{errStatus(CauseUnmapped, true), uint32(end), uint32(end >> 32), 0x1800, 1}
+	got := []uint32{s.read(t, abi.RegDMAStatus), s.read(t, abi.RegDMAFailLo), s.read(t, abi.RegDMAFailHi),
+		s.read(t, abi.RegDMADoneBytes), s.read(t, abi.RegCntDMAErrors)}
+	want := []uint32{errStatus(abi.CauseUnmapped, true), uint32(end), uint32(end >> 32), 0x1800, 1}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("status, fail lo/hi, done bytes, errors (-want +got):\n%s", diff)
 	}
@@ -339,9 +313,9 @@ func TestStackDMAErrors(t *testing.T) {
 	if err := s.c.WriteConfig(cfgCommand, []byte{cmdMemory, 0}); err != nil {
 		t.Fatal(err)
 	}
-	s.start(t, OpChecksum, stackIOVA, 0, 16, 0)
+	s.start(t, abi.OpChecksum, stackIOVA, 0, 16, 0)
 	s.waitIRQ(t, 0)
-	if st := s.read(t, RegDMAStatus); st != errStatus(CauseBusMaster, false) {
+	if st := s.read(t, abi.RegDMAStatus); st != errStatus(abi.CauseBusMaster, false) {
 		t.Errorf("status %#x, want BUS_MASTER error", st)
 	}
 }
@@ -351,16 +325,16 @@ func TestStackResetMidOp(t *testing.T) {
 	// Message DMA makes a 1 MiB op take 256 round trips through the
 	// client, so the reset lands in the middle of it.
 	s := newStack(t, true)
-	s.write(t, RegIRQCtrl, IRQCtrlDMAEnable)
+	s.write(t, abi.RegIRQCtrl, abi.IRQCtrlDMAEnable)
 	dst := uint64(stackIOVA + 0x100000)
-	s.start(t, OpFill, 0, dst, MaxDMALen, 0x5a5a5a5a)
-	if st := s.read(t, RegDMAStatus); st != StatusBusy {
+	s.start(t, abi.OpFill, 0, dst, abi.MaxDMALen, 0x5a5a5a5a)
+	if st := s.read(t, abi.RegDMAStatus); st != abi.StatusBusy {
 		t.Fatalf("status %#x right after the doorbell, want BUSY", st)
 	}
 	if err := s.c.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	if st := s.read(t, RegDMAStatus); st != 0 {
+	if st := s.read(t, abi.RegDMAStatus); st != 0 {
 		t.Errorf("status %#x right after DEVICE_RESET, want 0", st)
 	}
 	// The reset turned bus mastering off; turn it on and run a new op. The
@@ -369,17 +343,17 @@ func TestStackResetMidOp(t *testing.T) {
 	if err := s.c.WriteConfig(cfgCommand, []byte{cmdMemory | cmdMaster, 0}); err != nil {
 		t.Fatal(err)
 	}
-	s.write(t, RegIRQCtrl, IRQCtrlDMAEnable|1<<IRQCtrlDMAVectorShift)
-	s.start(t, OpFill, 0, stackIOVA, 8, 0x77777777)
+	s.write(t, abi.RegIRQCtrl, abi.IRQCtrlDMAEnable|1<<abi.IRQCtrlDMAVectorShift)
+	s.start(t, abi.OpFill, 0, stackIOVA, 8, 0x77777777)
 	s.waitIRQ(t, 1)
-	got := []uint32{s.read(t, RegDMAStatus), s.read(t, RegCntDMAOps), s.read(t, RegCntDMAErrors), s.read(t, RegCntIRQs)}
-	if diff := cmp.Diff([]uint32{StatusDone, 1, 0, 1}, got); diff != "" {
+	got := []uint32{s.read(t, abi.RegDMAStatus), s.read(t, abi.RegCntDMAOps), s.read(t, abi.RegCntDMAErrors), s.read(t, abi.RegCntIRQs)}
+	if diff := cmp.Diff([]uint32{abi.StatusDone, 1, 0, 1}, got); diff != "" {
 		t.Errorf("status, ops, errors, irqs (-want +got):\n%s", diff)
 	}
 	if n := s.evs[0].Count(); n != 0 {
 		t.Errorf("the cancelled op raised vector 0 %d times", n)
 	}
-	if tail := s.ramAt(dst+MaxDMALen-4096, 4096); !bytes.Equal(tail, make([]byte, 4096)) {
+	if tail := s.ramAt(dst+abi.MaxDMALen-4096, 4096); !bytes.Equal(tail, make([]byte, 4096)) {
 		t.Errorf("the cancelled fill reached its last page")
 	}
 }
@@ -388,10 +362,10 @@ func TestStackIRQRaise(t *testing.T) {
 	leaktest.Check(t)
 	s := newStack(t, false)
 	for _, v := range []int{3, 0, 2, 1} {
-		s.write(t, RegIRQRaise, uint32(v))
+		s.write(t, abi.RegIRQRaise, uint32(v))
 		s.waitIRQ(t, v)
 	}
-	if got := s.read(t, RegCntIRQs); got != 4 {
+	if got := s.read(t, abi.RegCntIRQs); got != 4 {
 		t.Errorf("CNT_IRQS %d, want 4", got)
 	}
 	// INTx: MSI-X off, INTx on an eventfd. IRQ_STATUS keeps the line up
@@ -406,10 +380,10 @@ func TestStackIRQRaise(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.read(t, RegIRQMode); got != IRQModeINTx {
+	if got := s.read(t, abi.RegIRQMode); got != abi.IRQModeINTx {
 		t.Errorf("IRQ_MODE %d, want INTx", got)
 	}
-	s.write(t, RegIRQRaise, 0)
+	s.write(t, abi.RegIRQRaise, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := intx.Wait(ctx); err != nil {
@@ -425,7 +399,7 @@ func TestStackIRQRaise(t *testing.T) {
 	if !asserted() {
 		t.Error("STATUS.INTERRUPT clear while IRQ_STATUS.SOFT is set")
 	}
-	s.write(t, RegIRQStatus, IRQStatusSoft)
+	s.write(t, abi.RegIRQStatus, abi.IRQStatusSoft)
 	if asserted() {
 		t.Error("STATUS.INTERRUPT still set after IRQ_STATUS was cleared")
 	}
@@ -437,36 +411,36 @@ func TestStackWindowDoorbell(t *testing.T) {
 	win := s.mmapWindow(t)
 	data := ramp(0x20000, 0x42)
 	copy(win[0x10000:], data)
-	s.write(t, RegIRQCtrl, IRQCtrlWinEnable|3<<IRQCtrlWinVectorShift)
+	s.write(t, abi.RegIRQCtrl, abi.IRQCtrlWinEnable|3<<abi.IRQCtrlWinVectorShift)
 	for seq := uint32(1); seq <= 3; seq++ {
 		n := uint32(0x8000) * seq
-		atomic.StoreUint32(word(win, WinDBOffset), 0x10000)
-		atomic.StoreUint32(word(win, WinDBLength), n)
-		atomic.StoreUint32(word(win, WinDBDoorbell), seq) // the guest's plain store: nobody is told
+		atomic.StoreUint32(word(win, abi.WinDBOffset), 0x10000)
+		atomic.StoreUint32(word(win, abi.WinDBLength), n)
+		atomic.StoreUint32(word(win, abi.WinDBDoorbell), seq) // the guest's plain store: nobody is told
 		deadline := time.Now().Add(10 * time.Second)
-		for atomic.LoadUint32(word(win, WinDBAck)) != seq {
+		for atomic.LoadUint32(word(win, abi.WinDBAck)) != seq {
 			if time.Now().After(deadline) {
 				t.Fatalf("doorbell %d: no ack after 10 s", seq)
 			}
 			time.Sleep(100 * time.Microsecond)
 		}
 		want := crc(data[:n])
-		got := []uint32{atomic.LoadUint32(word(win, WinDBResult)), atomic.LoadUint32(word(win, WinDBStatus)),
-			s.read(t, RegWinResult), s.read(t, RegWinSeq), s.read(t, RegCntWinDoorbells)}
+		got := []uint32{atomic.LoadUint32(word(win, abi.WinDBResult)), atomic.LoadUint32(word(win, abi.WinDBStatus)),
+			s.read(t, abi.RegWinResult), s.read(t, abi.RegWinSeq), s.read(t, abi.RegCntWinDoorbells)}
 		if diff := cmp.Diff([]uint32{want, 0, want, seq, seq}, got); diff != "" {
 			t.Errorf("doorbell %d: result, status, mirrors, count (-want +got):\n%s", seq, diff)
 		}
 		s.waitIRQ(t, 3)
 	}
 	// The trapped page over messages and the mmap are one memory.
-	if err := s.c.WriteRegion(WindowBAR, WinTrapped+8, []byte("via message")); err != nil {
+	if err := s.c.WriteRegion(abi.WindowBAR, abi.WinTrapped+8, []byte("via message")); err != nil {
 		t.Fatal(err)
 	}
-	if got := string(win[WinTrapped+8 : WinTrapped+19]); got != "via message" {
+	if got := string(win[abi.WinTrapped+8 : abi.WinTrapped+19]); got != "via message" {
 		t.Errorf("mmap sees %q after a REGION_WRITE", got)
 	}
 	got := make([]byte, 4)
-	if err := s.c.ReadRegion(WindowBAR, 0x10000, got); err != nil {
+	if err := s.c.ReadRegion(abi.WindowBAR, 0x10000, got); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, data[:4]) {
@@ -477,12 +451,12 @@ func TestStackWindowDoorbell(t *testing.T) {
 func TestStackReconnect(t *testing.T) {
 	leaktest.Check(t)
 	s := newStack(t, false)
-	s.write(t, RegScratch, 0x1234)
+	s.write(t, abi.RegScratch, 0x1234)
 	if err := s.c.Close(); err != nil {
 		t.Fatal(err)
 	}
 	// A new client finds a reset device whose engine and poller run again.
-	s.c = s.dial(t, s.srv.Path())
+	s.c = vfiousertest.Negotiated(t, s.srv.Path())
 	ram := dmatest.NewRAM(t, 1<<16)
 	if err := s.c.MapRAM(ram, stackIOVA); err != nil {
 		t.Fatal(err)
@@ -490,24 +464,24 @@ func TestStackReconnect(t *testing.T) {
 	if err := s.c.WriteConfig(cfgCommand, []byte{cmdMemory | cmdMaster, 0}); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.read(t, RegScratch); got != 0 {
+	if got := s.read(t, abi.RegScratch); got != 0 {
 		t.Errorf("scratch %#x after reconnect, want 0", got)
 	}
-	s.start(t, OpFill, 0, stackIOVA, 4, 0x01010101)
+	s.start(t, abi.OpFill, 0, stackIOVA, 4, 0x01010101)
 	deadline := time.Now().Add(10 * time.Second)
-	for s.read(t, RegDMAStatus)&StatusBusy != 0 && time.Now().Before(deadline) {
+	for s.read(t, abi.RegDMAStatus)&abi.StatusBusy != 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if st := s.read(t, RegDMAStatus); st != StatusDone {
+	if st := s.read(t, abi.RegDMAStatus); st != abi.StatusDone {
 		t.Errorf("status %#x after reconnect, want DONE", st)
 	}
 	if got := ram.Bytes()[:4]; !bytes.Equal(got, []byte{1, 1, 1, 1}) {
 		t.Errorf("fill after reconnect wrote %x", got)
 	}
 	win := s.mmapWindow(t)
-	atomic.StoreUint32(word(win, WinDBLength), 0)
-	atomic.StoreUint32(word(win, WinDBDoorbell), atomic.LoadUint32(word(win, WinDBDoorbell))+1)
-	for atomic.LoadUint32(word(win, WinDBAck)) != atomic.LoadUint32(word(win, WinDBDoorbell)) {
+	atomic.StoreUint32(word(win, abi.WinDBLength), 0)
+	atomic.StoreUint32(word(win, abi.WinDBDoorbell), atomic.LoadUint32(word(win, abi.WinDBDoorbell))+1)
+	for atomic.LoadUint32(word(win, abi.WinDBAck)) != atomic.LoadUint32(word(win, abi.WinDBDoorbell)) {
 		if time.Now().After(deadline) {
 			t.Fatal("no window doorbell ack after reconnect")
 		}
@@ -521,18 +495,18 @@ func TestStackDisconnectMidOp(t *testing.T) {
 	// server must still detach the device (the engine gives up) and serve
 	// the next client.
 	s := newStack(t, true)
-	s.start(t, OpCopy, stackIOVA, stackIOVA+MaxDMALen, MaxDMALen, 0)
-	if st := s.read(t, RegDMAStatus); st != StatusBusy {
+	s.start(t, abi.OpCopy, stackIOVA, stackIOVA+abi.MaxDMALen, abi.MaxDMALen, 0)
+	if st := s.read(t, abi.RegDMAStatus); st != abi.StatusBusy {
 		t.Fatalf("status %#x right after the doorbell, want BUSY", st)
 	}
 	if err := s.c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s.c = s.dial(t, s.srv.Path())
-	if got := s.read(t, RegDMAStatus); got != 0 {
+	s.c = vfiousertest.Negotiated(t, s.srv.Path())
+	if got := s.read(t, abi.RegDMAStatus); got != 0 {
 		t.Errorf("status %#x for the next client, want 0", got)
 	}
-	if got := s.read(t, RegID); got != IDValue {
+	if got := s.read(t, abi.RegID); got != abi.IDValue {
 		t.Errorf("ID %#x for the next client", got)
 	}
 }

@@ -2,6 +2,7 @@ package testdev
 
 import (
 	"fmt"
+	"github.com/myriemu/myriemu/device/testdev/abi"
 	"sync"
 	"sync/atomic"
 
@@ -40,15 +41,14 @@ type Device struct {
 	// completes.
 	gen atomic.Uint64
 
-	mu       sync.Mutex
-	r        regs
-	line     bool     // INTx level last signalled
-	host     pci.Host // valid while attached
-	attached bool
-	pending  *job          // doorbell accepted, not yet taken by the engine
-	kick     chan struct{} // wakes the engine; cap 1
-	quit     chan struct{} // closed by Detach
-	wg       sync.WaitGroup
+	mu      sync.Mutex
+	r       regs
+	line    bool          // INTx level last signalled
+	host    pci.Host      // pci.DetachedHost() while no client is attached
+	pending *job          // doorbell accepted, not yet taken by the engine
+	kick    chan struct{} // wakes the engine; cap 1; nil while it does not run
+	quit    chan struct{} // closed by Detach
+	wg      sync.WaitGroup
 
 	winBuf []byte // used only by winDoorbell, on the poller goroutine
 }
@@ -59,11 +59,11 @@ var _ pci.Device = (*Device)(nil)
 // name). log should carry the device field; component=testdev is added.
 // Close releases the window once the device is no longer served.
 func New(name string, log *logrus.Entry) (*Device, error) {
-	w, err := wcbar.New(name+"-bar4", WindowSize, log)
+	w, err := wcbar.New(name+"-bar4", abi.WindowSize, log)
 	if err != nil {
 		return nil, fmt.Errorf("testdev: %s: window: %w", name, err)
 	}
-	w.Trap(WinTrapped, WinTrappedSize)
+	w.Trap(abi.WinTrapped, abi.WinTrappedSize)
 	d := newDevice(name, w, log)
 	d.bar4 = w
 	return d, nil
@@ -75,10 +75,11 @@ func newDevice(name string, win window, log *logrus.Entry) *Device {
 		name:   name,
 		log:    log.WithFields(logrus.Fields{"component": "testdev", "device": name}),
 		win:    win,
-		warn:   ratelog.New(warnEvery, warnBurst),
+		host:   pci.DetachedHost(),
+		warn:   ratelog.New(),
 		winBuf: make([]byte, winChunk),
 	}
-	win.Watch(WinDBDoorbell, d.winDoorbell)
+	win.Watch(abi.WinDBDoorbell, d.winDoorbell)
 	return d
 }
 
@@ -97,27 +98,27 @@ func (d *Device) Close() error {
 // Spec describes the function: see README.md, "Identity and layout".
 func (d *Device) Spec() pci.Spec {
 	return pci.Spec{
-		VendorID:          VendorID,
-		DeviceID:          DeviceID,
-		SubsystemVendorID: VendorID,
-		SubsystemID:       DeviceID,
-		Revision:          Revision,
-		Class:             Class,
+		VendorID:          abi.VendorID,
+		DeviceID:          abi.DeviceID,
+		SubsystemVendorID: abi.VendorID,
+		SubsystemID:       abi.DeviceID,
+		Revision:          abi.Revision,
+		Class:             abi.Class,
 		BARs: [6]pci.BAR{
-			RegsBAR:   {Size: RegsSize},
-			MSIXBAR:   {Size: MSIXSize},
-			WindowBAR: {Size: WindowSize, Flags: pci.BARMem64 | pci.BARPrefetch, Window: d.bar4},
+			abi.RegsBAR:   {Size: abi.RegsSize},
+			abi.MSIXBAR:   {Size: abi.MSIXSize},
+			abi.WindowBAR: {Size: abi.WindowSize, Flags: pci.BARMem64 | pci.BARPrefetch, Window: d.bar4},
 		},
 		InterruptPin: 1,
 		PM:           &pci.PMCap{},
 		MSI:          &pci.MSICap{Vectors: 1, Addr64: true},
 		PCIe:         &pci.PCIeCap{MaxPayload: 256, LinkWidth: 1, LinkSpeed: 1},
 		MSIX: &pci.MSIXCap{
-			Vectors:     NumVectors,
-			TableBAR:    MSIXBAR,
-			TableOffset: MSIXTable,
-			PBABAR:      MSIXBAR,
-			PBAOffset:   MSIXPBA,
+			Vectors:     abi.NumVectors,
+			TableBAR:    abi.MSIXBAR,
+			TableOffset: abi.MSIXTable,
+			PBABAR:      abi.MSIXBAR,
+			PBAOffset:   abi.MSIXPBA,
 		},
 	}
 }
@@ -128,12 +129,11 @@ func (d *Device) Attach(h pci.Host) error {
 		return fmt.Errorf("testdev: %s: attach: host without memory or interrupts", d.name)
 	}
 	d.mu.Lock()
-	if d.attached {
+	if d.kick != nil {
 		d.mu.Unlock()
 		return fmt.Errorf("testdev: %s: attach: already attached", d.name)
 	}
 	d.host = h
-	d.attached = true
 	d.kick = make(chan struct{}, 1)
 	d.quit = make(chan struct{})
 	d.wg.Add(1)
@@ -147,14 +147,14 @@ func (d *Device) Attach(h pci.Host) error {
 // waits for them. Idempotent.
 func (d *Device) Detach() {
 	d.mu.Lock()
-	if !d.attached {
+	if d.kick == nil {
 		d.mu.Unlock()
 		return
 	}
-	d.attached = false
+	d.kick = nil
 	d.gen.Add(1)
 	d.pending = nil
-	d.host = pci.Host{}
+	d.host = pci.DetachedHost()
 	d.line = false
 	close(d.quit)
 	d.mu.Unlock()

@@ -2,18 +2,12 @@ package testdev
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/sirupsen/logrus"
 )
 
-// Guest mistakes are logged at Warn, per kind of mistake a burst of
-// warnBurst and then one per warnEvery; the next line that gets through
-// says how many were suppressed.
-const (
-	warnBurst = 10
-	warnEvery = time.Second
-)
+// Guest mistakes are logged at Warn through the device's ratelog.Limiter,
+// keyed by the kind of mistake (the message).
 
 // warning is a guest mistake to log once the device lock is released.
 type warning struct {

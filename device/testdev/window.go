@@ -1,6 +1,7 @@
 package testdev
 
 import (
+	"github.com/myriemu/myriemu/device/testdev/abi"
 	"hash/crc32"
 
 	"github.com/sirupsen/logrus"
@@ -13,36 +14,36 @@ const winChunk = 64 << 10
 // "BAR4: the window and its doorbell"). It runs on the window's poller
 // goroutine.
 func (d *Device) winDoorbell(v uint32) {
-	off := uint64(d.win.Load32(WinDBOffset))
-	n := uint64(d.win.Load32(WinDBLength))
-	cause, result := CauseNone, uint32(0)
+	off := uint64(d.win.Load32(abi.WinDBOffset))
+	n := uint64(d.win.Load32(abi.WinDBLength))
+	cause, result := abi.CauseNone, uint32(0)
 	if inWindow(off, n) {
 		for done := uint64(0); done < n; {
 			p := d.winBuf[:min(n-done, winChunk)]
 			if _, err := d.win.ReadAt(p, off+done); err != nil {
-				cause, result = CauseWindowRange, 0
+				cause, result = abi.CauseWindowRange, 0
 				break
 			}
 			result = crc32.Update(result, castagnoli, p)
 			done += uint64(len(p))
 		}
 	} else {
-		cause = CauseWindowRange
+		cause = abi.CauseWindowRange
 	}
-	d.win.Store32(WinDBResult, result)
-	d.win.Store32(WinDBStatus, uint32(cause))
-	d.win.Store32(WinDBAck, v)
+	d.win.Store32(abi.WinDBResult, result)
+	d.win.Store32(abi.WinDBStatus, uint32(cause))
+	d.win.Store32(abi.WinDBAck, v)
 
 	d.mu.Lock()
 	r := &d.r
 	r.winSeq, r.winResult, r.winStatus = v, result, uint32(cause)
 	r.cntWin++
-	r.irqStatus |= IRQStatusWin
-	if r.irqCtrl&IRQCtrlWinEnable != 0 {
-		d.raiseLocked(int(r.irqCtrl >> IRQCtrlWinVectorShift & IRQCtrlVectorMask))
+	r.irqStatus |= abi.IRQStatusWin
+	if r.irqCtrl&abi.IRQCtrlWinEnable != 0 {
+		d.raiseLocked(int(r.irqCtrl >> abi.IRQCtrlWinVectorShift & abi.IRQCtrlVectorMask))
 	}
 	d.mu.Unlock()
-	if cause != CauseNone {
+	if cause != abi.CauseNone {
 		d.warnf(warning{msg: "guest window doorbell range outside the window",
 			fields: logrus.Fields{"offset": hex(off), "len": n, "doorbell": v}})
 	}

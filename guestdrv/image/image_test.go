@@ -241,3 +241,24 @@ func TestBuildGo(t *testing.T) {
 		t.Error("binary names a dynamic loader: not static")
 	}
 }
+
+func TestBzImagePayload(t *testing.T) {
+	bz := make([]byte, 5*512+64)
+	bz[0x1f1] = 4 // setup sectors: the payload area starts at 5*512
+	copy(bz[0x202:], "HdrS")
+	bz[0x206], bz[0x207] = 0x0f, 0x02 // protocol 2.15
+	bz[0x248] = 16                    // payload_offset
+	bz[0x24c] = 32                    // payload_length
+	copy(bz[5*512+16:], "\x1f\x8bPAYLOAD")
+	p, err := bzImagePayload(bz)
+	if err != nil || len(p) != 32 || !bytes.HasPrefix(p, []byte("\x1f\x8bPAYLOAD")) {
+		t.Fatalf("payload %q, %v", p, err)
+	}
+	bz[0x24c] = 200 // past the end
+	if _, err := bzImagePayload(bz); err == nil {
+		t.Error("a payload past the end of the file: no error")
+	}
+	if _, err := bzImagePayload([]byte("short")); err == nil {
+		t.Error("not a bzImage: no error")
+	}
+}

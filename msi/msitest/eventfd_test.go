@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,12 +38,14 @@ func TestEventFD(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	go func() {
+	var wg sync.WaitGroup
+	defer wg.Wait() // before fd's cleanup closes it
+	wg.Go(func() {
 		time.Sleep(5 * time.Millisecond)
 		var b [8]byte
 		binary.NativeEndian.PutUint64(b[:], 1)
 		unix.Write(fd, b[:])
-	}()
+	})
 	if err := e.Wait(ctx); err != nil {
 		t.Fatalf("Wait: %v", err)
 	}
@@ -52,10 +55,10 @@ func TestEventFD(t *testing.T) {
 
 	// A cancelled Wait returns, and its wake-up does not satisfy the next.
 	short, cancel2 := context.WithCancel(context.Background())
-	go func() {
+	wg.Go(func() {
 		time.Sleep(5 * time.Millisecond)
 		cancel2()
-	}()
+	})
 	if err := e.Wait(short); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled Wait = %v, want Canceled", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/myriemu/myriemu/pci"
 	"github.com/myriemu/myriemu/wcbar"
+	"github.com/myriemu/myriemu/wcbar/wcbartest"
 	"github.com/sirupsen/logrus"
 )
 
@@ -72,19 +73,6 @@ func newFunction(t *testing.T, spec pci.Spec) *pci.Function {
 	return f
 }
 
-func newWindow(t *testing.T, size uint64, traps ...[2]uint64) *wcbar.Window {
-	t.Helper()
-	w, err := wcbar.New(t.Name(), size, discardLog())
-	if err != nil {
-		t.Fatalf("wcbar.New: %v", err)
-	}
-	t.Cleanup(func() { w.Close() })
-	for _, tr := range traps {
-		w.Trap(tr[0], tr[1])
-	}
-	return w
-}
-
 // myri10geSpec is the Myri-10G function of myri10ge-device-interface.md 1.
 func myri10geSpec(w *wcbar.Window) pci.Spec {
 	return pci.Spec{
@@ -108,10 +96,12 @@ func TestCheckGood(t *testing.T) {
 		name string
 		spec func(t *testing.T) pci.Spec
 	}{
-		{"myri10ge", func(t *testing.T) pci.Spec { return myri10geSpec(newWindow(t, 16<<20, [2]uint64{0xf80000, 0x1000})) }},
-		{"myri10ge whole-BAR mmap", func(t *testing.T) pci.Spec { return myri10geSpec(newWindow(t, 16<<20)) }},
+		{"myri10ge", func(t *testing.T) pci.Spec {
+			return myri10geSpec(wcbartest.NewWindow(t, 16<<20, [2]uint64{0xf80000, 0x1000}))
+		}},
+		{"myri10ge whole-BAR mmap", func(t *testing.T) pci.Spec { return myri10geSpec(wcbartest.NewWindow(t, 16<<20)) }},
 		{"testdev-like", func(t *testing.T) pci.Spec {
-			w := newWindow(t, 1<<20, [2]uint64{1<<20 - 4096, 4096})
+			w := wcbartest.NewWindow(t, 1<<20, [2]uint64{1<<20 - 4096, 4096})
 			return pci.Spec{
 				VendorID: 0x1234, DeviceID: 0x7e57, Class: 0x00ff00, Revision: 1,
 				BARs: [6]pci.BAR{
@@ -127,7 +117,7 @@ func TestCheckGood(t *testing.T) {
 			}
 		}},
 		{"MSI-X table in a window's trapped page", func(t *testing.T) pci.Spec {
-			w := newWindow(t, 64<<10, [2]uint64{0x8000, 0x1000})
+			w := wcbartest.NewWindow(t, 64<<10, [2]uint64{0x8000, 0x1000})
 			return pci.Spec{
 				VendorID: 0x1234, DeviceID: 1,
 				BARs: [6]pci.BAR{0: {Size: 64 << 10, Window: w}},

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/myriemu/myriemu/device/testdev"
+	tdabi "github.com/myriemu/myriemu/device/testdev/abi"
 	"github.com/myriemu/myriemu/tests/harness"
 	"github.com/myriemu/myriemu/vm"
 )
@@ -41,8 +41,8 @@ func TestTestdev(t *testing.T) {
 	for _, d := range r.PCI {
 		if d.QdevID == "td0" {
 			found = true
-			if d.VendorID != testdev.VendorID || d.DeviceID != testdev.DeviceID {
-				t.Errorf("query-pci: td0 is %04x:%04x, want %04x:%04x", d.VendorID, d.DeviceID, testdev.VendorID, testdev.DeviceID)
+			if d.VendorID != tdabi.VendorID || d.DeviceID != tdabi.DeviceID {
+				t.Errorf("query-pci: td0 is %04x:%04x, want %04x:%04x", d.VendorID, d.DeviceID, tdabi.VendorID, tdabi.DeviceID)
 			}
 		}
 	}

@@ -103,7 +103,7 @@ func NewEnv() (*Env, error) {
 		return nil, fmt.Errorf("harness: %w", err)
 	}
 	return &Env{
-		Repo: repo, Cache: cache, Rootfs: rootfs, QEMU: qemu, QEMUVersion: qemuVersion(qemu), Work: work,
+		Repo: repo, Cache: cache, Rootfs: rootfs, QEMU: qemu, QEMUVersion: qemu.Version(), Work: work,
 		Tag: hex.EncodeToString(tag[:]), programs: map[string]string{},
 	}, nil
 }
@@ -132,56 +132,11 @@ func findRepo() (string, error) {
 // pickQEMU returns the QEMU to run: $MYRIEMU_QEMU if set, else a host
 // qemu-system-x86_64 that has vfio-user-pci, else the rootfs's own.
 func pickQEMU(rootfs string) (vm.Binary, error) {
-	if p := os.Getenv(EnvQEMU); p != "" {
-		b := vm.HostBinary(p)
-		if err := hasVFIOUser(b); err != nil {
-			return vm.Binary{}, fmt.Errorf("%s=%s: %v", EnvQEMU, p, err)
-		}
-		return b, nil
+	b, err := vm.FindQEMU(os.Getenv(EnvQEMU), rootfs)
+	if err != nil && os.Getenv(EnvQEMU) != "" {
+		return b, fmt.Errorf("%s=%v", EnvQEMU, err)
 	}
-	if p, err := exec.LookPath("qemu-system-x86_64"); err == nil {
-		if b := vm.HostBinary(p); hasVFIOUser(b) == nil {
-			return b, nil
-		}
-	}
-	b := vm.RootfsBinary(rootfs)
-	if err := b.Exists(); err != nil {
-		return vm.Binary{}, fmt.Errorf("QEMU in the rootfs: %v", err)
-	}
-	if err := hasVFIOUser(b); err != nil {
-		return vm.Binary{}, fmt.Errorf("QEMU in the rootfs: %v", err)
-	}
-	return b, nil
-}
-
-// hasVFIOUser checks that the QEMU runs and lists the vfio-user-pci device
-// (QEMU >= 10.1).
-func hasVFIOUser(b vm.Binary) error {
-	cmd := exec.Command(b.Path, append(append([]string(nil), b.Args...), "-device", "help")...)
-	cmd.Env = append(os.Environ(), b.Env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s -device help: %v: %s", b.Path, err, firstLine(string(out)))
-	}
-	if !strings.Contains(string(out), `"vfio-user-pci"`) {
-		return fmt.Errorf("%s has no vfio-user-pci device (QEMU >= 10.1 needed)", b.Desc)
-	}
-	return nil
-}
-
-func qemuVersion(b vm.Binary) string {
-	cmd := exec.Command(b.Path, append(append([]string(nil), b.Args...), "-version")...)
-	cmd.Env = append(os.Environ(), b.Env...)
-	out, err := cmd.Output()
-	if err != nil {
-		return "unknown version"
-	}
-	return firstLine(string(out))
-}
-
-func firstLine(s string) string {
-	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
-	return l
+	return b, err
 }
 
 // MyriemuBinary builds cmd/myriemu once per Env and returns its path.

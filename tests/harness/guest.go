@@ -63,6 +63,8 @@ type Guest struct {
 	// Dir keeps console.log, qemu-stderr.log and qemu-cmdline.txt; "" puts
 	// them in the Env's scratch directory.
 	Dir string
+	// ExtraArgs are appended to QEMU's arguments (e.g. -netdev and a NIC).
+	ExtraArgs []string
 }
 
 // Run is what happened to one guest.
@@ -152,6 +154,7 @@ func (e *Env) runGuest(ctx context.Context, g Guest, r *Run) error {
 		MemoryMiB: g.MemoryMiB,
 		Devices:   g.Devices,
 		QMPSocket: filepath.Join(scratch, "qmp.sock"),
+		ExtraArgs: g.ExtraArgs,
 	}
 	m, err := vm.New(cfg, nil)
 	if err != nil {

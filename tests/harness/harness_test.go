@@ -88,16 +88,20 @@ func TestServerLifecycle(t *testing.T) {
 }
 
 func TestServerNotReady(t *testing.T) {
+	// The bounds leave a loaded machine time to start the (race-built)
+	// fake and let it print: "die" never waits for its bound, "silent"
+	// always does.
 	tests := []struct {
 		mode, want string
+		bound      time.Duration
 	}{
-		{"die", "exited before its readiness line"},
-		{"silent", "printed no \"myriemu: ready\" line within"},
+		{"die", "exited before its readiness line", time.Minute},
+		{"silent", "printed no \"myriemu: ready\" line within", 5 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
 			e := fakeEnv(t, tt.mode)
-			_, err := e.StartServer(t.Context(), "srv", nil, 500*time.Millisecond, nil)
+			_, err := e.StartServer(t.Context(), "srv", nil, tt.bound, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "msg=listening") {
 				t.Fatalf("StartServer = %v, want %q and the server's output", err, tt.want)
 			}

@@ -266,11 +266,7 @@ func TestClientCatchesViolations(t *testing.T) {
 		{
 			name: "region info MMAP without fd",
 			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
-				r := make([]byte, 32)
-				binary.LittleEndian.PutUint32(r[0:], 32)
-				binary.LittleEndian.PutUint32(r[4:], 7)
-				binary.LittleEndian.PutUint64(r[16:], 4096)
-				return []out{{b: reply(h, r)}}
+				return []out{{b: reply(h, regionInfoReply(7, 4096))}}
 			},
 			call: func(c *Client) error { _, err := c.RegionInfo(0); return err },
 			want: "exactly 1",
@@ -278,11 +274,7 @@ func TestClientCatchesViolations(t *testing.T) {
 		{
 			name: "region info two fds",
 			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
-				r := make([]byte, 32)
-				binary.LittleEndian.PutUint32(r[0:], 32)
-				binary.LittleEndian.PutUint32(r[4:], 7)
-				binary.LittleEndian.PutUint64(r[16:], 4096)
-				return []out{{b: reply(h, r), fds: []int{eventfd(t), eventfd(t)}}}
+				return []out{{b: reply(h, regionInfoReply(7, 4096)), fds: []int{eventfd(t), eventfd(t)}}}
 			},
 			call: func(c *Client) error { _, err := c.RegionInfo(0); return err },
 			want: "exactly 1",
@@ -290,11 +282,7 @@ func TestClientCatchesViolations(t *testing.T) {
 		{
 			name: "region info BAR not a power of two",
 			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
-				r := make([]byte, 32)
-				binary.LittleEndian.PutUint32(r[0:], 32)
-				binary.LittleEndian.PutUint32(r[4:], 3)
-				binary.LittleEndian.PutUint64(r[16:], 3000)
-				return []out{{b: reply(h, r)}}
+				return []out{{b: reply(h, regionInfoReply(3, 3000))}}
 			},
 			call: func(c *Client) error { _, err := c.RegionInfo(0); return err },
 			want: "power of two",
@@ -411,10 +399,12 @@ func TestClientServesDMA(t *testing.T) {
 
 func TestClientClosedServer(t *testing.T) {
 	s, c := newScripted(t, func(h vfiouser.Header, p []byte) []out { return nil })
-	go func() {
+	var wg sync.WaitGroup
+	defer wg.Wait() // before the cleanup closes s.fd
+	wg.Go(func() {
 		time.Sleep(50 * time.Millisecond)
 		unix.Shutdown(s.fd, unix.SHUT_RDWR)
-	}()
+	})
 	if _, err := c.DeviceInfo(); !errors.Is(err, ErrClosed) {
 		t.Errorf("got %v, want ErrClosed", err)
 	}
@@ -461,4 +451,14 @@ func TestDialFullBacklogHonoursContext(t *testing.T) {
 		held = append(held, c)
 	}
 	t.Error("four connects to a listener with backlog 0 all succeeded")
+}
+
+// regionInfoReply is a REGION_INFO reply payload (argsz 32, no caps) with
+// the given flags and size.
+func regionInfoReply(flags uint32, size uint64) []byte {
+	r := make([]byte, 32)
+	binary.LittleEndian.PutUint32(r[0:], 32)
+	binary.LittleEndian.PutUint32(r[4:], flags)
+	binary.LittleEndian.PutUint64(r[16:], size)
+	return r
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/myriemu/myriemu/device/testdev"
+	tdabi "github.com/myriemu/myriemu/device/testdev/abi"
 	"github.com/myriemu/myriemu/internal/leaktest"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/myriemu/myriemu/vfiouser"
@@ -54,19 +55,19 @@ func exerciseAdapter(t *testing.T, a adapter, mem *Memory) {
 	}
 
 	var id [4]byte
-	if err := a.ReadConfig(0, id[:]); err != nil || le.Uint32(id[:]) != testdev.DeviceID<<16|testdev.VendorID {
+	if err := a.ReadConfig(0, id[:]); err != nil || le.Uint32(id[:]) != tdabi.DeviceID<<16|tdabi.VendorID {
 		t.Fatalf("config id % x, %v", id, err)
 	}
-	put(testdev.RegScratch, 0x5eed1234)
-	if got := get(testdev.RegScratch); got != 0x5eed1234 {
+	put(tdabi.RegScratch, 0x5eed1234)
+	if got := get(tdabi.RegScratch); got != 0x5eed1234 {
 		t.Errorf("scratch %#x after a store of 0x5eed1234", got)
 	}
 
-	if err := a.Enable(ModeMSIX, testdev.NumVectors); err != nil {
+	if err := a.Enable(ModeMSIX, tdabi.NumVectors); err != nil {
 		t.Fatal(err)
 	}
-	for v := testdev.NumVectors - 1; v >= 0; v-- {
-		put(testdev.RegIRQRaise, uint32(v))
+	for v := tdabi.NumVectors - 1; v >= 0; v-- {
+		put(tdabi.RegIRQRaise, uint32(v))
 		if err := a.Wait(ctx, v); err != nil {
 			t.Fatalf("vector %d: %v", v, err)
 		}
@@ -93,14 +94,14 @@ func exerciseAdapter(t *testing.T, a adapter, mem *Memory) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	put(testdev.RegDMADstLo, uint32(buf))
-	put(testdev.RegDMADstHi, uint32(buf>>32))
-	put(testdev.RegDMALen, 64)
-	put(testdev.RegDMAOp, uint32(testdev.OpFill))
-	put(testdev.RegDMAPattern, 0x44332211)
-	put(testdev.RegDMADoorbell, 1)
+	put(tdabi.RegDMADstLo, uint32(buf))
+	put(tdabi.RegDMADstHi, uint32(buf>>32))
+	put(tdabi.RegDMALen, 64)
+	put(tdabi.RegDMAOp, uint32(tdabi.OpFill))
+	put(tdabi.RegDMAPattern, 0x44332211)
+	put(tdabi.RegDMADoorbell, 1)
 	deadline := time.Now().Add(5 * time.Second)
-	for get(testdev.RegDMAStatus)&testdev.StatusDone == 0 && time.Now().Before(deadline) {
+	for get(tdabi.RegDMAStatus)&tdabi.StatusDone == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	if b := mem.mustBytes(buf, 8); binary.LittleEndian.Uint64(b) != 0x4433221144332211 {
@@ -108,10 +109,12 @@ func exerciseAdapter(t *testing.T, a adapter, mem *Memory) {
 	}
 }
 
-func TestVFIOUserAdapter(t *testing.T) {
-	leaktest.Check(t)
+// testdevFunction is a testdev behind a pci.Function, closed when the
+// test ends: a device the adapters can be checked against without QEMU.
+func testdevFunction(t *testing.T, name string) *pci.Function {
+	t.Helper()
 	log := quietLog()
-	dev, err := testdev.New("td0", log)
+	dev, err := testdev.New(name, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,30 +123,18 @@ func TestVFIOUserAdapter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := vfiouser.Listen(vfiouser.Config{Path: filepath.Join(t.TempDir(), "td.sock"), Function: f, Log: log})
+	return f
+}
+
+func TestVFIOUserAdapter(t *testing.T) {
+	leaktest.Check(t)
+	f := testdevFunction(t, "td0")
+	srv, err := vfiouser.Listen(vfiouser.Config{Path: filepath.Join(t.TempDir(), "td.sock"), Function: f, Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		srv.Close()
-		<-served
-	})
-	c, err := vfiousertest.Dial(ctx, srv.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("client: %v", err)
-		}
-	})
-	if err := c.Negotiate(); err != nil {
-		t.Fatal(err)
-	}
+	vfiousertest.Serve(t, srv)
+	c := vfiousertest.Negotiated(t, srv.Path())
 	mem, err := NewVFIOUserMemory(t, c, 1<<20, testBase)
 	if err != nil {
 		t.Fatal(err)
@@ -157,16 +148,7 @@ func TestVFIOUserAdapter(t *testing.T) {
 
 func TestFunctionAdapter(t *testing.T) {
 	leaktest.Check(t)
-	log := quietLog()
-	dev, err := testdev.New("td1", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close() })
-	f, err := pci.NewFunction(dev, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := testdevFunction(t, "td1")
 	mem, err := AttachRAM(t, f, 1<<20, testBase)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -391,6 +392,13 @@ func TestTCPStreamsStopFile(t *testing.T) {
 		defer close(sent)
 		sendStreams(&result.Printer{W: &tx}, ln.Addr().String(), sendOpts{conns: 2, seed: 3, label: "open", deadline: deadline})
 	}()
+	// On every way out (t.Fatal included) both ends are stopped and joined
+	// before t.TempDir's cleanup removes the directory they write in.
+	defer func() {
+		_ = os.WriteFile(stopFile, nil, 0o644)
+		<-sent
+		<-done
+	}()
 	time.Sleep(300 * time.Millisecond)
 	if err := cmdGrows(&result.Printer{W: &grows}, []string{progressFile, "10s", "-label", "rx"}); err != nil {
 		t.Fatal(err)
@@ -451,6 +459,31 @@ func TestFileTransferLoopback(t *testing.T) {
 	}
 	if err := cmdSHA256(p, []string{dir + "/missing"}); err != nil || p.Failures != 1 {
 		t.Errorf("a missing file: err %v, failures %d", err, p.Failures)
+	}
+}
+
+// The helpers of a run are joined by finish: the last progress write is
+// done when it returns (the writer used to outlive tcp-serve, and
+// t.TempDir's cleanup then failed with "directory not empty" on a loaded
+// machine), and nothing writes afterwards.
+func TestWatchFinishJoins(t *testing.T) {
+	dir := t.TempDir()
+	progressFile := dir + "/progress"
+	for i := range 20 {
+		var n atomic.Uint64
+		stop, finish := watch(dir+"/stop", progressFile, &n)
+		n.Store(uint64(1000 + i))
+		finish()
+		b, err := os.ReadFile(progressFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := strings.TrimSpace(string(b)), fmt.Sprint(1000+i); got != want {
+			t.Fatalf("run %d: progress file %q right after finish, want %q", i, got, want)
+		}
+		if closed(stop) {
+			t.Fatal("stop closed without a stop file")
+		}
 	}
 }
 

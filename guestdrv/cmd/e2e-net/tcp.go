@@ -76,49 +76,59 @@ func mbps(n uint64, d time.Duration) float64 {
 	return float64(n) / d.Seconds() / 1e6
 }
 
-// stopWatch closes its channel once the stop file exists (polled).
-func stopWatch(file string, done <-chan struct{}) <-chan struct{} {
-	stop := make(chan struct{})
-	if file == "" {
-		return stop // never
+// watch starts the helpers of a run: with stopFile, a poller whose channel
+// closes once that file exists; with progressFile, a writer of *n there
+// every 200 ms. finish stops both and waits for them, so no file is
+// written after it returns (the last progress write happens inside it).
+func watch(stopFile, progressFile string, n *atomic.Uint64) (stop <-chan struct{}, finish func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	s := make(chan struct{})
+	if stopFile != "" {
+		wg.Go(func() { runStopWatch(stopFile, s, done) })
 	}
-	go func() {
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if _, err := os.Stat(file); err == nil {
-				close(stop)
-				return
-			}
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return stop
+	if progressFile != "" {
+		writeProgress(progressFile, 0)
+		wg.Go(func() { runProgress(progressFile, n, done) })
+	}
+	return s, func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
-// progress reports a byte count to a file every 200 ms until done.
-func progress(file string, n *atomic.Uint64, done <-chan struct{}) {
-	if file == "" {
-		return
-	}
-	writeProgress(file, 0)
-	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				writeProgress(file, n.Load())
-				return
-			case <-t.C:
-				writeProgress(file, n.Load())
-			}
+// runStopWatch closes stop once file exists (polled), or returns when done
+// closes.
+func runStopWatch(file string, stop chan<- struct{}, done <-chan struct{}) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, err := os.Stat(file); err == nil {
+			close(stop)
+			return
 		}
-	}()
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// runProgress writes *n to file every 200 ms, and once more when done
+// closes.
+func runProgress(file string, n *atomic.Uint64, done <-chan struct{}) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			writeProgress(file, n.Load())
+			return
+		case <-t.C:
+			writeProgress(file, n.Load())
+		}
+	}
 }
 
 // cmdTCPServe accepts -conns streams on -port and reads each to its end.
@@ -170,10 +180,8 @@ func serveStreams(p *result.Printer, ln *net.TCPListener, o serveOpts) {
 	_ = ln.SetDeadline(deadline)
 
 	var total atomic.Uint64
-	done := make(chan struct{})
-	defer close(done)
-	progress(o.progressFile, &total, done)
-	stop := stopWatch(o.stopFile, done)
+	stop, finish := watch(o.stopFile, o.progressFile, &total)
+	defer finish()
 
 	var (
 		mu      sync.Mutex
@@ -258,13 +266,15 @@ func receiveStream(c *net.TCPConn, deadline time.Time, stop <-chan struct{}, tot
 	}
 	r.Idx = idx
 	sent := make(chan struct{})
-	go func() { // tell the sender to finish once asked to
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { // tell the sender to finish once asked to
 		select {
 		case <-stop:
 			_, _ = c.Write([]byte{'S'})
 		case <-sent:
 		}
-	}()
+	})
 	defer close(sent)
 	sum := sha256.New()
 	buf := make([]byte, chunkSize)
@@ -333,10 +343,8 @@ type sendOpts struct {
 func sendStreams(p *result.Printer, addr string, o sendOpts) {
 	name := "tcp.send:" + o.label
 	var total atomic.Uint64
-	done := make(chan struct{})
-	defer close(done)
-	progress(o.progressFile, &total, done)
-	stop := stopWatch(o.stopFile, done)
+	stop, finish := watch(o.stopFile, o.progressFile, &total)
+	defer finish()
 
 	start := time.Now()
 	results := make([]streamResult, o.conns)
@@ -420,7 +428,12 @@ func sendStream(addr string, idx int, o sendOpts, stop <-chan struct{}, total *a
 	// The reader notices the receiver's stop byte and, after our half
 	// close, its close (EOF).
 	peerStop, eof := make(chan struct{}), make(chan error, 1)
-	go func() {
+	var wg sync.WaitGroup
+	defer func() {
+		c.Close() // ends the reader if the receiver did not
+		wg.Wait()
+	}()
+	wg.Go(func() {
 		b := make([]byte, 64)
 		stopped := false
 		for {
@@ -437,7 +450,7 @@ func sendStream(addr string, idx int, o sendOpts, stop <-chan struct{}, total *a
 				return
 			}
 		}
-	}()
+	})
 	sum := sha256.New()
 	buf := make([]byte, chunkSize)
 	for size == 0 || r.Bytes < size {

@@ -9,7 +9,7 @@
 //
 //	e2e-testdev [-addr 0000:01:00.0] [-seed N]
 //
-// Register names and semantics: device/testdev/registers.go and README.md.
+// Register names and semantics: device/testdev/abi (package abi) and README.md.
 package main
 
 import (
@@ -22,7 +22,7 @@ import (
 	"os"
 	"time"
 
-	td "github.com/myriemu/myriemu/device/testdev"
+	td "github.com/myriemu/myriemu/device/testdev/abi"
 	"github.com/myriemu/myriemu/guestdrv/guest"
 	"github.com/myriemu/myriemu/guestdrv/result"
 )

@@ -49,7 +49,7 @@ type NIC struct {
 func ServerArgs(nics []NIC, slices int, pcap, logLevel string) []string {
 	args := []string{"serve"}
 	for _, n := range nics {
-		d := "myri10ge,socket=" + n.Socket + ",name=" + n.Name + ",mac=" + n.MAC
+		d := "myri10ge,socket=" + n.Socket + ",name=" + n.Name + ",mac=" + n.MAC + pioKey()
 		if slices > 1 {
 			d += ",slices=" + strconv.Itoa(slices)
 		}
@@ -104,7 +104,7 @@ func (s GuestSpec) Guest() harness.Guest {
 		Name:     s.Name,
 		Programs: []string{NetTool},
 		Modules:  []string{"myri10ge"},
-		Devices:  []vm.Device{{ID: "nic0", Socket: s.NIC.Socket, Props: DeviceProps}},
+		Devices:  []vm.Device{{ID: "nic0", Socket: s.NIC.Socket, Props: deviceProps()}},
 		Scenario: s.Script.String(),
 		Timeout:  s.Timeout,
 		Require:  s.Require,

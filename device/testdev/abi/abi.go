@@ -1,4 +1,8 @@
-package testdev
+// Package abi is testdev's interface as a guest sees it: identity, BAR
+// layout, register offsets and bits, DMA op and cause codes, and the
+// window doorbell protocol. It imports nothing of the device model, so
+// guest programs take their numbers from here.
+package abi
 
 import "fmt"
 
@@ -182,18 +186,18 @@ const (
 	OpGuestToWindow Op = 5
 )
 
+// opNames are the Op codes' names in logs and errors.
+var opNames = [...]string{
+	OpCopy:          "copy",
+	OpFill:          "fill",
+	OpChecksum:      "checksum",
+	OpWindowToGuest: "window-to-guest",
+	OpGuestToWindow: "guest-to-window",
+}
+
 func (o Op) String() string {
-	switch o {
-	case OpCopy:
-		return "copy"
-	case OpFill:
-		return "fill"
-	case OpChecksum:
-		return "checksum"
-	case OpWindowToGuest:
-		return "window-to-guest"
-	case OpGuestToWindow:
-		return "guest-to-window"
+	if o < Op(len(opNames)) && opNames[o] != "" {
+		return opNames[o]
 	}
 	return fmt.Sprintf("Op(%d)", uint32(o))
 }
@@ -248,28 +252,23 @@ const (
 	CauseNotReadable Cause = 9
 )
 
+// causeNames are the Causes' names in logs and errors.
+var causeNames = [...]string{
+	CauseNone:          "none",
+	CauseBadOp:         "bad-op",
+	CauseBadLength:     "bad-length",
+	CauseWindowRange:   "window-range",
+	CauseBusMaster:     "bus-master-off",
+	CauseUnmapped:      "unmapped",
+	CauseReadOnly:      "read-only",
+	CauseNotRegistered: "not-registered",
+	CauseDMAFailed:     "dma-failed",
+	CauseNotReadable:   "not-readable",
+}
+
 func (c Cause) String() string {
-	switch c {
-	case CauseNone:
-		return "none"
-	case CauseBadOp:
-		return "bad-op"
-	case CauseBadLength:
-		return "bad-length"
-	case CauseWindowRange:
-		return "window-range"
-	case CauseBusMaster:
-		return "bus-master-off"
-	case CauseUnmapped:
-		return "unmapped"
-	case CauseReadOnly:
-		return "read-only"
-	case CauseNotRegistered:
-		return "not-registered"
-	case CauseDMAFailed:
-		return "dma-failed"
-	case CauseNotReadable:
-		return "not-readable"
+	if c < Cause(len(causeNames)) && causeNames[c] != "" {
+		return causeNames[c]
 	}
 	return fmt.Sprintf("Cause(%d)", uint8(c))
 }

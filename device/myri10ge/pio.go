@@ -1,0 +1,251 @@
+package myri10ge
+
+import (
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/myriemu/myriemu/wcbar"
+)
+
+// PIO windows (issue 15). In PIOTrap mode every BAR0 store is a vfio-user
+// message (WriteBAR). In PIOMmap mode BAR0 lives in a wcbar.Window and the
+// slices' send rings and small and big receive rings are sparse-mmap areas:
+// the guest's descriptor and buffer stores reach them with no message, as
+// PIO stores reach a real board's write-combined SRAM. Everything with a
+// side effect per store (mailbox, handoff, claims, SEND_GO, coalescing,
+// deassert) stays trapped. The device learns of new send descriptors and
+// receive postings by polling the rings' state (pollLoop), and rescans
+// them on every trapped access: a claim or a command says the driver is
+// active.
+//
+// Polling looks at state, not changes: the send ring's descriptor at the
+// consumer index has non-zero flags, or the receive group the device
+// expects next has a valid first addr_low. For the latter the device marks
+// every group it has used up with the invalid addr_low the driver itself
+// writes while it copies a group (§5.2), so a group reposted with the very
+// same buffer addresses is still seen.
+
+// PIOMode is how BAR0's rings are reached.
+type PIOMode uint8
+
+const (
+	PIOTrap PIOMode = iota // every store a message: the path of old
+	PIOMmap                // rings mmapped into the guest, polled by the device
+)
+
+func (m PIOMode) String() string {
+	switch m {
+	case PIOTrap:
+		return "trap"
+	case PIOMmap:
+		return "mmap"
+	}
+	return fmt.Sprintf("PIOMode(%d)", uint8(m))
+}
+
+// Poller pacing: flat out for pollSpin after the last work found (a
+// driver posts in bursts), then sleeps doubling from pollMinSleep to
+// pollMaxSleep, so an idle NIC costs about a thousand cheap passes a
+// second. A trapped access wakes the poller at once.
+const (
+	pollSpin     = 50 * time.Microsecond
+	pollMinSleep = 20 * time.Microsecond
+	pollMaxSleep = time.Millisecond
+)
+
+// pioState is the NIC's PIO window and poller; zero in trap mode.
+type pioState struct {
+	win  *wcbar.Window
+	kick chan struct{} // buffered 1: a trapped access wants a rescan soon
+	stop chan struct{} // non-nil while the poller runs; guarded by NIC.mu
+	wg   sync.WaitGroup
+}
+
+// newPIOWindow makes BAR0's memory for PIOMmap: the rings of the slices
+// the NIC has are mmappable, all else trapped.
+func newPIOWindow(cfg Config) (*wcbar.Window, error) {
+	w, err := wcbar.New(cfg.Name+"-bar0", bar0Size, cfg.Log)
+	if err != nil {
+		return nil, fmt.Errorf("myri10ge: %s: BAR0 window: %w", cfg.Name, err)
+	}
+	var areas []wcbar.Area
+	for s := range cfg.Slices {
+		areas = append(areas, wcbar.Area{Offset: sendRingOff(s), Size: sendRingBytes})
+	}
+	for s := range cfg.Slices {
+		areas = append(areas, wcbar.Area{Offset: smallRingOff(s), Size: rxRingBytes})
+	}
+	for s := range cfg.Slices {
+		areas = append(areas, wcbar.Area{Offset: bigRingOff(s), Size: rxRingBytes})
+	}
+	// Trap the complement (areas are sorted and page-aligned).
+	pos := uint64(0)
+	for _, a := range areas {
+		if a.Offset > pos {
+			w.Trap(pos, a.Offset-pos)
+		}
+		pos = a.Offset + a.Size
+	}
+	w.Trap(pos, bar0Size-pos)
+	return w, nil
+}
+
+// inRxRing reports whether a store of size bytes at off lies in a receive
+// ring row of the BAR0 map.
+func inRxRing(off uint64, size int) bool {
+	end := off + uint64(size)
+	return off >= smallRingBase && end <= bigRingBase+MaxSlices*rxRingStride
+}
+
+// pioTrappedLocked handles a trapped BAR0 store in PIOMmap mode: receive
+// ring stores (QEMU has the mmap off, as under INTx) are only memory, the
+// scan finds what they posted; every other store has its usual effect.
+// Then the rings are rescanned and the poller woken.
+func (n *NIC) pioTrappedLocked(off uint64, size int) {
+	if !inRxRing(off, size) {
+		n.bar0WrittenLocked(off, size)
+	}
+	n.scanLocked()
+	select {
+	case n.pio.kick <- struct{}{}:
+	default:
+	}
+}
+
+// load32BE reads the big-endian word at BAR0 offset off (4-aligned) with
+// one atomic load: the guest may be storing it through its mapping.
+func (n *NIC) load32BE(off uint64) uint32 {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], n.pio.win.Load32(off))
+	return binary.BigEndian.Uint32(b[:])
+}
+
+// scanLocked takes what the driver posted through the mapping: packets at
+// each send ring's consumer index and receive groups in posting order. It
+// reports whether it found any.
+func (n *NIC) scanLocked() bool {
+	if n.pio.win == nil || !n.attached {
+		return false
+	}
+	work := false
+	for _, s := range n.slices {
+		if s.halted {
+			continue
+		}
+		flags := sendRingOff(s.idx) + uint64(s.txIdx%sendRingEntries)*sendDescSize + sendOffPad
+		if n.load32BE(flags)&0xFF != 0 {
+			n.transmitLocked(s)
+			work = true
+		}
+		for ri, base := range [2]uint64{smallRingOff(s.idx), bigRingOff(s.idx)} {
+			r := &s.rx[ri]
+			for r.avail()+recvGroup <= rxRingEntries {
+				g := uint64(r.posted/recvGroup) % (rxRingEntries / recvGroup)
+				if n.load32BE(base+g*recvGroup*recvDescSize+recvOffAddrLow) == recvInvalidLow {
+					break
+				}
+				r.posted += recvGroup
+				work = true
+			}
+		}
+	}
+	return work
+}
+
+// markUsedLocked marks the receive groups wholly used by consuming
+// entries [from, to) of a ring at base (see the comment at the top).
+func (n *NIC) markUsedLocked(base uint64, from, to uint32) {
+	if n.pio.win == nil {
+		return
+	}
+	for e := from; e != to; e++ {
+		if (e+1)%recvGroup == 0 {
+			g := uint64(e/recvGroup) % (rxRingEntries / recvGroup)
+			n.storeInvalidLow(base + g*recvGroup*recvDescSize)
+		}
+	}
+}
+
+// storeInvalidLow writes the invalid addr_low into the receive entry at
+// off, as one atomic store.
+func (n *NIC) storeInvalidLow(off uint64) {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], recvInvalidLow)
+	n.pio.win.Store32(off+recvOffAddrLow, binary.NativeEndian.Uint32(b[:]))
+}
+
+// markAllUnpostedLocked marks every receive group unposted (after reset).
+func (n *NIC) markAllUnpostedLocked() {
+	if n.pio.win == nil {
+		return
+	}
+	for _, s := range n.slices {
+		for _, base := range [2]uint64{smallRingOff(s.idx), bigRingOff(s.idx)} {
+			for g := uint64(0); g < rxRingEntries/recvGroup; g++ {
+				n.storeInvalidLow(base + g*recvGroup*recvDescSize)
+			}
+		}
+	}
+}
+
+// startPollerLocked starts the poller of an attached NIC in PIOMmap mode.
+func (n *NIC) startPollerLocked() {
+	if n.pio.win == nil || n.pio.stop != nil {
+		return
+	}
+	n.pio.stop = make(chan struct{})
+	n.pio.wg.Add(1)
+	go n.pollLoop(n.pio.stop)
+}
+
+// stopPoller stops the poller and joins it. Call without n.mu held.
+func (n *NIC) stopPoller() {
+	n.mu.Lock()
+	stop := n.pio.stop
+	n.pio.stop = nil
+	n.mu.Unlock()
+	if stop != nil {
+		close(stop)
+	}
+	n.pio.wg.Wait()
+}
+
+// pollLoop scans the rings until stop closes: flat out while work comes,
+// backing off when idle, at once when a trapped access kicks it.
+func (n *NIC) pollLoop(stop <-chan struct{}) {
+	defer n.pio.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	lastWork := time.Now()
+	var sleep time.Duration
+	for {
+		n.mu.Lock()
+		work := n.scanLocked()
+		n.mu.Unlock()
+		if work {
+			lastWork, sleep = time.Now(), 0
+		}
+		if time.Since(lastWork) < pollSpin {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			runtime.Gosched()
+			continue
+		}
+		sleep = min(max(2*sleep, pollMinSleep), pollMaxSleep)
+		timer.Reset(sleep)
+		select {
+		case <-stop:
+			return
+		case <-n.pio.kick:
+			lastWork, sleep = time.Now(), 0
+		case <-timer.C:
+		}
+	}
+}
