@@ -298,3 +298,68 @@ func TestControlPorts(t *testing.T) {
 		t.Error("port-del twice succeeded")
 	}
 }
+
+// TestServeControlPortsAndAudit: serve with a myrimx device, a --port and
+// a control socket answers the new commands through myriemu ctl, as a
+// script would: the --port is listed and can be removed, a port is added
+// at run time, the myrimx device has an audit and an empty table.
+func TestServeControlPortsAndAudit(t *testing.T) {
+	leaktest.Check(t)
+	dir := t.TempDir()
+	qmp := filepath.Join(dir, "qmp.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	a := &app{stdout: &stdout, stderr: &stderr, kinds: deviceKinds()}
+	done := make(chan int, 1)
+	go func() {
+		done <- a.run(ctx, []string{"serve", "--device", "myrimx,socket=" + filepath.Join(dir, "mx"), "--device", "myri10ge,socket=" + filepath.Join(dir, "m0"),
+			"--port", "stream=unix:" + filepath.Join(dir, "wire") + ",server,name=up", "--control", qmp})
+	}()
+	defer func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("serve exit %d: %s", code, stderr.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop")
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stdout.String(), "ready") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctl := func(args ...string) (string, int) {
+		var out, errOut syncBuffer
+		c := &app{stdout: &out, stderr: &errOut, kinds: deviceKinds()}
+		code := c.run(context.Background(), append([]string{"ctl", "--control", qmp}, args...))
+		return out.String() + errOut.String(), code
+	}
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"query-ports"}, 0, `"name":"up"`},
+		{[]string{"port-add", "spec=dgram=127.0.0.1:0,127.0.0.1:9"}, 0, `"name":"dgram0"`},
+		{[]string{"query-ports"}, 0, `"name":"dgram0"`},
+		{[]string{"port-add", "spec=stream=nohost,server"}, 1, "GenericError"},
+		{[]string{"port-del", "name=up"}, 0, "{}"},
+		{[]string{"port-del", "name=up"}, 1, "DeviceNotFound"},
+		{[]string{"query-dma-audit"}, 0, `"name":"myrimx0"`},
+		{[]string{"query-dma-audit", "name=myrimx0"}, 0, `"violations":0`},
+		{[]string{"query-dma-audit", "name=myri10ge0"}, 1, "not supported"},
+		{[]string{"query-registrations", "name=myrimx0"}, 0, `[]`},
+		{[]string{"query-registrations", "name=myri10ge0"}, 1, "not supported"},
+	}
+	for _, tt := range tests {
+		out, code := ctl(tt.args...)
+		if code != tt.code || !strings.Contains(out, tt.want) {
+			t.Errorf("ctl %v: exit %d %q; want exit %d containing %q", tt.args, code, out, tt.code, tt.want)
+		}
+	}
+	if out, _ := ctl("query-ports"); strings.Contains(out, `"name":"up"`) {
+		t.Errorf("query-ports after port-del: %s", out)
+	}
+}
