@@ -62,15 +62,20 @@ func (s *Server) commands() map[string]command {
 		"query-status": {run: func(*client, map[string]json.RawMessage) (any, error) {
 			return map[string]any{"running": true, "singlestep": false, "status": "running"}, nil
 		}},
-		"query-devices":     {run: s.queryDevices},
-		"query-counters":    {params: name, run: s.queryCounters},
-		"set_link":          {params: []param{{name: "name", typ: "str"}, {name: "up", typ: "bool"}}, run: s.setLink},
-		"device-reset":      {params: name, run: s.deviceReset},
-		"device-disconnect": {params: name, run: s.deviceDisconnect},
-		"fault-add":         {params: []param{{name: "rule", typ: "str"}}, run: s.faultAdd},
-		"fault-del":         {params: []param{{name: "id", typ: "str"}}, run: s.faultDel},
-		"query-faults":      {run: s.queryFaults},
-		"query-fault-log":   {run: s.queryFaultLog},
+		"query-devices":       {run: s.queryDevices},
+		"query-counters":      {params: name, run: s.queryCounters},
+		"set_link":            {params: []param{{name: "name", typ: "str"}, {name: "up", typ: "bool"}}, run: s.setLink},
+		"device-reset":        {params: name, run: s.deviceReset},
+		"device-disconnect":   {params: name, run: s.deviceDisconnect},
+		"fault-add":           {params: []param{{name: "rule", typ: "str"}}, run: s.faultAdd},
+		"fault-del":           {params: []param{{name: "id", typ: "str"}}, run: s.faultDel},
+		"query-faults":        {run: s.queryFaults},
+		"query-fault-log":     {run: s.queryFaultLog},
+		"query-dma-audit":     {params: []param{{name: "name", typ: "str", optional: true}}, run: s.queryDMAAudit},
+		"query-registrations": {params: name, run: s.queryRegistrations},
+		"port-add":            {params: []param{{name: "spec", typ: "str"}}, run: s.portAdd},
+		"port-del":            {params: []param{{name: "name", typ: "str"}}, run: s.portDel},
+		"query-ports":         {run: s.queryPorts},
 	}
 	// The reference's experimental spellings (x- prefix) of the fault
 	// commands, for scripts written against it.
@@ -357,6 +362,96 @@ func (s *Server) queryFaultLog(*client, map[string]json.RawMessage) (any, error)
 	}
 	recent, total := set.Recent()
 	return map[string]any{"total": total, "firings": recent}, nil
+}
+
+// queryDMAAudit answers the audit counters of every audited device, or of
+// the one named.
+func (s *Server) queryDMAAudit(_ *client, args map[string]json.RawMessage) (any, error) {
+	targets := s.cfg.Targets
+	_, one := args["name"]
+	if one {
+		t, err := s.target(args)
+		if err != nil {
+			return nil, err
+		}
+		targets = []Target{t}
+	}
+	out := []map[string]any{}
+	for _, t := range targets {
+		a, ok := t.(Auditor)
+		var c map[string]any
+		err := ErrNotSupported
+		if ok {
+			c, err = a.DMAAudit()
+		}
+		if errors.Is(err, ErrNotSupported) && !one {
+			continue // a device without an audit, in the list of all
+		}
+		if err != nil {
+			return nil, targetErr(t, err)
+		}
+		c["name"] = t.Name()
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func (s *Server) queryRegistrations(_ *client, args map[string]json.RawMessage) (any, error) {
+	t, err := s.target(args)
+	if err != nil {
+		return nil, err
+	}
+	a, ok := t.(Auditor)
+	if !ok {
+		return nil, targetErr(t, ErrNotSupported)
+	}
+	regs, err := a.Registrations()
+	if err != nil {
+		return nil, targetErr(t, err)
+	}
+	return regs, nil
+}
+
+func (s *Server) ports() (Ports, error) {
+	if s.cfg.Ports == nil {
+		return nil, errorf(classGeneric, "this server has no switch ports to other networks")
+	}
+	return s.cfg.Ports, nil
+}
+
+func (s *Server) portAdd(_ *client, args map[string]json.RawMessage) (any, error) {
+	p, err := s.ports()
+	if err != nil {
+		return nil, err
+	}
+	spec := strArg(args, "spec")
+	n, err := p.AddPort(spec)
+	if err != nil {
+		return nil, errorf(classGeneric, "port-add %s: %v", spec, err)
+	}
+	s.log.WithFields(map[string]any{"port": n, "spec": spec}).Info("port added")
+	return map[string]string{"name": n}, nil
+}
+
+func (s *Server) portDel(_ *client, args map[string]json.RawMessage) (any, error) {
+	p, err := s.ports()
+	if err != nil {
+		return nil, err
+	}
+	n := strArg(args, "name")
+	if err := p.RemovePort(n); err != nil {
+		return nil, errorf(classDeviceNotFound, "%v", err)
+	}
+	s.log.WithField("port", n).Info("port removed")
+	return nil, nil
+}
+
+func (s *Server) queryPorts(*client, map[string]json.RawMessage) (any, error) {
+	p, err := s.ports()
+	if err != nil {
+		return nil, err
+	}
+	return p.QueryPorts(), nil
 }
 
 // CommandNames lists the commands the server answers, sorted.

@@ -46,6 +46,7 @@ type Config struct {
 	Path       string
 	Targets    []Target
 	Faults     *fault.Set // nil: fault commands answer GenericError
+	Ports      Ports      // nil: port commands answer GenericError
 	Version    string     // myriemu's version, for the greeting and query-version
 	Log        *logrus.Entry
 	MaxClients int

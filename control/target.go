@@ -44,3 +44,25 @@ var (
 	ErrNotSupported = errors.New("not supported by this device")
 	ErrNotActive    = errors.New("device not active") // DeviceNotActive
 )
+
+// Auditor is a Target whose DMA is audited (the myrimx device): what
+// query-dma-audit and query-registrations read. A Target need not be one;
+// its methods answer ErrNotSupported when this device has no audit.
+type Auditor interface {
+	// DMAAudit returns the audit's counters as a JSON object.
+	DMAAudit() (map[string]any, error)
+	// Registrations returns the live registration table.
+	Registrations() (any, error)
+}
+
+// Ports is the switch's ports to other networks (serve's --port flags):
+// what port-add, port-del and query-ports act on.
+type Ports interface {
+	// AddPort opens and starts the port spec describes (a --port value)
+	// and returns its name.
+	AddPort(spec string) (name string, err error)
+	// RemovePort closes the port called name and takes it off the switch.
+	RemovePort(name string) error
+	// QueryPorts reports every port, with its counters.
+	QueryPorts() any
+}

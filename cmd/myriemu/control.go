@@ -17,6 +17,7 @@ import (
 	"github.com/myriemu/myriemu/device/myri10ge"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fabric"
+	"github.com/myriemu/myriemu/fabric/link"
 	"github.com/myriemu/myriemu/fault"
 	"github.com/myriemu/myriemu/internal/unixsock"
 	"github.com/myriemu/myriemu/msi"
@@ -66,6 +67,8 @@ type doors struct {
 	targets []*target
 	wg      sync.WaitGroup
 	errs    errorEvents
+	audit   auditEvents
+	ports   *link.Set // the switch's ports to other networks, for port-add and friends
 }
 
 // newDoors builds the fault set (rules, replay, log) and puts the wire
@@ -110,6 +113,7 @@ func newDoors(cfg controlConfig, root *logrus.Entry, wire *fabric.Switch) (*door
 		d.emit("LINK_CHANGED", map[string]any{"device": port, "up": up, "cause": "fault"})
 	})
 	d.errs.d = d
+	d.audit.d = d
 	return d, nil
 }
 
@@ -140,6 +144,7 @@ func (d *doors) function(f *pci.Function, dev device, dc deviceConfig) vfiouser.
 		}
 	}
 	d.targets = append(d.targets, t)
+	d.watchAudit(dev)
 	return t
 }
 
@@ -155,7 +160,7 @@ func (d *doors) start(perm unixsock.Perm) error {
 	for i, t := range d.targets {
 		ts[i] = resetter{t}
 	}
-	ctl, err := control.Listen(control.Config{Path: d.cfg.Control, Targets: ts, Faults: d.set, Version: version, Log: d.log, Perm: perm})
+	ctl, err := control.Listen(control.Config{Path: d.cfg.Control, Targets: ts, Faults: d.set, Ports: d.controlPorts(), Version: version, Log: d.log, Perm: perm})
 	if err != nil {
 		return err
 	}

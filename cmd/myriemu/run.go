@@ -217,6 +217,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 		return perr
 	}
 	defer ports.Close()
+	doors.ports = ports
 	var all []*served
 	// shutdown closes the servers (dropping clients, removing the socket
 	// files) in parallel, then releases the devices.
