@@ -261,6 +261,7 @@ type Link struct {
 	c      counters
 	t      transport
 
+	farMu      sync.Mutex                // orders far-side changes with their carrier changes
 	far        atomic.Pointer[farHolder] // nil while the far side is away
 	deliverBuf [][]byte                  // Deliver's scratch; it runs on one goroutine
 	carrier    atomic.Bool
@@ -366,33 +367,44 @@ func (l *Link) Stats() Stats {
 // the switch port follows: while it is down the switch drops (and counts)
 // frames for this port instead of queueing them.
 func (l *Link) setFar(f farSide) {
+	l.farMu.Lock()
+	defer l.farMu.Unlock()
 	if f == nil {
 		l.far.Store(nil)
-		if l.carrier.Swap(false) {
-			l.c.disconnects.Add(1)
-			l.port.SetLink(false)
-		}
+		l.carrierLocked(false)
 		return
 	}
 	l.far.Store(&farHolder{f})
-	if !l.carrier.Swap(true) {
-		l.c.connects.Add(1)
-		l.port.SetLink(true)
-	}
+	l.carrierLocked(true)
 }
 
 // clearFar drops f as the far side if it still is, and reports whether it
-// was.
+// was. Under farMu with setFar: an old connection's reader clearing
+// itself must not take the carrier down after a new one came up.
 func (l *Link) clearFar(f farSide) bool {
+	l.farMu.Lock()
+	defer l.farMu.Unlock()
 	h := l.far.Load()
-	if h == nil || h.f != f || !l.far.CompareAndSwap(h, nil) {
+	if h == nil || h.f != f {
 		return false
 	}
-	if l.carrier.Swap(false) {
-		l.c.disconnects.Add(1)
-		l.port.SetLink(false)
-	}
+	l.far.Store(nil)
+	l.carrierLocked(false)
 	return true
+}
+
+// carrierLocked sets the carrier and the switch port's link, counting a
+// change. l.farMu is held.
+func (l *Link) carrierLocked(up bool) {
+	if l.carrier.Swap(up) == up {
+		return
+	}
+	if up {
+		l.c.connects.Add(1)
+	} else {
+		l.c.disconnects.Add(1)
+	}
+	l.port.SetLink(up)
 }
 
 // in hands frames that came from the far side to the switch. The switch
