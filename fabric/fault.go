@@ -1,7 +1,6 @@
 package fabric
 
 import (
-	"sync"
 	"time"
 
 	"github.com/myriemu/myriemu/fault"
@@ -10,10 +9,7 @@ import (
 // faultTimers are the switch's pending wire.delay deliveries and
 // wire.link.flap restorations; Close cancels them.
 type faultTimers struct {
-	mu     sync.Mutex
-	closed bool
-	timers map[*time.Timer]struct{}
-	wg     sync.WaitGroup
+	fault.Delays
 	onLink func(port string, up bool)
 }
 
@@ -137,40 +133,7 @@ func (t *faultTimers) link(port string, up bool) {
 }
 
 // after runs fn after d unless the switch closes first.
-func (t *faultTimers) after(d time.Duration, fn func()) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return
-	}
-	if t.timers == nil {
-		t.timers = map[*time.Timer]struct{}{}
-	}
-	t.wg.Add(1)
-	var tm *time.Timer
-	tm = time.AfterFunc(d, func() {
-		defer t.wg.Done()
-		t.mu.Lock()
-		_, live := t.timers[tm]
-		delete(t.timers, tm)
-		t.mu.Unlock()
-		if live {
-			fn()
-		}
-	})
-	t.timers[tm] = struct{}{}
-}
+func (t *faultTimers) after(d time.Duration, fn func()) { t.After(d, fn) }
 
 // stop cancels pending timers and waits for running ones.
-func (t *faultTimers) stop() {
-	t.mu.Lock()
-	t.closed = true
-	for tm := range t.timers {
-		if tm.Stop() {
-			t.wg.Done()
-		}
-		delete(t.timers, tm)
-	}
-	t.mu.Unlock()
-	t.wg.Wait()
-}
+func (t *faultTimers) stop() { t.Stop() }

@@ -1,7 +1,6 @@
 package msi
 
 import (
-	"sync"
 	"time"
 
 	"github.com/myriemu/myriemu/fault"
@@ -14,16 +13,13 @@ type FaultRaiser struct {
 	set    *fault.Set
 	device string
 
-	mu     sync.Mutex
-	closed bool
-	timers map[*time.Timer]struct{} // msi.delay raises not yet delivered
-	wg     sync.WaitGroup
+	delays fault.Delays // msi.delay raises not yet delivered
 }
 
 // WithFaults returns r behind the fault door for device. Close it when
 // the device detaches: it cancels delayed raises.
 func WithFaults(r Raiser, set *fault.Set, device string) *FaultRaiser {
-	return &FaultRaiser{Raiser: r, set: set, device: device, timers: map[*time.Timer]struct{}{}}
+	return &FaultRaiser{Raiser: r, set: set, device: device}
 }
 
 // Raise implements Raiser.
@@ -65,38 +61,10 @@ func (f *FaultRaiser) Raise(vector int) {
 
 // later raises vector after d, unless Close comes first.
 func (f *FaultRaiser) later(d time.Duration, vector int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
-		return
-	}
-	f.wg.Add(1)
-	var t *time.Timer
-	t = time.AfterFunc(d, func() {
-		defer f.wg.Done()
-		f.mu.Lock()
-		_, live := f.timers[t]
-		delete(f.timers, t)
-		f.mu.Unlock()
-		if live {
-			f.Raiser.Raise(vector)
-		}
-	})
-	f.timers[t] = struct{}{}
+	f.delays.After(d, func() { f.Raiser.Raise(vector) })
 }
 
 // Close cancels the delayed raises and waits for any being delivered.
 // A delay that fires after Close is dropped (the device has gone). It is
 // idempotent.
-func (f *FaultRaiser) Close() {
-	f.mu.Lock()
-	f.closed = true
-	for t := range f.timers {
-		if t.Stop() {
-			f.wg.Done()
-		}
-		delete(f.timers, t)
-	}
-	f.mu.Unlock()
-	f.wg.Wait()
-}
+func (f *FaultRaiser) Close() { f.delays.Stop() }
