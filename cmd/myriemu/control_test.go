@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/myriemu/myriemu/internal/leaktest"
 )
@@ -19,29 +18,13 @@ func TestServeControlAndCtl(t *testing.T) {
 	rules := filepath.Join(dir, "rules")
 	os.WriteFile(rules, []byte("# armed at start\nloss: wire.frame=loss; probability=5\n"), 0o644)
 	qmp := filepath.Join(dir, "qmp.sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
-	a := &app{stdout: &stdout, stderr: &stderr, kinds: deviceKinds()}
-	done := make(chan int, 1)
-	go func() {
-		done <- a.run(ctx, []string{"serve", "--device", "myri10ge,socket=" + filepath.Join(dir, "m0"), "--device", "myri10ge,socket=" + filepath.Join(dir, "m1"),
-			"--control", qmp, "--faults", rules, "--fault-seed", "7", "--fault-log", filepath.Join(dir, "flog")})
-	}()
+	_, stop, stderr := startServe(t, "serve", "--device", "myri10ge,socket="+filepath.Join(dir, "m0"), "--device", "myri10ge,socket="+filepath.Join(dir, "m1"),
+		"--control", qmp, "--faults", rules, "--fault-seed", "7", "--fault-log", filepath.Join(dir, "flog"))
 	defer func() {
-		cancel()
-		select {
-		case code := <-done:
-			if code != 0 {
-				t.Errorf("serve exit %d: %s", code, stderr.String())
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
+		if code := stop(); code != 0 {
+			t.Errorf("serve exit %d: %s", code, stderr)
 		}
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(stdout.String(), "ready") && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
 	fi, err := os.Stat(qmp)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("control socket: %v %v", fi, err)

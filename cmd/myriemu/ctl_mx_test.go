@@ -317,29 +317,13 @@ func TestServeControlPortsAndAudit(t *testing.T) {
 	leaktest.Check(t)
 	dir := t.TempDir()
 	qmp := filepath.Join(dir, "qmp.sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
-	a := &app{stdout: &stdout, stderr: &stderr, kinds: deviceKinds()}
-	done := make(chan int, 1)
-	go func() {
-		done <- a.run(ctx, []string{"serve", "--device", "myrimx,socket=" + filepath.Join(dir, "mx"), "--device", "myri10ge,socket=" + filepath.Join(dir, "m0"),
-			"--port", "stream=unix:" + filepath.Join(dir, "wire") + ",server,name=up", "--control", qmp})
-	}()
+	_, stop, stderr := startServe(t, "serve", "--device", "myrimx,socket="+filepath.Join(dir, "mx"), "--device", "myri10ge,socket="+filepath.Join(dir, "m0"),
+		"--port", "stream=unix:"+filepath.Join(dir, "wire")+",server,name=up", "--control", qmp)
 	defer func() {
-		cancel()
-		select {
-		case code := <-done:
-			if code != 0 {
-				t.Errorf("serve exit %d: %s", code, stderr.String())
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
+		if code := stop(); code != 0 {
+			t.Errorf("serve exit %d: %s", code, stderr)
 		}
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(stdout.String(), "ready") && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
 	ctl := func(args ...string) (string, int) {
 		var out, errOut syncBuffer
 		c := &app{stdout: &out, stderr: &errOut, kinds: deviceKinds()}
