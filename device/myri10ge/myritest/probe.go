@@ -129,15 +129,10 @@ func (d *Driver) Probe(ctx context.Context) error {
 // pcie_set_readrq(4096) and pci_set_master (Command.MASTER), and the
 // capabilities the PCI core finds for MSI and MSI-X.
 func (d *Driver) pciSetup() error {
-	cmd, err := d.cfgRead16(pciCommand)
-	if err != nil {
+	if err := d.commandSet(pciCommandMemory); err != nil {
 		return err
 	}
-	if cmd&pciCommandMemory == 0 {
-		if err := d.cfgWrite16(pciCommand, cmd|pciCommandMemory); err != nil {
-			return err
-		}
-	}
+	var err error
 	if d.vsOffset, err = d.findCap(capIDVendor); err != nil {
 		return err
 	}
@@ -154,20 +149,24 @@ func (d *Driver) pciSetup() error {
 			return err
 		}
 	}
-	cmd, err = d.cfgRead16(pciCommand)
-	if err != nil {
+	if err := d.commandSet(pciCommandMaster); err != nil {
 		return err
-	}
-	if cmd&pciCommandMaster == 0 {
-		if err := d.cfgWrite16(pciCommand, cmd|pciCommandMaster); err != nil {
-			return err
-		}
 	}
 	if d.msiCap, err = d.findCap(capIDMSI); err != nil {
 		return err
 	}
 	d.msixCap, err = d.findCap(capIDMSIX)
 	return err
+}
+
+// commandSet sets bit in the Command register unless it is set already,
+// as pci_enable_device and pci_set_master do.
+func (d *Driver) commandSet(bit uint16) error {
+	cmd, err := d.cfgRead16(pciCommand)
+	if err != nil || cmd&bit != 0 {
+		return err
+	}
+	return d.cfgWrite16(pciCommand, cmd|bit)
 }
 
 // selectFirmware is myri10ge_select_firmware (§3.4).
