@@ -98,9 +98,7 @@ func TestFaultDoor(t *testing.T) {
 func BenchmarkCopyFaultDoor(b *testing.B) {
 	m, _ := faultMap(b)
 	idle := fault.NewSet(1, nil)
-	nomatch := fault.NewSet(1, nil)
-	r, _ := fault.Parse("r: dma.read=fail; device=other")
-	nomatch.Add(r)
+	nomatch := faulttest.Set(b, 1, "r: dma.read=fail; device=other")
 	for _, size := range []int{64, 1500} {
 		p := make([]byte, size)
 		for _, c := range []struct {

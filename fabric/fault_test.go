@@ -181,12 +181,8 @@ func wireRun(t *testing.T, seed uint64, replay []fault.Firing) (string, []string
 	t.Helper()
 	var set *fault.Set
 	if replay == nil {
-		set = fault.NewSet(seed, nil)
-		for _, s := range []string{"loss: wire.frame=loss; probability=5", "dup: wire.frame=dup; probability=3",
-			"corrupt: wire.frame=corrupt; probability=3", "reorder: wire.frame=reorder; probability=3"} {
-			r, _ := fault.Parse(s)
-			set.Add(r)
-		}
+		set = faulttest.Set(t, seed, "loss: wire.frame=loss; probability=5", "dup: wire.frame=dup; probability=3",
+			"corrupt: wire.frame=corrupt; probability=3", "reorder: wire.frame=reorder; probability=3")
 	} else {
 		set = fault.NewSet(0, nil)
 		set.Replay(replay)

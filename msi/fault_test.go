@@ -77,9 +77,7 @@ func BenchmarkRaiseFaultDoor(b *testing.B) {
 	tb := NewTable(testCounts, nil)
 	defer tb.Reset()
 	tb.SetIRQs(MSIX, DataEventfd|ActionTrigger, 0, 1, nil, nil) // de-assigned: no syscall, the door's cost shows
-	nomatch := fault.NewSet(1, nil)
-	r, _ := fault.Parse("r: msi.raise=drop; vector=7")
-	nomatch.Add(r)
+	nomatch := faulttest.Set(b, 1, "r: msi.raise=drop; vector=7")
 	for _, c := range []struct {
 		name string
 		r    Raiser
