@@ -25,18 +25,6 @@ const NetTool = "./guestdrv/cmd/e2e-net"
 // scripts that reload it (insmod needs the file).
 const ModulePath = "/lib/modules/myri10ge.ko.xz"
 
-// DeviceProps are the vfio-user-pci properties of every Myri-10G NIC.
-//
-// x-no-posted-writes=on: with QEMU's default posted BAR writes, the
-// driver's atomic commands (promisc, allmulti, multicast joins: a 1 ms
-// budget, udelay-polled) time out in every two-guest run on a 2-core TCG
-// host ("command 21 timed out"), even with the server at nice -10.
-// Non-posted writes make each store wait for myriemu, which runs the
-// command and DMAs its response before replying, so the driver's first
-// poll sees the answer whatever the host load. The cost is about a third
-// of the TCP throughput.
-var DeviceProps = map[string]any{"x-no-posted-writes": true}
-
 // NIC is one Myri-10G NIC of a server.
 type NIC struct {
 	Name   string // myriemu device name, e.g. myri0
