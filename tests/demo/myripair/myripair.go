@@ -37,7 +37,7 @@ type NIC struct {
 func ServerArgs(nics []NIC, slices int, pcap, logLevel string) []string {
 	args := []string{"serve"}
 	for _, n := range nics {
-		d := "myri10ge,socket=" + n.Socket + ",name=" + n.Name + ",mac=" + n.MAC + pioKey()
+		d := "myri10ge,socket=" + n.Socket + ",name=" + n.Name + ",mac=" + n.MAC + PIOKey()
 		if slices > 1 {
 			d += ",slices=" + strconv.Itoa(slices)
 		}
@@ -92,7 +92,7 @@ func (s GuestSpec) Guest() harness.Guest {
 		Name:     s.Name,
 		Programs: []string{NetTool},
 		Modules:  []string{"myri10ge"},
-		Devices:  []vm.Device{{ID: "nic0", Socket: s.NIC.Socket, Props: deviceProps()}},
+		Devices:  []vm.Device{{ID: "nic0", Socket: s.NIC.Socket, Props: DeviceProps()}},
 		Scenario: s.Script.String(),
 		Timeout:  s.Timeout,
 		Require:  s.Require,

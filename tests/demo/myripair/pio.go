@@ -19,17 +19,17 @@ const EnvPIO = "MYRIEMU_PIO"
 // experimental QEMU property: trap mode is for comparison only.
 var trapProps = map[string]any{"x-no-posted-writes": true}
 
-// pioKey is the --device suffix for EnvPIO, or "".
-func pioKey() string {
+// PIOKey is the --device suffix for EnvPIO, or "".
+func PIOKey() string {
 	if v := os.Getenv(EnvPIO); v != "" {
 		return ",pio=" + v
 	}
 	return ""
 }
 
-// deviceProps are the vfio-user-pci properties for EnvPIO's mode: none
+// DeviceProps are the vfio-user-pci properties for EnvPIO's mode: none
 // (QEMU's defaults) but in trap mode.
-func deviceProps() map[string]any {
+func DeviceProps() map[string]any {
 	if os.Getenv(EnvPIO) == "trap" {
 		return trapProps
 	}
