@@ -93,8 +93,9 @@ func checkCommands(h *harness.T, r *harness.Run) {
 // run, keeping every distinct multicast table a NIC showed with ALLMULTI
 // off (the driver turns ALLMULTI on while it rewrites the table).
 type filterWatch struct {
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 
 	mu     sync.Mutex
 	tables map[string][][]string // NIC: distinct tables, in order seen
@@ -102,9 +103,11 @@ type filterWatch struct {
 	err    error
 }
 
-// watchFilters starts polling the control socket at path once a second.
-func watchFilters(path string) *filterWatch {
+// watchFilters starts polling the control socket at path once a second,
+// until Stop or the end of the test (before its servers stop).
+func watchFilters(h *harness.T, path string) *filterWatch {
 	w := &filterWatch{stop: make(chan struct{}), tables: map[string][][]string{}}
+	h.Cleanup(func() { w.Stop() })
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
@@ -157,10 +160,12 @@ func (w *filterWatch) fail(err error) {
 	w.mu.Unlock()
 }
 
-// Stop ends the polling and returns what it saw.
+// Stop ends the polling, joins it and returns what it saw.
 func (w *filterWatch) Stop() (tables map[string][][]string, polls int, err error) {
-	close(w.stop)
+	w.stopOnce.Do(func() { close(w.stop) })
 	w.wg.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	return w.tables, w.polls, w.err
 }
 

@@ -178,7 +178,7 @@ wait $send || rc=1`, cycles, moving("updown-$i"), cycles, myripair.ModulePath, i
 	require := join(driverResults, linkLabels, []string{"ping:peer", "dmesg:adopted", "maddr", "cmds.clean", "link:cycles"})
 
 	start := time.Now()
-	watch := watchFilters(ctl)
+	watch := watchFilters(h, ctl)
 	runs := h.Guests(
 		myripair.GuestSpec{Name: "a", NIC: nics[0], Script: a, Timeout: 15 * time.Minute, Require: join(require, cycleResults)}.Guest(),
 		myripair.GuestSpec{Name: "b", NIC: nics[1], Script: b, Timeout: 15 * time.Minute, Require: require}.Guest(),
