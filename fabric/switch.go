@@ -130,14 +130,13 @@ func (s *Switch) forward(src *SwitchPort, frames [][]byte) {
 			c.src, c.srcAt, c.srcGen = srcMAC, now, s.gen
 		}
 		if dst[0]&1 == 0 {
-			to, found := c.dstPort, c.dstPort != nil && c.dst == dst && c.dstAt == now && c.dstGen == s.gen
-			if !found {
+			if !c.dstOK || c.dst != dst || c.dstAt != now || c.dstGen != s.gen {
+				c.dst, c.dstPort, c.dstAt, c.dstGen, c.dstOK = dst, nil, now, s.gen, true
 				if e, ok := s.table[dst]; ok && now-e.seen < s.aging {
-					to, found = e.port, true
-					c.dst, c.dstPort, c.dstAt, c.dstGen = dst, e.port, now, s.gen
+					c.dstPort = e.port
 				}
 			}
-			if found {
+			if to := c.dstPort; to != nil {
 				if to != src {
 					to.enqueue(&s.bufs, f)
 				}
@@ -178,8 +177,9 @@ type portCache struct {
 	src     [6]byte
 	srcAt   time.Duration
 	srcGen  uint64
+	dstOK   bool
 	dst     [6]byte
-	dstPort *SwitchPort
+	dstPort *SwitchPort // nil: unknown, flooded
 	dstAt   time.Duration
 	dstGen  uint64
 }
