@@ -4,11 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/myriemu/myriemu/tests/demo/myripair"
@@ -41,8 +39,8 @@ func compare(ctx context.Context, env *harness.Env, dir string, args []string) e
 		ok                   bool
 	}
 	got := map[string][]sample{}
-	out := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(out, "round\tkind\tMB/s\tping avg ms\tping min ms\tirq/rx frame\twall s\tproblems")
+	row := "%-5s  %-36s  %8s  %11s  %11s  %12s  %6s  %s\n"
+	fmt.Printf(row, "round", "kind", "MB/s", "ping avg ms", "ping min ms", "irq/rx frame", "wall s", "problems")
 	for r := range *rounds {
 		for _, name := range order {
 			k := kinds[name]
@@ -94,17 +92,16 @@ func compare(ctx context.Context, env *harness.Env, dir string, args []string) e
 			if pr.server != nil {
 				irq = fmt.Sprintf("%.2f", s.irqPerFrame)
 			}
-			fmt.Fprintf(out, "%d\t%s\t%.2f\t%.3f\t%.3f\t%s\t%.0f\t%s\n", r+1, k.name, s.mbps, s.rttAvg, s.rttMin, irq,
-				time.Since(start).Seconds(), strings.Join(problems, "; "))
-			out.Flush()
+			fmt.Printf(row, fmt.Sprint(r+1), k.name, fmt.Sprintf("%.2f", s.mbps), fmt.Sprintf("%.3f", s.rttAvg), fmt.Sprintf("%.3f", s.rttMin), irq,
+				fmt.Sprintf("%.0f", time.Since(start).Seconds()), strings.Join(problems, "; "))
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 		}
 	}
 	fmt.Printf("\nmedians over %d rounds (%d bytes a stream, %d pings %ss apart; failed boots left out):\n", *rounds, *size, *pings, *interval)
-	fmt.Fprintln(out, "kind\tboots\tMB/s\tping avg ms\tping min ms\tMB/s against "+kinds[order[len(order)-1]].name)
-	base := 0.0
+	mrow := "%-36s  %5s  %8s  %11s  %11s  %s\n"
+	fmt.Printf(mrow, "kind", "boots", "MB/s", "ping avg ms", "ping min ms", "MB/s against "+kinds[order[len(order)-1]].name)
 	med := map[string][3]float64{}
 	for _, name := range order {
 		var m, a, n []float64
@@ -115,7 +112,7 @@ func compare(ctx context.Context, env *harness.Env, dir string, args []string) e
 		}
 		med[name] = [3]float64{median(m), median(a), median(n)}
 	}
-	base = med[order[len(order)-1]][0]
+	base := med[order[len(order)-1]][0] // the last kind: e1000e by default
 	for _, name := range order {
 		v := med[name]
 		ratio := "-"
@@ -128,9 +125,10 @@ func compare(ctx context.Context, env *harness.Env, dir string, args []string) e
 				ok++
 			}
 		}
-		fmt.Fprintf(out, "%s\t%d/%d\t%.2f\t%.3f\t%.3f\t%s\n", kinds[name].name, ok, len(got[name]), v[0], v[1], v[2], ratio)
+		fmt.Printf(mrow, kinds[name].name, fmt.Sprintf("%d/%d", ok, len(got[name])), fmt.Sprintf("%.2f", v[0]),
+			fmt.Sprintf("%.3f", v[1]), fmt.Sprintf("%.3f", v[2]), ratio)
 	}
-	return out.Flush()
+	return nil
 }
 
 // median of xs; 0 for none.

@@ -58,8 +58,8 @@ func bootPair(ctx context.Context, env *harness.Env, dir string, k nicKind, left
 	}
 	sock := func(name string) string { return filepath.Join(env.Work, name+".sock") }
 	g := [2]harness.Guest{
-		{Name: "left", Scenario: left.String(), Dir: filepath.Join(dir, "left"), Timeout: timeout, Programs: []string{myripair.NetTool}},
-		{Name: "right", Scenario: right.String(), Dir: filepath.Join(dir, "right"), Timeout: timeout, Programs: []string{myripair.NetTool}},
+		{Name: "left", Scenario: left.String(), Dir: filepath.Join(dir, "left"), BootTimeout: timeout, Timeout: timeout, Programs: []string{myripair.NetTool}},
+		{Name: "right", Scenario: right.String(), Dir: filepath.Join(dir, "right"), BootTimeout: timeout, Timeout: timeout, Programs: []string{myripair.NetTool}},
 	}
 	pr := &pairRun{}
 	if k.pio == "" {
