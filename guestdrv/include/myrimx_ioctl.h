@@ -88,8 +88,12 @@ struct myrimx_dereg {
 
 /* ---- SEND / RECV --------------------------------------------------- */
 /* The driver checks (id, generation) is valid before posting (ESTALE if
- * not) and the device checks it again; the result comes back by WAIT with
- * the cookie. */
+ * not, EACCES without the access) and the device checks it again; the
+ * result comes back by WAIT with the cookie. With MYRIMX_XFER_UNCHECKED
+ * the driver posts any (id, generation) and only the device decides (its
+ * BAD_RDMAWIN / REGION_INVALIDATED completions are what a test of the
+ * device's own checks, or of the pinonly cache bug, wants to see). */
+#define MYRIMX_XFER_UNCHECKED     0x1
 struct myrimx_send {
 	__u32 id;
 	__u32 generation;
@@ -101,7 +105,7 @@ struct myrimx_send {
 	__u64 match;
 	__u64 cookie;           /* echoed in the completion */
 	__u32 cmd_seq;          /* out: the device command's cmd_seq */
-	__u32 pad1;
+	__u32 flags;            /* in: MYRIMX_XFER_* */
 	__u64 rsvd[2];
 };
 
@@ -115,7 +119,7 @@ struct myrimx_recv {
 	__u64 mask;             /* (msg.match & mask) == (match & mask) */
 	__u64 cookie;
 	__u32 cmd_seq;          /* out */
-	__u32 pad1;
+	__u32 flags;            /* in: MYRIMX_XFER_* */
 	__u64 rsvd[2];
 };
 
