@@ -81,6 +81,7 @@ struct mx_region {
 	struct mx_ep *ep;
 	struct mmu_interval_notifier notif;
 	bool has_notif;
+	bool releasing;			/* a DEREG owns it, under ep->reg_lock */
 	u32 id, gen, access;
 	int state;			/* MYRIMX_REGION_*, under ep->reg_lock */
 	unsigned long va, len, start;
@@ -936,12 +937,13 @@ static long mx_dereg(struct mx_ep *ep, struct myrimx_dereg __user *up)
 		mutex_unlock(&ep->reg_lock);
 		return -ESTALE;
 	}
-	if (r->state == MYRIMX_REGION_PINNING || r->state == MYRIMX_REGION_INVALIDATING) {
+	if (r->state == MYRIMX_REGION_PINNING || r->releasing) {
 		mutex_unlock(&ep->reg_lock);
 		return -EBUSY;
 	}
-	/* nobody else frees a slot: only DEREG and close do, and close
-	 * cannot run during an ioctl of the same file */
+	/* claim it against a concurrent DEREG of the same handle (close
+	 * cannot run during an ioctl of the same file) */
+	r->releasing = true;
 	mutex_unlock(&ep->reg_lock);
 	region_release(ep, r, MYRIMX_REASON_USER);
 	return 0;

@@ -11,6 +11,9 @@
  *   mxsmoke recv DIR LEN        post a RECV, publish (nic, ep) in DIR, check the pattern
  *   mxsmoke send DIR LEN PEER   send LEN bytes of the pattern to guest PEER's RECV
  *   mxsmoke stale DIR LEN       the pinonly user-cache bug: munmap + mmap at the same VA, RECV with the cached handle
+ *   mxsmoke reasons             MADV_DONTNEED, mprotect, fork, clear_refs each revoke with their reason
+ *   mxsmoke exit                a child exits with live registrations: RELEASE
+ *   mxsmoke skipinv DIR LEN     allow_bugs=1: SKIP_INVALIDATE, munmap, the peer's SEND lands in orphaned pages
  *
  * Build: gcc -static -O2 -I../../../include -o mxsmoke mxsmoke.c
  */
@@ -480,6 +483,146 @@ static int cmd_stale(const char *dir, size_t len)
 	return 0;
 }
 
+/* reason_case registers a fresh 16-page buffer, runs action on it and
+ * checks the registration was revoked for want. */
+static void reason_case(int fd, const char *name, int want, void (*action)(unsigned char *, size_t))
+{
+	size_t len = 16 << 12;
+	struct myrimx_stats s0, s1;
+	struct myrimx_query_reg q;
+	struct myrimx_reg r;
+	unsigned char *buf = map_buf(len);
+	char n[96];
+
+	memset(buf, 3, len);
+	stats(fd, MYRIMX_STATS_ENDPOINT, &s0);
+	if (reg(fd, buf, len, MYRIMX_ACCESS_RECV | MYRIMX_ACCESS_SEND, &r))
+		die("REG");
+	action(buf, len);
+	memset(&q, 0, sizeof(q));
+	q.id = r.id;
+	ioctl(fd, MYRIMX_IOC_QUERY_REG, &q);
+	stats(fd, MYRIMX_STATS_ENDPOINT, &s1);
+	snprintf(n, sizeof(n), "reasons: %s revokes with reason %d", name, want);
+	CHECK(n, q.state == MYRIMX_REGION_INVALID && q.last_reason == (unsigned int)want && q.pins == 0 &&
+	      s1.invalidations[want] == s0.invalidations[want] + 1 && s1.fences == s0.fences + 1,
+	      "state %u reason %u pins %u count %llu->%llu", q.state, q.last_reason, q.pins,
+	      s0.invalidations[want], s1.invalidations[want]);
+	dereg(fd, r.id, r.generation);
+	munmap(buf, len);
+}
+
+static void act_dontneed(unsigned char *b, size_t len) { (void)len; madvise(b + 5 * 4096, 4096, MADV_DONTNEED); }
+static void act_mprotect(unsigned char *b, size_t len) { mprotect(b, len, PROT_READ); }
+static void act_clear_refs(unsigned char *b, size_t len)
+{
+	int f = open("/proc/self/clear_refs", O_WRONLY);
+
+	(void)b, (void)len;
+	if (f < 0 || write(f, "4", 1) != 1)
+		printf("mxsmoke: clear_refs: %s\n", strerror(errno));
+	close(f);
+}
+static void act_fork(unsigned char *b, size_t len)
+{
+	pid_t pid = fork();
+	int st;
+
+	(void)b, (void)len;
+	if (pid == 0)
+		_exit(0);
+	waitpid(pid, &st, 0);
+}
+
+static int cmd_reasons(void)
+{
+	struct myrimx_stats s;
+	int fd = open_dev();
+
+	if (fd < 0)
+		die("open");
+	reason_case(fd, "MADV_DONTNEED of one page", MYRIMX_REASON_CLEAR, act_dontneed);
+	reason_case(fd, "mprotect(PROT_READ)", MYRIMX_REASON_PROTECTION_VMA, act_mprotect);
+	reason_case(fd, "fork (private anonymous)", MYRIMX_REASON_PROTECTION_PAGE, act_fork);
+	reason_case(fd, "clear_refs 4", MYRIMX_REASON_SOFT_DIRTY, act_clear_refs);
+	stats(fd, MYRIMX_STATS_ENDPOINT, &s);
+	print_stats("reasons", &s);
+	close(fd);
+	check_pins("reasons");
+	return 0;
+}
+
+/* cmd_exit: a child registers two buffers and exits without DEREG or
+ * close: the notifier sees RELEASE, then close tears down. */
+static int cmd_exit(void)
+{
+	struct myrimx_stats s0, s1;
+	int fd = open_dev(), st;
+	pid_t pid;
+
+	if (fd < 0)
+		die("open");
+	stats(fd, MYRIMX_STATS_GLOBAL, &s0);
+	pid = fork();
+	if (pid == 0) {
+		int cfd = open_dev();
+		struct myrimx_reg r;
+		unsigned char *b = map_buf(1 << 20);
+
+		memset(b, 1, 1 << 20);
+		if (cfd < 0 || reg(cfd, b, 1 << 19, MYRIMX_ACCESS_RECV, &r) ||
+		    reg(cfd, b + (1 << 19), 1 << 19, MYRIMX_ACCESS_SEND, &r))
+			_exit(3);
+		_exit(0);
+	}
+	waitpid(pid, &st, 0);
+	stats(fd, MYRIMX_STATS_GLOBAL, &s1);
+	printf("mxsmoke: exit: RELEASE %llu->%llu USER %llu->%llu\n", s0.invalidations[MYRIMX_REASON_RELEASE],
+	       s1.invalidations[MYRIMX_REASON_RELEASE], s0.invalidations[MYRIMX_REASON_USER], s1.invalidations[MYRIMX_REASON_USER]);
+	CHECK("exit: both registrations revoked by RELEASE", WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+	      s1.invalidations[MYRIMX_REASON_RELEASE] == s0.invalidations[MYRIMX_REASON_RELEASE] + 2,
+	      "status %#x", st);
+	close(fd);
+	check_pins("exit");
+	return 0;
+}
+
+/* cmd_skipinv: with SKIP_INVALIDATE the munmapped registration stays valid
+ * and the peer's SEND lands in the orphaned pages: the audit must see A7.
+ * Receiver side; the sender is "send". */
+static int cmd_skipinv(const char *dir, size_t len)
+{
+	struct myrimx_debug_bug bug = { .bugs = MYRIMX_BUG_SKIP_INVALIDATE };
+	struct myrimx_event ev;
+	struct myrimx_reg r;
+	struct myrimx_query_reg q;
+	unsigned char *buf;
+	int fd = open_dev(), n;
+
+	if (fd < 0)
+		die("open");
+	CHECK("skipinv: DEBUG_BUG accepted", ioctl(fd, MYRIMX_IOC_DEBUG_BUG, &bug) == 0, "%s (allow_bugs=1?)", strerror(errno));
+	buf = map_buf(len);
+	memset(buf, 0, len);
+	if (reg(fd, buf, len, MYRIMX_ACCESS_RECV, &r))
+		die("REG");
+	munmap(buf, len);
+	memset(&q, 0, sizeof(q));
+	q.id = r.id;
+	ioctl(fd, MYRIMX_IOC_QUERY_REG, &q);
+	CHECK("skipinv: still VALID after munmap (the bug)", q.state == MYRIMX_REGION_VALID && q.last_reason == MYRIMX_REASON_UNMAP,
+	      "state %u reason %u", q.state, q.last_reason);
+	n = do_recv(fd, dir, &r, len, &ev);
+	printf("mxsmoke: skipinv: RECV n %d status %u xfer %u\n", n, ev.status, ev.xfer_len);
+	bug.bugs = 0;
+	ioctl(fd, MYRIMX_IOC_DEBUG_BUG, &bug);
+	dereg(fd, r.id, r.generation);
+	close(fd);
+	check_pins("skipinv");
+	publish(dir, "mx-recv-done", "1\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *c = argc > 1 ? argv[1] : "";
@@ -500,8 +643,14 @@ int main(int argc, char **argv)
 		cmd_send(argv[2], len);
 	else if (!strcmp(c, "stale") && argc > 2)
 		cmd_stale(argv[2], len);
+	else if (!strcmp(c, "reasons"))
+		cmd_reasons();
+	else if (!strcmp(c, "exit"))
+		cmd_exit();
+	else if (!strcmp(c, "skipinv") && argc > 2)
+		cmd_skipinv(argv[2], len);
 	else {
-		fprintf(stderr, "usage: mxsmoke info|reg|munmap|fork|recv DIR [LEN]|send DIR [LEN]|stale DIR [LEN]\n");
+		fprintf(stderr, "usage: mxsmoke info|reg|munmap|fork|reasons|exit|recv DIR [LEN]|send DIR [LEN]|stale DIR [LEN]|skipinv DIR [LEN]\n");
 		return 2;
 	}
 	printf("mxsmoke: %s: %s\n", c, failures ? "FAILED" : "OK");
