@@ -476,8 +476,12 @@ static int cmd_stale(const char *dir, size_t len)
 			changed++;
 	printf("mxsmoke: stale: RECV n %d type %u status %u xfer %u; new buffer bytes changed %zu of %zu\n",
 	       n, ev.type, ev.status, ev.xfer_len, changed, len);
-	CHECK("stale: the device wrote the orphaned pages (bug reproduced)", n == 1 && ev.status == MYRIMX_WAIT_OK && changed == 0,
-	      "status %u changed %zu", ev.status, changed);
+	if (in.audit_mode == MYRIMX_AUDIT_ENFORCE)
+		CHECK("stale: enforce: the audit refused the write, RECV completes DMA_FAULT", n == 1 &&
+		      ev.status == MYRIMX_WAIT_DMA_FAULT && changed == 0, "status %u changed %zu", ev.status, changed);
+	else
+		CHECK("stale: the device wrote the orphaned pages (bug reproduced)", n == 1 && ev.status == MYRIMX_WAIT_OK &&
+		      changed == 0, "status %u changed %zu", ev.status, changed);
 	dereg(fd, r.id, r.generation);
 	close(fd);
 	check_pins("stale");
