@@ -50,6 +50,9 @@ type Guest struct {
 	// Devices are the vfio-user devices to attach.
 	Devices   []vm.Device
 	MemoryMiB int
+	// NUMANodes splits the RAM into that many NUMA nodes (vm.Config);
+	// 0 keeps one.
+	NUMANodes int
 	// Append is added to the kernel command line.
 	Append string
 	// BootTimeout bounds QEMU's start to the E2E-BOOT line of /init; 0
@@ -152,6 +155,7 @@ func (e *Env) runGuest(ctx context.Context, g Guest, r *Run) error {
 		Initrd:    initrd,
 		Append:    g.Append,
 		MemoryMiB: g.MemoryMiB,
+		NUMANodes: g.NUMANodes,
 		Devices:   g.Devices,
 		QMPSocket: filepath.Join(scratch, "qmp.sock"),
 		ExtraArgs: g.ExtraArgs,
