@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: (GPL-2.0 OR MIT) */
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note OR MIT) */
 /*
  * myrimx_mm_ioctl.h - the ioctls of the myrimx_mm helper module.
  *
@@ -16,9 +16,10 @@
  *                       MYRIMX_MM_EXCL_LEAVE), which on this kernel sends
  *                       MMU_NOTIFY_EXCLUSIVE again, with no owner.
  *
- * The device node is /dev/myrimx_mm. The module lives in this directory so
- * that kbuild, which sees only the module's own directory, finds this file;
- * user space includes it from here.
+ * The device node is /dev/myrimx_mm. This file is guestdrv/include's, where
+ * user programs find it; guestdrv/modules/myrimx_mm holds a byte-identical
+ * copy because kbuild sees only the module's own directory
+ * (guestdrv/mm_header_test.go keeps the two equal).
  */
 #ifndef MYRIMX_MM_IOCTL_H
 #define MYRIMX_MM_IOCTL_H
