@@ -42,7 +42,7 @@ static void usage(void)
 	fprintf(stderr, "usage: mxtest [-v] [-dev N | -audit observe|enforce] [-peer-nic NIC] [-seed S] "
 			"munmap|mremap|map-fixed|dontneed|free-pageout|mprotect|fork|soft-dirty|exit|close|cache|"
 			"skip-invalidate|no-fence-wait|unpin-before-fence|race [N]|race-bug [N]|fence-timeout|"
-			"stale-generation|perf [ROUNDS]|peer|info\n");
+			"stale-generation|perf [ROUNDS]|peer|quit|info\n");
 	exit(2);
 }
 
@@ -115,6 +115,16 @@ int main(int argc, char **argv)
 		return cmd_peer(argc - i, argv + i);
 	if (!strcmp(c, "info"))
 		return cmd_info();
+	if (!strcmp(c, "quit")) {
+		struct ep e;
+		v_begin("peer-quit");
+		if (ep_open(&e, O.dev) == 0) {
+			int rc = peer_ask(&e, O.peer_nic, PEER_OP_QUIT, 0, 0, 0, 0, 0, 0, 0, 0);
+			CHECK(rc == 0, "QUIT: %s", strerror(-rc));
+			ep_close(&e);
+		}
+		return v_end();
+	}
 	usage();
 	return 2;
 }

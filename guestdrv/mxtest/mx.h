@@ -61,6 +61,11 @@ int mx_send(struct ep *e, uint32_t id, uint32_t gen, uint64_t off, uint32_t len,
 	    uint64_t nic, uint16_t dest_ep, uint64_t match, uint64_t cookie);
 int mx_recv(struct ep *e, uint32_t id, uint32_t gen, uint64_t off, uint32_t len,
 	    uint64_t match, uint64_t mask, uint64_t cookie);
+/* _f: with MYRIMX_XFER_* flags (UNCHECKED: the device alone judges the handle) */
+int mx_send_f(struct ep *e, uint32_t id, uint32_t gen, uint64_t off, uint32_t len,
+	      uint64_t nic, uint16_t dest_ep, uint64_t match, uint64_t cookie, uint32_t flags);
+int mx_recv_f(struct ep *e, uint32_t id, uint32_t gen, uint64_t off, uint32_t len,
+	      uint64_t match, uint64_t mask, uint64_t cookie, uint32_t flags);
 /* Waits (up to timeout_ms) for the completion carrying cookie; other
  * completions are dropped with a log line. 0 and *ev filled, or -1. */
 int mx_wait_cookie(struct ep *e, uint64_t cookie, int timeout_ms, struct myrimx_event *ev);

@@ -183,7 +183,13 @@ int mx_dereg(struct ep *e, uint32_t id, uint32_t gen)
 int mx_send(struct ep *e, uint32_t id, uint32_t gen, uint64_t off, uint32_t len,
 	    uint64_t nic, uint16_t dest_ep, uint64_t match, uint64_t cookie)
 {
-	struct myrimx_send s = {.id = id, .generation = gen, .offset = off, .len = len,
+	return mx_send_f(e, id, gen, off, len, nic, dest_ep, match, cookie, 0);
+}
+
+int mx_send_f(struct ep *e, uint32_t id, uint32_t gen, uint64_t off, uint32_t len,
+	      uint64_t nic, uint16_t dest_ep, uint64_t match, uint64_t cookie, uint32_t flags)
+{
+	struct myrimx_send s = {.id = id, .generation = gen, .offset = off, .len = len, .flags = flags,
 				.dest_ep = dest_ep, .dest_nic = nic, .match = match, .cookie = cookie};
 	return ioctl(e->fd, MYRIMX_IOC_SEND, &s) == 0 ? 0 : -errno;
 }
@@ -191,7 +197,13 @@ int mx_send(struct ep *e, uint32_t id, uint32_t gen, uint64_t off, uint32_t len,
 int mx_recv(struct ep *e, uint32_t id, uint32_t gen, uint64_t off, uint32_t len,
 	    uint64_t match, uint64_t mask, uint64_t cookie)
 {
-	struct myrimx_recv r = {.id = id, .generation = gen, .offset = off, .len = len,
+	return mx_recv_f(e, id, gen, off, len, match, mask, cookie, 0);
+}
+
+int mx_recv_f(struct ep *e, uint32_t id, uint32_t gen, uint64_t off, uint32_t len,
+	      uint64_t match, uint64_t mask, uint64_t cookie, uint32_t flags)
+{
+	struct myrimx_recv r = {.id = id, .generation = gen, .offset = off, .len = len, .flags = flags,
 				.match = match, .mask = mask, .cookie = cookie};
 	return ioctl(e->fd, MYRIMX_IOC_RECV, &r) == 0 ? 0 : -errno;
 }

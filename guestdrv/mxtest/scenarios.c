@@ -106,6 +106,12 @@ int s_munmap(void)
 	CHECK(rc == -ESTALE, "RECV with the old handle: %s, want ESTALE", rc ? strerror(-rc) : "accepted");
 	if (rc == 0)
 		v_fact("old_handle_completion=%s", st(wait_status(&rx, 2, 10000)));
+	/* The same handle past the driver's check: the device refuses it. */
+	rc = mx_recv_f(&rx, r.id, r.generation, 0, L, M(1), ~0ULL, 3, MYRIMX_XFER_UNCHECKED);
+	int dev = rc ? rc : wait_status(&rx, 3, 10000);
+	v_fact("old_handle_device=%s", st(dev));
+	CHECK(dev == MYRIMX_WAIT_BAD_RDMAWIN || dev == MYRIMX_WAIT_REGION_INVALIDATED,
+	      "the device took the revoked handle: %s", st(dev));
 	mx_dereg(&rx, r.id, r.generation);
 	ep_close(&rx);
 	snap_finish(&s, O.dev);
@@ -899,6 +905,11 @@ int s_genreuse(void)
 	CHECK(rc == -ESTALE || rc == -EINVAL, "SEND with the retired generation: %s", rc ? strerror(-rc) : "accepted");
 	if (rc == 0)
 		v_fact("send_old_completion=%s", st(wait_status(&e, 1, 5000)));
+	rc = mx_send_f(&e, r1.id, r1.generation, 0, L, e.info.nic_id, (uint16_t)e.info.endpoint, M(22), 2,
+		       MYRIMX_XFER_UNCHECKED);
+	int dev = rc ? rc : wait_status(&e, 2, 10000);
+	v_fact("send_old_device=%s", st(dev));
+	CHECK(dev == MYRIMX_WAIT_BAD_RDMAWIN, "the device's answer to the retired generation: %s, want BAD_RDMAWIN", st(dev));
 	CHECK(mx_gen_valid(&e, r2.id, r2.generation) == 1, "gen map does not show the new generation");
 	mx_dereg(&e, r2.id, r2.generation);
 	munmap(p, L);
