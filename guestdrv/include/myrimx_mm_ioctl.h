@@ -19,7 +19,7 @@
  * The device node is /dev/myrimx_mm. This file is guestdrv/include's, where
  * user programs find it; guestdrv/modules/myrimx_mm holds a byte-identical
  * copy because kbuild sees only the module's own directory
- * (guestdrv/mm_header_test.go keeps the two equal).
+ * (guestdrv/include/mm_header_test.go keeps the two equal).
  */
 #ifndef MYRIMX_MM_IOCTL_H
 #define MYRIMX_MM_IOCTL_H

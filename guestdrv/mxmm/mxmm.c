@@ -173,6 +173,28 @@ static int online_nodes(void)
 	return sscanf(buf, "%d", &a) == 1 ? 1 : 0;
 }
 
+/* audit_count reads the card's AUDIT_COUNT register (BAR0 of myrimx0
+ * through sysfs): the device's own count of DMA audit violations, so that
+ * a scenario can bracket its window. -1 if unreadable. */
+static long audit_count(void)
+{
+	static volatile const uint32_t *regs;
+
+	if (!regs) {
+		int fd = open(MYRIMX_SYSFS_CLASS "/myrimx0/device/resource0", O_RDONLY | O_SYNC | O_CLOEXEC);
+		void *m;
+
+		if (fd < 0)
+			return -1;
+		m = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, 0);
+		close(fd);
+		if (m == MAP_FAILED)
+			return -1;
+		regs = m;
+	}
+	return regs[MYRIMX_REG_AUDIT_COUNT / 4];
+}
+
 static long move_pages(int n, void **pages, const int *nodes, int *status)
 {
 	return syscall(SYS_move_pages, 0, (unsigned long)n, pages, nodes, status, MPOL_MF_MOVE);
@@ -312,8 +334,10 @@ static int transfer(const char *name, int fd, struct reg src, int rfd, struct re
 				  .match = cookie, .mask = ~0ULL, .cookie = cookie };
 	struct myrimx_send sd = { .id = src.id, .generation = src.gen, .len = BUF_LEN,
 				  .match = cookie, .cookie = cookie };
+	char evname[80];
 	int ok = 0;
 
+	snprintf(evname, sizeof(evname), "%s-event", name);
 	if (ioctl(rfd, MYRIMX_IOC_INFO, &ri)) {
 		result(name, "fail", "INFO: %s", strerror(errno));
 		return -1;
@@ -334,7 +358,7 @@ static int transfer(const char *name, int fd, struct reg src, int rfd, struct re
 		}
 		if (ev[0].status == MYRIMX_WAIT_OK && ev[0].xfer_len == BUF_LEN && ev[0].cookie == cookie)
 			ok++;
-		result(name, "info", "side=%s type=%u status=%u xfer_len=%u cookie=%llu",
+		result(evname, "info", "side=%s type=%u status=%u xfer_len=%u cookie=%llu",
 		       side ? "recv" : "send", ev[0].type, ev[0].status, ev[0].xfer_len,
 		       (unsigned long long)ev[0].cookie);
 	}
@@ -350,6 +374,7 @@ struct fixture {
 	struct reg reg, rreg;
 	uint64_t gpas[NPAGES];
 	struct myrimx_stats before;
+	long audit_before;
 };
 
 static int setup(const char *sc, struct fixture *f, unsigned int seed)
@@ -359,6 +384,7 @@ static int setup(const char *sc, struct fixture *f, unsigned int seed)
 	int err;
 
 	memset(f, 0, sizeof(*f));
+	f->audit_before = audit_count();
 	snprintf(name, sizeof(name), "%s:setup", sc);
 	f->fd = open_mx();
 	f->rfd = open_mx();
@@ -465,6 +491,14 @@ static void teardown(const char *sc, struct fixture *f)
 	close(f->rfd);
 	munmap(f->buf, BUF_LEN);
 	munmap(f->rbuf, BUF_LEN);
+	{
+		long after = audit_count();
+
+		snprintf(name, sizeof(name), "%s:audit", sc);
+		check(name, f->audit_before >= 0 && after == f->audit_before,
+		      "audit_before=%ld audit_after=%ld (the device's AUDIT_COUNT over the scenario)",
+		      f->audit_before, after);
+	}
 }
 
 /* 12: move_pages to node 1. The kernel unmaps each page (try_to_migrate:

@@ -1,8 +1,9 @@
-package guestdrv
+package include
 
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -10,11 +11,11 @@ import (
 // sees nothing else), so it carries a copy of its ioctl header; user
 // programs include the one in guestdrv/include. They must not drift.
 func TestMyrimxMMHeaderCopy(t *testing.T) {
-	canon, err := os.ReadFile("include/myrimx_mm_ioctl.h")
+	canon, err := os.ReadFile("myrimx_mm_ioctl.h")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp, err := os.ReadFile("modules/myrimx_mm/myrimx_mm_ioctl.h")
+	cp, err := os.ReadFile(filepath.Join("..", "modules", "myrimx_mm", "myrimx_mm_ioctl.h"))
 	if err != nil {
 		t.Fatal(err)
 	}
