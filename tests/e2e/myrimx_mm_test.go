@@ -142,7 +142,7 @@ func TestMyrimxMigrate(t *testing.T) {
 			}
 			mxmmJudge(t, r, s.prefix, []string{
 				s.prefix + ":revoked", s.prefix + ":query", s.prefix + ":data", s.prefix + ":reregister",
-				s.prefix + ":send", s.prefix + ":teardown", s.prefix + ":audit", s.prefix + ":pins",
+				s.prefix + ":send", s.prefix + ":teardown", s.prefix + ":pins",
 			})
 			reasons, _ := myripair.Find(r, s.prefix+":reasons")
 			if got := myripair.Field(reasons.Detail, "inv_"+s.reason); got != "1" {

@@ -13,8 +13,9 @@
  *   MYRIMX_MM_EXCLUSIVE make_device_exclusive() on each page, with the
  *                       helper's own owner: MMU_NOTIFY_EXCLUSIVE per page.
  *                       The helper then faults the pages back in (unless
- *                       MYRIMX_MM_EXCL_LEAVE), which on this kernel sends
- *                       MMU_NOTIFY_EXCLUSIVE again, with no owner.
+ *                       MYRIMX_MM_EXCL_LEAVE); on the 7.2 guest kernel that
+ *                       restoring fault sends MMU_NOTIFY_CLEAR (seen in
+ *                       myrimx's counters), as the CPU's own touch does.
  *
  * The device node is /dev/myrimx_mm. This file is guestdrv/include's, where
  * user programs find it; guestdrv/modules/myrimx_mm holds a byte-identical
