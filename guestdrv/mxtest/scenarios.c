@@ -567,10 +567,17 @@ int s_cache(void)
 	int rc = rcache_get(c, v, L, MYRIMX_ACCESS_RECV, &id, &gen, &hit);
 	CHECK(rc == 0 && !hit, "first get: rc %d hit %d", rc, hit);
 	/* use: B sends seed 1 into it */
-	rc = mx_recv(&e, id, gen, 0, L, M(151), ~0ULL, 1);
-	rc |= peer_ask(&e, O.peer_nic, PEER_OP_SEND, e.info.nic_id, e.info.endpoint, L, M(151), 1, 15, 0, 30000);
-	int rs = wait_status(&e, 1, 30000);
-	CHECK(rc == 0 && rs == 0 && check(v, L, 1) < 0, "first use: rc %d recv %s", rc, st(rs));
+	int rs = -1;
+	if (rc == 0 && (rc = mx_recv(&e, id, gen, 0, L, M(151), ~0ULL, 1)) == 0 &&
+	    (rc = peer_ask(&e, O.peer_nic, PEER_OP_SEND, e.info.nic_id, e.info.endpoint, L, M(151), 1, 15, 0, 30000)) == 0)
+		rs = wait_status(&e, 1, 30000);
+	CHECK(rc == 0 && rs == 0 && check(v, L, 1) < 0, "first use: %s recv %s", strerror(-rc), st(rs));
+	if (rc != 0 || rs != 0) {
+		rcache_free(c);
+		ep_close(&e);
+		snap_finish(&s, O.dev);
+		return v_end();
+	}
 	/* free + malloc at the same VA */
 	munmap(v, L);
 	uint8_t *v2 = mmap(v, L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
@@ -944,8 +951,10 @@ int s_perf(int rounds)
 		memset(p, 0, L);
 		uint64_t cookie = 100 + k;
 		rc = mx_recv(&e, r.id, r.generation, 0, L, M(400 + k), ~0ULL, cookie);
+		if (rc)
+			break;
 		t0 = now_ms();
-		rc |= peer_ask(&e, O.peer_nic, PEER_OP_SEND, e.info.nic_id, e.info.endpoint, L, M(400 + k), 0, 400 + k, 0, 120000);
+		rc = peer_ask(&e, O.peer_nic, PEER_OP_SEND, e.info.nic_id, e.info.endpoint, L, M(400 + k), 0, 400 + k, 0, 120000);
 		int rs = wait_status(&e, cookie, 120000);
 		uint64_t ms = now_ms() - t0;
 		long bad = check(p, L, 0);
