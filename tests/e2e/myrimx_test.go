@@ -165,6 +165,11 @@ func TestMyrimx(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The server sends no event between the negotiation and the client's
+	// first command (docs/control.md): send one now.
+	if _, err := mon.Run([]byte(`{"execute":"query-status"}`)); err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
 	audits := map[string][]mxAuditEvent{}
 	drained := make(chan struct{})
@@ -318,7 +323,7 @@ wait $peer || rc=1
 			}
 			if s.sub == "10-exit-in-flight" {
 				// B's send: done before the kill, or ended by it.
-				p, ok := myripair.Find(rb, "peer.send:10")
+				p, ok := myripair.Find(rb, "mx:peer.send:10")
 				st := myripair.Field(p.Detail, "status")
 				t.Logf("B's SEND: %v %s", ok, p.Detail)
 				if !ok || (st != "OK" && st != "REGION_INVALIDATED" && st != "ENDPOINT_CLOSED") {
