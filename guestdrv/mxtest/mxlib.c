@@ -435,7 +435,16 @@ void snap_finish(const struct snap *before, int instance)
 	struct myrimx_stats s;
 	uint64_t acq, rel;
 	long a = audit_count(instance);
+	/* Unpinning may finish just after close returns (a release path that
+	 * waits for the device): give it a bounded moment before judging. */
+	uint64_t t0 = now_ms();
 	vmstat_pins(&acq, &rel);
+	while (acq != rel && now_ms() - t0 < 5000) {
+		usleep(50000);
+		vmstat_pins(&acq, &rel);
+	}
+	if (now_ms() - t0 > 50)
+		v_fact("pins_settled_ms=%llu", (unsigned long long)(now_ms() - t0));
 	v_fact("audit=%ld audit_before=%ld audit_after=%ld", (a >= 0 && before->audit >= 0) ? a - before->audit : -1,
 	       before->audit, a);
 	v_fact("pins_acquired=%llu pins_released=%llu", (unsigned long long)(acq - before->pin_acq),

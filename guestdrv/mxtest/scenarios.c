@@ -30,7 +30,17 @@ struct opts O;
 /* local_send sends len bytes of seed's pattern from a fresh endpoint of
  * the same device to (rx's nic, rx's endpoint) with match and returns the
  * send's completion status (or -errno). */
+static int local_send_ex(int instance, struct ep *rx, uint32_t len, uint64_t match, uint64_t seed, uint32_t *xfer,
+			 volatile int *posted);
+
 static int local_send(int instance, struct ep *rx, uint32_t len, uint64_t match, uint64_t seed, uint32_t *xfer)
+{
+	return local_send_ex(instance, rx, len, match, seed, xfer, NULL);
+}
+
+/* posted, if not NULL, is set once the SEND is on the device's ring. */
+static int local_send_ex(int instance, struct ep *rx, uint32_t len, uint64_t match, uint64_t seed, uint32_t *xfer,
+			 volatile int *posted)
 {
 	struct ep tx;
 	int rc;
@@ -47,6 +57,8 @@ static int local_send(int instance, struct ep *rx, uint32_t len, uint64_t match,
 	if (rc == 0) {
 		uint64_t cookie = 0x7478000000000000ULL | match;
 		rc = mx_send(&tx, r.id, r.generation, 0, len, rx->info.nic_id, (uint16_t)rx->info.endpoint, match, cookie);
+		if (posted)
+			*posted = 1;
 		struct myrimx_event ev;
 		if (rc == 0 && (rc = mx_wait_cookie(&tx, cookie, 60000, &ev)) == 0) {
 			rc = (int)ev.status;
@@ -213,8 +225,11 @@ int s_mapfixed(void)
 		q[i * PAGE] = 1;
 		moved += va_to_gpa(q + i * PAGE) != before[i];
 	}
+	/* Not asserted: once the notifier unpinned them the old frames are
+	 * free, and the page allocator may hand one straight back to this
+	 * fault (seen: 15/16). What matters is that the registration is gone
+	 * and the new mapping is new memory (zero above). */
 	v_fact("new_gpas=%d/%u", moved, n);
-	CHECK(moved == (int)n, "only %d of %u pages have new GPAs", moved, n);
 	mx_dereg(&e, r.id, r.generation);
 	munmap(q, L);
 	ep_close(&e);
@@ -567,10 +582,17 @@ int s_cache(void)
 	int rc = rcache_get(c, v, L, MYRIMX_ACCESS_RECV, &id, &gen, &hit);
 	CHECK(rc == 0 && !hit, "first get: rc %d hit %d", rc, hit);
 	/* use: B sends seed 1 into it */
-	rc = mx_recv(&e, id, gen, 0, L, M(151), ~0ULL, 1);
-	rc |= peer_ask(&e, O.peer_nic, PEER_OP_SEND, e.info.nic_id, e.info.endpoint, L, M(151), 1, 15, 0, 30000);
-	int rs = wait_status(&e, 1, 30000);
-	CHECK(rc == 0 && rs == 0 && check(v, L, 1) < 0, "first use: rc %d recv %s", rc, st(rs));
+	int rs = -1;
+	if (rc == 0 && (rc = mx_recv(&e, id, gen, 0, L, M(151), ~0ULL, 1)) == 0 &&
+	    (rc = peer_ask(&e, O.peer_nic, PEER_OP_SEND, e.info.nic_id, e.info.endpoint, L, M(151), 1, 15, 0, 30000)) == 0)
+		rs = wait_status(&e, 1, 30000);
+	CHECK(rc == 0 && rs == 0 && check(v, L, 1) < 0, "first use: %s recv %s", strerror(-rc), st(rs));
+	if (rc != 0 || rs != 0) {
+		rcache_free(c);
+		ep_close(&e);
+		snap_finish(&s, O.dev);
+		return v_end();
+	}
 	/* free + malloc at the same VA */
 	munmap(v, L);
 	uint8_t *v2 = mmap(v, L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
@@ -687,11 +709,26 @@ int s_skip_invalidate(void)
  * returns without waiting, so munmap completes while the device still
  * holds the region. A later SEND into the posted RECV then writes pages
  * the process no longer maps. */
+struct sender {
+	struct ep *rx;
+	uint32_t len, xfer;
+	volatile int posted;
+	int status;
+};
+
+static void *send_thread(void *arg)
+{
+	struct sender *a = arg;
+	a->status = local_send_ex(O.dev, a->rx, a->len, M(18), 18, &a->xfer, &a->posted);
+	a->posted = 1;
+	return NULL;
+}
+
 int s_fence_bug(const char *which)
 {
 	struct snap s;
-	size_t L = 1 << 20;
 	int nofence = !strcmp(which, "no-fence-wait");
+	size_t L = nofence ? 1 << 20 : 16 << 20;
 	char name[64];
 	snprintf(name, sizeof(name), "18-bug-%s", which);
 	v_begin(name);
@@ -713,12 +750,29 @@ int s_fence_bug(const char *which)
 	int armed = nofence && bar_poke(O.dev, MYRIMX_REG_DEV_STATUS, 0x18) == 0;
 	if (nofence)
 		CHECK(armed, "cannot store into BAR0 through sysfs to arm the fault");
-	uint64_t t0 = now_ms();
-	munmap(p, L);
-	uint64_t dt = now_ms() - t0;
+	uint64_t t0 = now_ms(), dt;
 	uint32_t xfer = 0;
-	int ss = local_send(O.dev, &e, L, M(18), 18, &xfer);
-	int rs = wait_status(&e, 1, 10000);
+	int ss, rs;
+	if (nofence) {
+		munmap(p, L);
+		dt = now_ms() - t0;
+		ss = local_send(O.dev, &e, L, M(18), 18, &xfer);
+		rs = wait_status(&e, 1, 10000);
+	} else {
+		/* The SEND into the posted RECV is moving when munmap comes. */
+		struct sender a = {.rx = &e, .len = L};
+		pthread_t t;
+		pthread_create(&t, NULL, send_thread, &a);
+		while (!a.posted)
+			usleep(100);
+		t0 = now_ms();
+		munmap(p, L);
+		dt = now_ms() - t0;
+		pthread_join(t, NULL);
+		ss = a.status;
+		xfer = a.xfer;
+		rs = wait_status(&e, 1, 10000);
+	}
 	long caught = audit_count(O.dev) - a0;
 	v_fact("munmap_ms=%llu send=%s xfer=%u recv=%s audit=%ld mode=%s", (unsigned long long)dt, st(ss), xfer, st(rs),
 	       caught, e.info.audit_mode == MYRIMX_AUDIT_ENFORCE ? "enforce" : "observe");
@@ -944,8 +998,10 @@ int s_perf(int rounds)
 		memset(p, 0, L);
 		uint64_t cookie = 100 + k;
 		rc = mx_recv(&e, r.id, r.generation, 0, L, M(400 + k), ~0ULL, cookie);
+		if (rc)
+			break;
 		t0 = now_ms();
-		rc |= peer_ask(&e, O.peer_nic, PEER_OP_SEND, e.info.nic_id, e.info.endpoint, L, M(400 + k), 0, 400 + k, 0, 120000);
+		rc = peer_ask(&e, O.peer_nic, PEER_OP_SEND, e.info.nic_id, e.info.endpoint, L, M(400 + k), 0, 400 + k, 0, 120000);
 		int rs = wait_status(&e, cookie, 120000);
 		uint64_t ms = now_ms() - t0;
 		long bad = check(p, L, 0);
