@@ -29,6 +29,7 @@
 #include <linux/mmu_notifier.h>
 #include <linux/module.h>
 #include <linux/pci.h>
+#include <linux/random.h>
 #include <linux/scatterlist.h>
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
@@ -80,6 +81,7 @@ struct mx_region {
 	struct mx_ep *ep;
 	struct mmu_interval_notifier notif;
 	bool has_notif;
+	bool releasing;			/* a DEREG owns it, under ep->reg_lock */
 	u32 id, gen, access;
 	int state;			/* MYRIMX_REGION_*, under ep->reg_lock */
 	unsigned long va, len, start;
@@ -94,7 +96,10 @@ struct mx_region {
 };
 
 struct mx_slot {
-	u32 gen;			/* last generation handed out */
+	/* last generation handed out: kept across opens of the endpoint,
+	 * because the device refuses (BUSY) a generation among the id's
+	 * recently retired ones */
+	u32 gen;
 	u32 last_reason;
 	u64 invalidations;
 };
@@ -178,7 +183,10 @@ static bool mx_broken(struct mx_dev *mx)
 static void mx_free(struct kref *kref)
 {
 	struct mx_dev *mx = container_of(kref, struct mx_dev, kref);
+	int i;
 
+	for (i = 0; i < MYRIMX_MAX_ENDPOINTS; i++)
+		kvfree(mx->eps[i].slots);
 	pci_iounmap(mx->pdev, mx->bar);
 	pci_release_regions(mx->pdev);
 	pci_disable_device(mx->pdev);
@@ -858,11 +866,23 @@ static long mx_reg(struct mx_ep *ep, struct myrimx_reg __user *up)
 	put_unaligned_le64(r->len, c + MYRIMX_CMD_REG_LENGTH);
 	put_unaligned_le64(r->va, c + MYRIMX_CMD_REG_USER_VA);
 	put_unaligned_le64(r->plist_dma, c + MYRIMX_CMD_REG_PAGE_LIST);
-	err = ep_post(ep, &c, 1, &cseq);
-	if (!err)
-		err = ep_wait_sync(ep, cseq, &st);
-	if (err == -ETIMEDOUT)
-		mx_kill(mx, "REG timed out");
+	for (i = 0; ; i++) {
+		err = ep_post(ep, &c, 1, &cseq);
+		if (!err)
+			err = ep_wait_sync(ep, cseq, &st);
+		if (err == -ETIMEDOUT)
+			mx_kill(mx, "REG timed out");
+		if (err || st != MYRIMX_STATUS_BUSY || i == 2)
+			break;
+		/* a generation the device retired before we knew (another
+		 * load of this driver): skip past its window of 8 */
+		r->gen += 9;
+		if (r->gen < 9)
+			r->gen = 1;
+		ep->slots[r->id].gen = r->gen;
+		put_unaligned_le32(r->gen, c + MYRIMX_CMD_GENERATION);
+		put_unaligned_le64((u64)r->id << 32 | r->gen, c + MYRIMX_CMD_COOKIE);
+	}
 	if (!err)
 		err = status_errno(st);
 	if (err)
@@ -917,12 +937,13 @@ static long mx_dereg(struct mx_ep *ep, struct myrimx_dereg __user *up)
 		mutex_unlock(&ep->reg_lock);
 		return -ESTALE;
 	}
-	if (r->state == MYRIMX_REGION_PINNING || r->state == MYRIMX_REGION_INVALIDATING) {
+	if (r->state == MYRIMX_REGION_PINNING || r->releasing) {
 		mutex_unlock(&ep->reg_lock);
 		return -EBUSY;
 	}
-	/* nobody else frees a slot: only DEREG and close do, and close
-	 * cannot run during an ioctl of the same file */
+	/* claim it against a concurrent DEREG of the same handle (close
+	 * cannot run during an ioctl of the same file) */
+	r->releasing = true;
 	mutex_unlock(&ep->reg_lock);
 	region_release(ep, r, MYRIMX_REASON_USER);
 	return 0;
@@ -1238,11 +1259,9 @@ static void ep_free_rings(struct mx_ep *ep)
 	ep->cmdq = ep->eq = ep->sb = NULL;
 	kvfree(ep->uq);
 	kvfree(ep->regions);
-	kvfree(ep->slots);
 	vfree(ep->gen_map);
 	ep->uq = NULL;
 	ep->regions = NULL;
-	ep->slots = NULL;
 	ep->gen_map = NULL;
 }
 
@@ -1258,14 +1277,15 @@ static int ep_open_hw(struct mx_ep *ep)
 	ep->sb = dma_alloc_coherent(dev, PAGE_SIZE, &ep->sb_dma, GFP_KERNEL);
 	ep->uq = kvcalloc(UQ_SIZE, sizeof(*ep->uq), GFP_KERNEL);
 	ep->regions = kvcalloc(MYRIMX_REGIONS_PER_EP, sizeof(*ep->regions), GFP_KERNEL);
-	ep->slots = kvcalloc(MYRIMX_REGIONS_PER_EP, sizeof(*ep->slots), GFP_KERNEL);
 	ep->gen_map = vmalloc_user(PAGE_ALIGN(MYRIMX_REGIONS_PER_EP * sizeof(u32)));
-	if (!ep->cmdq || !ep->eq || !ep->sb || !ep->uq || !ep->regions || !ep->slots || !ep->gen_map) {
+	if (!ep->cmdq || !ep->eq || !ep->sb || !ep->uq || !ep->regions || !ep->gen_map) {
 		ep_free_rings(ep);
 		return -ENOMEM;
 	}
-	for (i = 0; i < MYRIMX_REGIONS_PER_EP; i++)
+	for (i = 0; i < MYRIMX_REGIONS_PER_EP; i++) {
 		ep->slots[i].last_reason = MYRIMX_REASON_NONE;
+		ep->slots[i].invalidations = 0;
+	}
 	for (i = 0; i < SYNC_SLOTS; i++)
 		ep->sync_seq[i] = 0;
 	ep->tail = ep->seq = 0;
@@ -1417,7 +1437,8 @@ static const struct file_operations mx_fops = {
 static int mx_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 {
 	struct mx_dev *mx;
-	int err, i;
+	u32 gen_base;
+	int err, i, j;
 
 	mx = kzalloc(sizeof(*mx), GFP_KERNEL);
 	if (!mx)
@@ -1463,6 +1484,16 @@ static int mx_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		ep->mx = mx;
 		ep->index = i;
 		ep->regs = mx->bar + MYRIMX_PAGE_SIZE * (1 + i);
+		ep->slots = kvcalloc(MYRIMX_REGIONS_PER_EP, sizeof(*ep->slots), GFP_KERNEL);
+		if (!ep->slots) {
+			err = -ENOMEM;
+			goto free_slots;
+		}
+		/* The device remembers retired generations across driver
+		 * reloads: start from a random one, not from 1. */
+		gen_base = get_random_u32();
+		for (j = 0; j < MYRIMX_REGIONS_PER_EP; j++)
+			ep->slots[j].gen = gen_base;
 		spin_lock_init(&ep->cmd_lock);
 		spin_lock_init(&ep->eq_lock);
 		init_waitqueue_head(&ep->wq);
@@ -1543,6 +1574,9 @@ vectors:
 	if (mx->nvec)
 		pci_free_irq_vectors(pdev);
 	pci_clear_master(pdev);
+free_slots:
+	for (i = 0; i < MYRIMX_MAX_ENDPOINTS; i++)
+		kvfree(mx->eps[i].slots);
 unmap:
 	pci_iounmap(pdev, mx->bar);
 release:
