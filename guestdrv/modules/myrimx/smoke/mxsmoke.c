@@ -13,6 +13,7 @@
  *   mxsmoke stale DIR LEN       the pinonly user-cache bug: munmap + mmap at the same VA, RECV with the cached handle
  *   mxsmoke reasons             MADV_DONTNEED, mprotect, fork, clear_refs each revoke with their reason
  *   mxsmoke race [N]            REG/DEREG loop against a thread zapping pages: seq retries, no stale registration
+ *   mxsmoke deadfence BDF       bus master cleared behind the driver: the munmap fence times out, device dead
  *   mxsmoke exit                a child exits with live registrations: RELEASE
  *   mxsmoke skipinv DIR LEN     allow_bugs=1: SKIP_INVALIDATE, munmap, the peer's SEND lands in orphaned pages
  *
@@ -476,8 +477,12 @@ static int cmd_stale(const char *dir, size_t len)
 			changed++;
 	printf("mxsmoke: stale: RECV n %d type %u status %u xfer %u; new buffer bytes changed %zu of %zu\n",
 	       n, ev.type, ev.status, ev.xfer_len, changed, len);
-	CHECK("stale: the device wrote the orphaned pages (bug reproduced)", n == 1 && ev.status == MYRIMX_WAIT_OK && changed == 0,
-	      "status %u changed %zu", ev.status, changed);
+	if (in.audit_mode == MYRIMX_AUDIT_ENFORCE)
+		CHECK("stale: enforce: the audit refused the write, RECV completes DMA_FAULT", n == 1 &&
+		      ev.status == MYRIMX_WAIT_DMA_FAULT && changed == 0, "status %u changed %zu", ev.status, changed);
+	else
+		CHECK("stale: the device wrote the orphaned pages (bug reproduced)", n == 1 && ev.status == MYRIMX_WAIT_OK &&
+		      changed == 0, "status %u changed %zu", ev.status, changed);
 	dereg(fd, r.id, r.generation);
 	close(fd);
 	check_pins("stale");
@@ -691,6 +696,54 @@ static int cmd_race(int iters)
 	return 0;
 }
 
+/* cmd_deadfence: the fence-timeout path. Register, then turn bus mastering
+ * off behind the driver's back (PCI COMMAND through sysfs, as a wedged
+ * device would look: it can no longer read its ring), then munmap: the
+ * callback's fence must time out, the driver clear bus master, declare the
+ * device dead and still release the pins. Run with a small
+ * fence_timeout_ms. */
+static int cmd_deadfence(const char *bdf)
+{
+	struct myrimx_event ev;
+	struct myrimx_info in;
+	struct myrimx_stats s;
+	struct myrimx_reg r;
+	char path[256];
+	unsigned char cmd[2];
+	size_t len = 64 << 10;
+	void *buf;
+	int fd = open_dev(), cfg, n;
+
+	if (fd < 0)
+		die("open");
+	buf = map_buf(len);
+	memset(buf, 1, len);
+	if (reg(fd, buf, len, MYRIMX_ACCESS_RECV, &r))
+		die("REG");
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/config", bdf);
+	cfg = open(path, O_RDWR);
+	if (cfg < 0 || pread(cfg, cmd, 2, 4) != 2)
+		die("config");
+	cmd[0] &= ~0x04;	/* COMMAND.MASTER off */
+	if (pwrite(cfg, cmd, 2, 4) != 2)
+		die("config write");
+	close(cfg);
+	munmap(buf, len);
+	stats(fd, MYRIMX_STATS_ENDPOINT, &s);
+	print_stats("deadfence", &s);
+	memset(&in, 0, sizeof(in));
+	ioctl(fd, MYRIMX_IOC_INFO, &in);
+	CHECK("deadfence: fence timed out, device dead, pins released", s.fence_timeouts == 1 && in.dev_dead == 1 &&
+	      s.pins_held == 0, "timeouts %llu dead %u pins %lld", s.fence_timeouts, in.dev_dead, (long long)s.pins_held);
+	CHECK("deadfence: REG refused with EIO", reg(fd, map_buf(4096), 4096, MYRIMX_ACCESS_SEND, &r) == -1 && errno == EIO,
+	      "%s", strerror(errno));
+	n = wait_one(fd, &ev, 1000);
+	CHECK("deadfence: WAIT reports DEVICE_DEAD", n == 1 && ev.status == MYRIMX_WAIT_DEVICE_DEAD, "n %d status %u", n, ev.status);
+	close(fd);
+	check_pins("deadfence");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *c = argc > 1 ? argv[1] : "";
@@ -713,6 +766,8 @@ int main(int argc, char **argv)
 		cmd_stale(argv[2], len);
 	else if (!strcmp(c, "race"))
 		cmd_race(argc > 2 ? atoi(argv[2]) : 200);
+	else if (!strcmp(c, "deadfence") && argc > 2)
+		cmd_deadfence(argv[2]);
 	else if (!strcmp(c, "reasons"))
 		cmd_reasons();
 	else if (!strcmp(c, "exit"))
@@ -720,7 +775,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(c, "skipinv") && argc > 2)
 		cmd_skipinv(argv[2], len);
 	else {
-		fprintf(stderr, "usage: mxsmoke info|reg|munmap|fork|reasons|exit|race [N]|recv DIR [LEN]|send DIR [LEN]|stale DIR [LEN]|skipinv DIR [LEN]\n");
+		fprintf(stderr, "usage: mxsmoke info|reg|munmap|fork|reasons|exit|race [N]|deadfence BDF|recv DIR [LEN]|send DIR [LEN]|stale DIR [LEN]|skipinv DIR [LEN]\n");
 		return 2;
 	}
 	printf("mxsmoke: %s: %s\n", c, failures ? "FAILED" : "OK");
