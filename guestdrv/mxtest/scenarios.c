@@ -950,9 +950,19 @@ int s_genreuse(void)
 	int rc = mx_reg(&e, p, L, MYRIMX_ACCESS_SEND, 0, &r1);
 	CHECK(rc == 0, "REG: %s", strerror(-rc));
 	CHECK(mx_dereg(&e, r1.id, r1.generation) == 0, "DEREG");
-	rc = mx_reg(&e, p, L, MYRIMX_ACCESS_SEND, 0, &r2);
+	/* The driver hands ids out round-robin: register until r1's id comes
+	 * back, so that (id, old generation) and (id, new generation) meet. */
+	int regs = 0;
+	for (;;) {
+		rc = mx_reg(&e, p, L, MYRIMX_ACCESS_SEND, 0, &r2);
+		regs++;
+		if (rc != 0 || r2.id == r1.id || regs > 2 * MYRIMX_REGIONS_PER_EP)
+			break;
+		mx_dereg(&e, r2.id, r2.generation);
+	}
 	CHECK(rc == 0, "REG again: %s", strerror(-rc));
-	v_fact("first=%u/%u second=%u/%u", r1.id, r1.generation, r2.id, r2.generation);
+	CHECK(r2.id == r1.id, "id %u never came back in %d REGs", r1.id, regs);
+	v_fact("first=%u/%u second=%u/%u after=%d_regs", r1.id, r1.generation, r2.id, r2.generation, regs);
 	CHECK(r2.id != r1.id || r2.generation != r1.generation, "the same (id, generation) twice");
 	rc = mx_send(&e, r1.id, r1.generation, 0, L, e.info.nic_id, (uint16_t)e.info.endpoint, M(22), 1);
 	v_fact("send_old=%s", rc ? strerror(-rc) : "accepted");

@@ -93,7 +93,8 @@ var mxScenarios = []mxScenario{
 type mxAuditEvent struct {
 	Device, Kind, Mode, Tag, Detail, LastReason string
 	Endpoint, Region, Generation                float64
-	Weight                                      int // 1 + suppressed
+	Weight                                      int    // 1 + suppressed
+	JSON                                        string // the event's data as sent
 }
 
 // mxScript is guest A's scenario: the TCP baseline first, then every
@@ -181,6 +182,9 @@ func TestMyrimx(t *testing.T) {
 			}
 			d := ev.Data
 			e := mxAuditEvent{Weight: 1}
+			if raw, err := json.Marshal(d); err == nil {
+				e.JSON = string(raw)
+			}
 			e.Device, _ = d["device"].(string)
 			e.Kind, _ = d["kind"].(string)
 			e.Mode, _ = d["mode"].(string)
@@ -308,6 +312,9 @@ wait $peer || rc=1
 			sums[dev] += delta
 			got := attribute(audits[dev], before, after)
 			t.Logf("device %s audit window [%d,%d): %d violations, events: %s", dev, before, after, delta, describeEvents(got))
+			if len(got) > 0 {
+				t.Logf("first DMA_AUDIT of the window: %s", got[0].JSON)
+			}
 			switch s.want {
 			case "0":
 				if delta != 0 {
