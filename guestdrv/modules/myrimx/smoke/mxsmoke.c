@@ -14,6 +14,7 @@
  *   mxsmoke reasons             MADV_DONTNEED, mprotect, fork, clear_refs each revoke with their reason
  *   mxsmoke race [N]            REG/DEREG loop against a thread zapping pages: seq retries, no stale registration
  *   mxsmoke deadfence BDF       bus master cleared behind the driver: the munmap fence times out, device dead
+ *   mxsmoke inflight DIR LEN [BUGS] munmap a RECV buffer while the peer's SEND writes it
  *   mxsmoke exit                a child exits with live registrations: RELEASE
  *   mxsmoke skipinv DIR LEN     allow_bugs=1: SKIP_INVALIDATE, munmap, the peer's SEND lands in orphaned pages
  *
@@ -744,6 +745,57 @@ static int cmd_deadfence(const char *bdf)
 	return 0;
 }
 
+/* cmd_inflight: munmap a receive buffer while the peer's SEND is writing
+ * into it, with bugs (0, or a MYRIMX_BUG_* mask; needs allow_bugs=1 when
+ * nonzero). Correct: the RECV ends REGION_INVALIDATED with the bytes moved
+ * and the audit stays at 0; NO_FENCE_WAIT / UNPIN_BEFORE_FENCE: chunks may
+ * land after the pages were released (A5/A7), a race, not a certainty. */
+static int cmd_inflight(const char *dir, size_t len, unsigned int bugs)
+{
+	struct myrimx_debug_bug bug = { .bugs = bugs };
+	struct myrimx_event ev;
+	struct myrimx_reg r;
+	volatile unsigned char *buf;
+	int fd = open_dev(), n;
+
+	if (fd < 0)
+		die("open");
+	if (bugs && ioctl(fd, MYRIMX_IOC_DEBUG_BUG, &bug))
+		die("DEBUG_BUG");
+	buf = map_buf(len);
+	memset((void *)buf, 0, len);
+	if (reg(fd, (void *)buf, len, MYRIMX_ACCESS_RECV, &r))
+		die("REG");
+	{
+		struct myrimx_info in;
+		struct myrimx_recv rv;
+		char text[128];
+
+		ioctl(fd, MYRIMX_IOC_INFO, &in);
+		memset(&rv, 0, sizeof(rv));
+		rv.id = r.id;
+		rv.generation = r.generation;
+		rv.len = len;
+		rv.match = 0x77;
+		rv.mask = ~0ULL;
+		if (ioctl(fd, MYRIMX_IOC_RECV, &rv))
+			die("RECV");
+		snprintf(text, sizeof(text), "%llx %u\n", (unsigned long long)in.nic_id, in.endpoint);
+		publish(dir, "mx-peer", text);
+	}
+	for (long i = 0; i < 2000000000L && buf[0] == 0; i++)
+		;
+	munmap((void *)buf, len);
+	n = wait_one(fd, &ev, 60000);
+	printf("mxsmoke: inflight bugs %#x: RECV n %d status %u xfer %u of %zu\n", bugs, n, ev.status, ev.xfer_len, len);
+	CHECK("inflight: RECV cut short by the invalidation", n == 1 && ev.status == MYRIMX_WAIT_REGION_INVALIDATED &&
+	      ev.xfer_len < len, "status %u xfer %u", ev.status, ev.xfer_len);
+	dereg(fd, r.id, r.generation);
+	close(fd);
+	check_pins("inflight");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *c = argc > 1 ? argv[1] : "";
@@ -768,6 +820,8 @@ int main(int argc, char **argv)
 		cmd_race(argc > 2 ? atoi(argv[2]) : 200);
 	else if (!strcmp(c, "deadfence") && argc > 2)
 		cmd_deadfence(argv[2]);
+	else if (!strcmp(c, "inflight") && argc > 2)
+		cmd_inflight(argv[2], len, argc > 4 ? strtoul(argv[4], NULL, 0) : 0);
 	else if (!strcmp(c, "reasons"))
 		cmd_reasons();
 	else if (!strcmp(c, "exit"))
@@ -775,7 +829,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(c, "skipinv") && argc > 2)
 		cmd_skipinv(argv[2], len);
 	else {
-		fprintf(stderr, "usage: mxsmoke info|reg|munmap|fork|reasons|exit|race [N]|deadfence BDF|recv DIR [LEN]|send DIR [LEN]|stale DIR [LEN]|skipinv DIR [LEN]\n");
+		fprintf(stderr, "usage: mxsmoke info|reg|munmap|fork|reasons|exit|race [N]|deadfence BDF|inflight DIR LEN [BUGS]|recv DIR [LEN]|send DIR [LEN]|stale DIR [LEN]|skipinv DIR [LEN]\n");
 		return 2;
 	}
 	printf("mxsmoke: %s: %s\n", c, failures ? "FAILED" : "OK");
