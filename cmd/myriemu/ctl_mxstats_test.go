@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"math"
 	"path/filepath"
 	"testing"
 
@@ -81,4 +83,26 @@ func TestControlDeregReasons(t *testing.T) {
 		r["pages"] != 2.0 || r["length"] != 8192.0 || r["retired"] == "" || r["registered"] == "" {
 		t.Errorf("retired registration: %v", r)
 	}
+}
+
+// TestRetiredReplyFitsGoQemu: a full log of retirements with the widest
+// values encodes to a reply line go-qemu's client can read (its scanner
+// stops at 64 KiB).
+func TestRetiredReplyFitsGoQemu(t *testing.T) {
+	wide := retiredInfo{Seq: math.MaxUint64, Endpoint: myrimx.MaxEndpoints - 1, ID: math.MaxUint32, Generation: math.MaxUint32,
+		Reason: myrimx.ReasonProtectionPage.String(), Pages: math.MaxInt32, Length: math.MaxUint64, UserVA: math.MaxUint64,
+		Registered: "2026-12-02T09:07:18.687123456Z", Retired: "2026-12-02T09:07:18.687123456Z",
+		Ops: math.MaxUint64, BytesRead: math.MaxUint64, BytesWritten: math.MaxUint64}
+	list := make([]retiredInfo, myrimx.RetiredLogSize)
+	for i := range list {
+		list[i] = wide
+	}
+	b, err := json.Marshal(map[string]any{"return": list, "id": "a-long-client-id-0123456789"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) >= 64<<10-1 {
+		t.Errorf("a full retired log is a %d-byte reply: go-qemu reads at most 64 KiB a line", len(b))
+	}
+	t.Logf("widest reply %d bytes", len(b))
 }

@@ -9,7 +9,7 @@ import (
 
 // The device's record of why registrations ended: counters of retirements
 // per invalidation reason, per-endpoint operation counters, and a bounded
-// log of the last retired registrations. They let a test (or a developer
+// log of the last RetiredLogSize retired registrations. They let a test (or a developer
 // at the control socket) see from the device's side which DEREG reason a
 // driver's notifier sent, not only what the driver says it sent.
 
@@ -37,8 +37,10 @@ const reasonSlots = len(reasonNames) + 1
 func reasonSlot(r Reason) int { return min(int(r), reasonSlots-1) }
 
 // RetiredLogSize bounds the log of retired registrations (Retired): the
-// oldest entry goes when a new one comes.
-const RetiredLogSize = 256
+// oldest entry goes when a new one comes. 128 keeps the control socket's
+// reply (about 330 bytes an entry at most) under the 64 KiB line that
+// go-qemu's client reads.
+const RetiredLogSize = 128
 
 // Retirement is one registration that left the table: how it ended and
 // what it carried.
