@@ -11,9 +11,13 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
+	"testing"
 
 	"github.com/digitalocean/go-qemu/qmp"
+	"github.com/myriemu/myriemu/tests/demo/myripair"
+	"github.com/myriemu/myriemu/tests/harness"
 )
 
 // mxRetired is one element of query-registrations {retired: true}.
@@ -107,4 +111,55 @@ func (d mxDevSide) checkRetired(id, gen uint32, reason string) string {
 	}
 	return fmt.Sprintf("device retired (id %d, gen %d) %d times [%s], want once with reason %s%s",
 		id, gen, len(got), strings.Join(s, "; "), reason, dropped)
+}
+
+// mxCheckDeregReasons compares, per card of guest A, the invalidations the
+// driver counted per reason (the inv_<REASON> facts of each scenario's
+// verdict; the module is loaded afresh for every scenario, so they are
+// that scenario's) with the retirements the device counted per DEREG
+// reason: each invalidation of a VALID registration is one DEREG carrying
+// its reason, so the device must count at least as many. Scenarios with
+// deliberate bugs (allow_bugs) or a dead device (20) are left out of the
+// sum: their DEREGs may not reach the device, which is what they show.
+func mxCheckDeregReasons(t *testing.T, ra *harness.Run, devSide map[string]mxDevSide, deviceOf map[string]string) {
+	want := map[string]map[string]uint64{} // device -> reason -> driver's invalidations
+	for _, s := range mxScenarios {
+		if s.skip != "" || strings.Contains(s.params, "allow_bugs") || s.sub == "20-fence-timeout" {
+			continue
+		}
+		v, ok := myripair.Find(ra, "mx:"+s.result)
+		if !ok {
+			continue // the scenario's subtest reports it
+		}
+		dev := deviceOf[s.audit]
+		if want[dev] == nil {
+			want[dev] = map[string]uint64{}
+		}
+		for _, f := range strings.Fields(v.Detail) {
+			k, val, ok := strings.Cut(f, "=")
+			name, isInv := strings.CutPrefix(k, "inv_")
+			n, err := strconv.ParseUint(val, 10, 64)
+			if !ok || !isInv || err != nil {
+				continue
+			}
+			want[dev][strings.ReplaceAll(strings.ToLower(name), "_", "-")] += n
+		}
+	}
+	for dev, reasons := range want {
+		d, ok := devSide[dev]
+		if !ok {
+			t.Errorf("device %s: no counters read", dev)
+			continue
+		}
+		for reason, n := range reasons {
+			got := d.DeregsByReason[reason]
+			t.Logf("device %s: %s: driver invalidations %d, device retirements %d", dev, reason, n, got)
+			if got < n {
+				t.Errorf("device %s: %d retirements with reason %s, fewer than the %d invalidations the driver counted", dev, got, reason, n)
+			}
+		}
+	}
+	if len(want["mxa"]) == 0 {
+		t.Errorf("no inv_<REASON> fact in any verdict of mxa's scenarios: nothing compared")
+	}
 }
