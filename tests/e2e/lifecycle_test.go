@@ -190,6 +190,52 @@ func waitDevice(ctx context.Context, mon *qmp.SocketMonitor, name string, timeou
 	}
 }
 
+// liveMaps replays the server's "dma map added" and "dma map removed"
+// debug lines of device's latest client in log and returns the mappings
+// left, as "iova+size", each with whether it is writable.
+func liveMaps(log, device string) map[string]bool {
+	live := map[string]bool{}
+	client := ""
+	for _, line := range strings.Split(log, "\n") {
+		l, ok := myripair.ParseLogLine(line)
+		if !ok || l["device"] != device {
+			continue
+		}
+		switch {
+		case l["msg"] == "client connected":
+			client = l["client"]
+			live = map[string]bool{}
+		case l["client"] != client:
+		case l["msg"] == "dma map added":
+			live[l["iova"]+"+"+l["size"]] = strings.Contains(l["prot"], "w")
+		case l["msg"] == "dma map removed":
+			delete(live, l["iova"]+"+"+l["size"])
+		}
+	}
+	return live
+}
+
+// removedMaps returns the mappings of device that log's "dma map removed"
+// lines name, as "iova+size".
+func removedMaps(log, device string) map[string]bool {
+	out := map[string]bool{}
+	for _, line := range strings.Split(log, "\n") {
+		if l, ok := myripair.ParseLogLine(line); ok && l["device"] == device && l["msg"] == "dma map removed" {
+			out[l["iova"]+"+"+l["size"]] = true
+		}
+	}
+	return out
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // waitConsole waits until the guest's console shows want after offset
 // from and returns the offset just past it.
 func waitConsole(ctx context.Context, l *harness.Live, from int, want string, timeout time.Duration) (int, error) {
@@ -280,8 +326,9 @@ exit $rc
 //     that and goes on with a new QEMU (A1b) on the same socket;
 //  2. QEMU's QMP system_reset reboots A (set-action reboot=reset first:
 //     the harness's -no-reboot would make it a shutdown). The client
-//     stays; QEMU resets the function (bus mastering off, DEVICE_RESET,
-//     DMA_UNMAPs) and the rebooted guest's driver adopts the NIC again and
+//     stays; QEMU resets the function (bus mastering off, DEVICE_RESET)
+//     and unmaps every writable DMA mapping (guest RAM; the read-only BIOS
+//     ROM may stay), the rebooted guest's driver adopts the NIC again and
 //     pings; the server holds what it held before the reset;
 //  3. QEMU is killed with SIGKILL: the server must free the client and
 //     hold what it held before A.
@@ -458,6 +505,25 @@ func TestLifecycleQEMU(t *testing.T) {
 			}
 		}
 		logf("server: vfio-user commands from A's QEMU since the reset: %v", cmds)
+		before, after := srv.Log()[:resetAt], srv.Log()[resetAt:]
+		live := liveMaps(before, "myri0")
+		unmapped := 0
+		var kept []string
+		for _, k := range sortedKeys(live) {
+			switch {
+			case removedMaps(after, "myri0")[k]:
+				unmapped++
+			case live[k]:
+				// Guest RAM: QEMU's reset redoes the memory map.
+				fail("system_reset left the writable DMA mapping %s mapped", k)
+			default:
+				kept = append(kept, k) // read-only: the BIOS ROM
+			}
+		}
+		logf("server: the reset unmapped %d of the %d DMA mappings A's QEMU had (kept, read-only: %v)", unmapped, len(live), kept)
+		if len(live) == 0 || unmapped == 0 {
+			fail("system_reset unmapped none of %d DMA mappings", len(live))
+		}
 		if cmds["DEVICE_RESET"] == 0 || cmds["DMA_UNMAP"] == 0 {
 			fail("no DEVICE_RESET or no DMA_UNMAP reached the server after system_reset: %v", cmds)
 		}
@@ -593,11 +659,20 @@ func TestLifecycleQEMU(t *testing.T) {
 	if err := srv.Stop(); err != nil {
 		h.Errorf("myriemu did not stop cleanly: %v", err)
 	}
+	// A client's departure, however abrupt, is no warning: the server
+	// logs warnings for what a client or guest did wrong.
 	for _, l := range myripair.Problems(srv.Log()) {
-		h.Logf("server log: %s", l)
+		h.Errorf("server log: %s", l)
 	}
-	if n := len(myripair.NICCounters(srv.Log(), "myri0")); n != 3 {
-		h.Errorf("myri0 detached %d times, want 3", n)
+	detaches := myripair.NICCounters(srv.Log(), "myri0")
+	if len(detaches) != 3 {
+		h.Errorf("myri0 detached %d times, want 3", len(detaches))
+	}
+	for i, c := range detaches {
+		h.Logf("myri0 detach %d: %s", i+1, c)
+		if c["guest_errors"] != 0 {
+			h.Errorf("myri0 counted %d guest errors in client %d", c["guest_errors"], i+1)
+		}
 	}
 	h.Logf("wall time %.0f s", time.Since(start).Seconds())
 }
