@@ -274,6 +274,7 @@ func (t *target) Counters() any {
 		out["vfio-user"] = snakeFields(t.srv.Stats())
 	}
 	out["removed"] = t.fn.Removed()
+	out["process"] = processCounters()
 	return out
 }
 
