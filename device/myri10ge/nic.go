@@ -88,7 +88,8 @@ type NIC struct {
 	drops    dropCounters
 	vendor   vendorWindow
 	pio      pioState
-	slow     slowResponse // fw.cmd.slow (faults.go)
+	slow     slowResponse     // fw.cmd.slow (faults.go)
+	errSink  func(ErrorEvent) // DEVICE_ERROR (counters.go)
 }
 
 var _ pci.Device = (*NIC)(nil)
@@ -316,6 +317,7 @@ type Stats struct {
 func (n *NIC) guestErrorLocked(msg string, key string, val any) {
 	n.stats.GuestErrors++
 	n.warn.Warn(n.log.WithField(key, val), msg, msg)
+	n.reportGuestErrorLocked(msg, key, val)
 }
 
 // macString formats a MAC address for logs.

@@ -179,7 +179,7 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 	var w [4]byte
 	binary.BigEndian.PutUint16(w[0:], rxChecksum(f))
 	binary.BigEndian.PutUint16(w[2:], uint16(len(f)))
-	if !n.dmaStoreLocked(s, "rx_done slot", slot, w) {
+	if !n.rxDoneStoreLocked(s, slot, w) {
 		return false
 	}
 	s.rxDoneIdx++
