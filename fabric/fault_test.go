@@ -118,6 +118,36 @@ func TestWireFaults(t *testing.T) {
 			t.Errorf("got %q then %q", payload(got[0]), payload(got[1]))
 		}
 	})
+	t.Run("rate clocks frames out in order", func(t *testing.T) {
+		// One frame of about 60 bytes at 8000 bit/s takes 60 ms; the
+		// two after it, not paced, wait behind it.
+		_, a, _, rb := wirePair(t, wireSet(t, "r: wire.frame=rate(bps=8000); once"))
+		start := time.Now()
+		a.Send(frames(3))
+		got := recv(t, rb, 3)
+		if el := time.Since(start); el < 50*time.Millisecond {
+			t.Errorf("3 frames in %v: the paced one took less than its 60 ms on the line", el)
+		}
+		for i, f := range got {
+			if payload(f) != "frame "+strconv.Itoa(i) {
+				t.Errorf("frame %d is %q: reordered", i, payload(f))
+			}
+		}
+	})
+	t.Run("slot releases at the slot boundary", func(t *testing.T) {
+		_, a, _, rb := wirePair(t, wireSet(t, "r: wire.frame=slot(slot=50ms)"))
+		before := time.Now()
+		a.Send(frames(3))
+		got := recv(t, rb, 3)
+		if boundary := before.Truncate(50 * time.Millisecond).Add(50 * time.Millisecond); time.Now().Before(boundary) {
+			t.Errorf("frames arrived before the slot boundary %v", boundary)
+		}
+		for i, f := range got {
+			if payload(f) != "frame "+strconv.Itoa(i) {
+				t.Errorf("frame %d is %q: reordered", i, payload(f))
+			}
+		}
+	})
 	t.Run("runt", func(t *testing.T) {
 		_, a, _, rb := wirePair(t, wireSet(t, "r: wire.frame=bad(runt); once"))
 		a.Send(frames(1))

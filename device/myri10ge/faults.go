@@ -125,3 +125,20 @@ func (n *NIC) rxDoneStoreLocked(s *slice, addr uint64, w [4]byte) bool {
 	}
 	return true
 }
+
+// mcpTypeBad is the firmware type fw.header.bad shows: not "ETH ".
+const mcpTypeBad = 0x42414421 // "BAD!"
+
+// headerFaultLocked offers the running firmware's header to the fw door
+// (fw.header.bad) when the SRAM image is written (power-on, reset) and
+// when a client attaches, before its driver adopts the firmware: a
+// firing makes the header's mcp_type something other than ETH until the
+// next power-on, and the driver's adopt (probe, or the reload after a
+// watchdog reset) fails with "Bad firmware type" (§3.5).
+func (n *NIC) headerFaultLocked() {
+	act, ok := n.host.Fault.Eval(fault.FW, &fault.Op{Point: "header", Device: n.cfg.Name, Slice: -1})
+	if ok && act.Kind == fault.FWHeaderBad {
+		binary.BigEndian.PutUint32(n.bar0[offHeader+hdrOffType:], mcpTypeBad)
+		n.log.Debug("firmware header made bad (fault)")
+	}
+}

@@ -197,3 +197,24 @@ func TestCountersPerSlice(t *testing.T) {
 		t.Errorf("drops %+v, stats %+v", c.Drops, c.Stats)
 	}
 }
+
+// fw.header.bad: the header written at the next power-on (or seen by the
+// next client) claims another firmware type; the one after is good again.
+func TestFWDoorHeaderBad(t *testing.T) {
+	r := newRig(t, 1)
+	set := r.armFaults("r: fw.header=bad; once")
+	if got := r.read32(offHeader + hdrOffType); got != mcpTypeETH {
+		t.Fatalf("mcp_type %#x before any power-on, want ETH", got)
+	}
+	r.nic.Reset()
+	if got := r.read32(offHeader + hdrOffType); got != mcpTypeBad {
+		t.Errorf("mcp_type %#x after the power-on, want %#x", got, mcpTypeBad)
+	}
+	r.nic.Reset()
+	if got := r.read32(offHeader + hdrOffType); got != mcpTypeETH {
+		t.Errorf("mcp_type %#x after the next power-on, want ETH", got)
+	}
+	if _, total := set.Recent(); total != 1 {
+		t.Errorf("%d firings, want 1", total)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/myriemu/myriemu/fabric"
+	"github.com/myriemu/myriemu/fault"
 	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/sirupsen/logrus"
@@ -215,6 +216,9 @@ func (n *NIC) Attach(h pci.Host) error {
 	}
 	n.attached = true
 	n.epoch++
+	if h.Fault.Armed(fault.FW) {
+		n.headerFaultLocked()
+	}
 	n.startPollerLocked()
 	n.mu.Unlock()
 	n.cfg.Port.Attach(n)
@@ -253,6 +257,9 @@ func (n *NIC) Reset() {
 func (n *NIC) powerOnLocked() {
 	clear(n.bar0)
 	putSRAMImage(n.bar0, n.cfg.MAC, n.cfg.Serial)
+	if n.host.Fault.Armed(fault.FW) {
+		n.headerFaultLocked()
+	}
 	n.vendor.reset()
 	n.resetFirmwareLocked()
 }
