@@ -145,12 +145,7 @@ func (d *doors) function(f *pci.Function, dev device, dc deviceConfig) vfiouser.
 	}
 	d.targets = append(d.targets, t)
 	d.watchAudit(dev)
-	if n, ok := dev.(interface {
-		SetErrorSink(func(myri10ge.ErrorEvent))
-	}); ok {
-		name := dc.Name
-		n.SetErrorSink(func(e myri10ge.ErrorEvent) { d.errs.device(name, e) })
-	}
+	d.watchErrors(dev, dc.Name)
 	return t
 }
 
@@ -377,6 +372,16 @@ func (e *errorEvents) dma(device string, err error) {
 		data["op"], data["addr"], data["len"] = de.Op.String(), "0x"+strconv.FormatUint(de.Addr, 16), de.Len
 	}
 	e.emit(data)
+}
+
+// watchErrors sends the slice halts and guest protocol errors of dev (a
+// Myri-10G) to the control socket as DEVICE_ERROR events.
+func (d *doors) watchErrors(dev any, name string) {
+	if n, ok := dev.(interface {
+		SetErrorSink(func(myri10ge.ErrorEvent))
+	}); ok {
+		n.SetErrorSink(func(e myri10ge.ErrorEvent) { d.errs.device(name, e) })
+	}
 }
 
 // device reports a slice halt or a guest protocol error of a Myri-10G.
