@@ -170,3 +170,31 @@ func TestFaultDoorRegion(t *testing.T) {
 		t.Errorf("slice= at the dma door: %v", err)
 	}
 }
+
+// BenchmarkStore32FaultDoor: the labelled completion store (the rx_done
+// slot's) through the door with no rule armed against the bare map's
+// Store32 in the same run, and with one armed rule that does not match.
+func BenchmarkStore32FaultDoor(b *testing.B) {
+	m, _ := faultMap(b)
+	idle := fault.NewSet(1, nil)
+	nomatch := fault.NewSet(1, nil)
+	r, _ := fault.Parse("r: dma.write=drop; region=rx_done; slice=1")
+	nomatch.Add(r)
+	region := Region{Name: "rx_done", Slice: 0}
+	for _, c := range []struct {
+		name string
+		s    Space
+	}{
+		{"baseline", m},
+		{"door-idle", WithFaults(m, idle, "d")},
+		{"door-armed-nomatch", WithFaults(m, nomatch, "d")},
+	} {
+		b.Run("impl="+c.name, func(b *testing.B) {
+			for b.Loop() {
+				if err := Store32In(c.s, region, 0x11000, 1); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
