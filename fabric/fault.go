@@ -1,6 +1,7 @@
 package fabric
 
 import (
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -70,6 +71,9 @@ func (p *SwitchPort) sendFaulty(frames [][]byte) {
 			p.flushOrQueue(out)
 			out = out[:0]
 			p.pace(f, &act)
+		case fault.WirePauseFlood:
+			out = append(out, f)
+			p.pauseFlood(&act)
 		case fault.WireRxOverflow:
 			p.overflowAt(f)
 		case fault.WireFrameBad:
@@ -238,3 +242,32 @@ func (t *faultTimers) after(d time.Duration, fn func()) { t.After(d, fn) }
 
 // stop cancels pending timers and waits for running ones.
 func (t *faultTimers) stop() { t.Stop() }
+
+// pauseFrameSrc is the source MAC of the PAUSE frames wire.pause.flood
+// sends: the switch port's own, a locally administered address.
+var pauseFrameSrc = [6]byte{0x02, 0x00, 0x00, 0x00, 0x00, 0xfe}
+
+// pauseFlood makes p's link partner (the switch) send p a PAUSE frame
+// asking for quanta every period, for the flood's duration: with flow
+// control on, p's NIC stops transmitting meanwhile.
+func (p *SwitchPort) pauseFlood(act *fault.Action) {
+	f := make([]byte, MinFrame+46)
+	copy(f, []byte{0x01, 0x80, 0xc2, 0x00, 0x00, 0x01}) // the MAC control group
+	copy(f[6:], pauseFrameSrc[:])
+	binary.BigEndian.PutUint16(f[12:], 0x8808) // MAC control
+	binary.BigEndian.PutUint16(f[14:], 0x0001) // PAUSE
+	binary.BigEndian.PutUint16(f[16:], uint16(act.Int("quanta")))
+	period := max(act.Duration("period"), 100*time.Microsecond)
+	end := time.Now().Add(act.Duration("for"))
+	s := p.sw
+	var tick func()
+	tick = func() {
+		s.mu.Lock()
+		p.enqueue(&s.bufs, f)
+		s.mu.Unlock()
+		if time.Now().Add(period).Before(end) {
+			s.ft.after(period, tick)
+		}
+	}
+	s.ft.after(0, tick)
+}

@@ -72,6 +72,7 @@ const (
 	WireDelay
 	WireRate
 	WireSlot
+	WirePauseFlood
 	WireRxOverflow
 	WireFrameBad
 
@@ -166,6 +167,7 @@ var kinds = [numKinds]Spec{
 	WireDelay:      {Name: "wire.delay", Door: Wire, Point: "frame", Action: "delay", On: onFrame, Args: []ArgSpec{{Name: "delay", Default: "10ms", Kind: argDuration}}},
 	WireRate:       {Name: "wire.rate", Door: Wire, Point: "frame", Action: "rate", On: onFrame, Args: []ArgSpec{{Name: "bps", Default: "100000000"}}},
 	WireSlot:       {Name: "wire.slot", Door: Wire, Point: "frame", Action: "slot", On: onFrame, Args: []ArgSpec{{Name: "slot", Default: "10ms", Kind: argDuration}}},
+	WirePauseFlood: {Name: "wire.pause.flood", Door: Wire, Point: "pause", Action: "flood", On: onFrame, Args: []ArgSpec{{Name: "quanta", Default: "65535"}, {Name: "period", Default: "1ms", Kind: argDuration}, {Name: "for", Default: "5s", Kind: argDuration}}},
 	WireRxOverflow: {Name: "wire.rx.overflow", Door: Wire, Point: "rx", Action: "overflow", On: onFrame},
 	WireFrameBad:   {Name: "wire.frame.bad", Door: Wire, Point: "frame", Action: "bad", On: onFrame, Args: []ArgSpec{{Name: "kind", Default: "runt", Kind: argChoice, Choices: badFrames}}},
 

@@ -15,6 +15,7 @@ type Counters struct {
 
 // DropCounters are the receive drops of the interrupt block (§6.1).
 type DropCounters struct {
+	Pause             uint32 // dropped_pause: PAUSE frames received
 	UnicastFiltered   uint32 // dropped_unicast_filtered
 	MulticastFiltered uint32 // dropped_multicast_filtered
 	LinkError         uint32 // dropped_link_error_or_filtered: the data path was stopped
@@ -47,7 +48,7 @@ func (n *NIC) Counters() Counters {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	d := &n.drops
-	c := Counters{Stats: n.stats, Drops: DropCounters{
+	c := Counters{Stats: n.stats, Drops: DropCounters{Pause: d.pause,
 		UnicastFiltered: d.unicastFiltered, MulticastFiltered: d.multicastFiltered, LinkError: d.linkError,
 		Runt: d.runt, Overrun: d.overrun, NoSmallBuffer: d.noSmall, NoBigBuffer: d.noBig}}
 	for _, s := range n.slices {

@@ -29,6 +29,7 @@ type dropCounters struct {
 	unicastFiltered, multicastFiltered uint32
 	linkError                          uint32 // arrived while the data path was stopped
 	runt, overrun                      uint32
+	pause                              uint32 // PAUSE frames received (pause.go)
 	noSmall, noBig                     uint32
 }
 
@@ -120,6 +121,8 @@ func (n *NIC) receiveLocked(f []byte) *slice {
 		n.drops.linkError++
 	case len(f) < 14:
 		n.drops.runt++
+	case isPause(f):
+		n.pauseLocked(f)
 	case len(f) > n.fw.maxFrame:
 		n.drops.overrun++
 	case !n.accepts(f[:6]):
