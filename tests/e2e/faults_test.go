@@ -45,8 +45,9 @@ dmesg | grep myri10ge | sed 's/^/E2E-RESULT name=dmesg.line status=info detail=/
 // out. Only a close and open (which zero the rx_done ring) recovers, so
 // the watcher takes eth0 down and up once rx_packets has not moved for
 // 10 s with carrier on and no driver reset line appeared meanwhile: a
-// silent RX stall. It records how many "link down" lines exist after the
-// bounce (/tmp/downs) so that the end step waits for the test's own.
+// silent RX stall. The close logs "link down" too: the watcher records
+// how many such lines exist after the bounce (/tmp/downs; /tmp/bouncing
+// meanwhile) so that the end step waits for the test's own.
 const rxStallWatcher = `( still=0; last=; n=0
 while [ ! -e /tmp/stop ]; do
 	sleep 1
@@ -63,9 +64,11 @@ while [ ! -e /tmp/stop ]; do
 		n=$((n+1))
 		name=rxstall; [ $n -gt 1 ] && name=rxstall.$n
 		echo "E2E-RESULT name=$name status=pass detail=rx_packets stuck at $now for $still s with carrier up and no driver reset line (the driver did not notice); taking eth0 down and up"
+		touch /tmp/bouncing
 		ip link set eth0 down
 		ip link set eth0 up
-		dmesg | grep -c 'eth0: link down' > /tmp/downs.new && mv /tmp/downs.new /tmp/downs
+		dmesg | grep -c 'eth0: link down' > /tmp/downs
+		rm /tmp/bouncing
 		still=0
 	elif [ $still -ge 10 ]; then
 		still=0
@@ -146,7 +149,7 @@ send=$!`, in, stop, peer, out, stop))
 	// to move, and stops them.
 	a := stream(myripair.NewScript(ipA), ipB, "b2a", "a2b", "-stop-file /tmp/stop").Raw(rxStallWatcher).Raw(`i=0
 while [ $i -lt 780 ]; do
-	[ "$(dmesg | grep -c 'eth0: link down')" -gt "$(cat /tmp/downs 2>/dev/null || echo 0)" ] && break
+	[ ! -e /tmp/bouncing ] && [ "$(dmesg | grep -c 'eth0: link down')" -gt "$(cat /tmp/downs 2>/dev/null || echo 0)" ] && break
 	sleep 1
 	i=$((i+1))
 done
