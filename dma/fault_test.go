@@ -8,6 +8,7 @@ import (
 
 	"github.com/myriemu/myriemu/dma/dmatest"
 	"github.com/myriemu/myriemu/fault"
+	"github.com/myriemu/myriemu/fault/faulttest"
 )
 
 func faultMap(tb testing.TB) (*Map, []byte) {
@@ -22,19 +23,6 @@ func faultMap(tb testing.TB) (*Map, []byte) {
 	return m, ram.Bytes()
 }
 
-func armed(t *testing.T, rule string) *fault.Set {
-	t.Helper()
-	s := fault.NewSet(1, nil)
-	r, err := fault.Parse(rule)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Add(r); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func TestFaultDoor(t *testing.T) {
 	pattern := []byte("0123456789abcdef")
 	t.Run("nil set is the space itself", func(t *testing.T) {
@@ -45,7 +33,7 @@ func TestFaultDoor(t *testing.T) {
 	})
 	t.Run("read.fail", func(t *testing.T) {
 		m, _ := faultMap(t)
-		s := WithFaults(m, armed(t, "r: dma.read=fail; once"), "d")
+		s := WithFaults(m, faulttest.Set(t, 1, "r: dma.read=fail; once"), "d")
 		p := make([]byte, 16)
 		_, err := s.ReadAt(p, 0x10000)
 		var de *Error
@@ -58,7 +46,7 @@ func TestFaultDoor(t *testing.T) {
 	})
 	t.Run("iova.unmapped only in range", func(t *testing.T) {
 		m, _ := faultMap(t)
-		s := WithFaults(m, armed(t, "r: dma.iova=unmapped; iova=0x20000..0x20fff"), "d")
+		s := WithFaults(m, faulttest.Set(t, 1, "r: dma.iova=unmapped; iova=0x20000..0x20fff"), "d")
 		p := make([]byte, 16)
 		if _, err := s.ReadAt(p, 0x10000); err != nil {
 			t.Errorf("outside: %v", err)
@@ -71,28 +59,28 @@ func TestFaultDoor(t *testing.T) {
 		m, guest := faultMap(t)
 		copy(guest, pattern)
 		p := make([]byte, 16)
-		if _, err := WithFaults(m, armed(t, "r: dma.read=short(bytes=4)"), "d").ReadAt(p, 0x10000); err != nil || !bytes.Equal(p, append([]byte("0123"), make([]byte, 12)...)) {
+		if _, err := WithFaults(m, faulttest.Set(t, 1, "r: dma.read=short(bytes=4)"), "d").ReadAt(p, 0x10000); err != nil || !bytes.Equal(p, append([]byte("0123"), make([]byte, 12)...)) {
 			t.Errorf("short: %q %v", p, err)
 		}
-		if _, err := WithFaults(m, armed(t, "r: dma.read=poison(mask=0x20, offset=10)"), "d").ReadAt(p, 0x10000); err != nil || string(p) != "0123456789Abcdef" {
+		if _, err := WithFaults(m, faulttest.Set(t, 1, "r: dma.read=poison(mask=0x20, offset=10)"), "d").ReadAt(p, 0x10000); err != nil || string(p) != "0123456789Abcdef" {
 			t.Errorf("poison: %q %v", p, err)
 		}
 	})
 	t.Run("write.drop, torn", func(t *testing.T) {
 		m, guest := faultMap(t)
-		if n, err := WithFaults(m, armed(t, "r: dma.write=drop"), "d").WriteAt(pattern, 0x10000); n != 16 || err != nil || guest[0] != 0 {
+		if n, err := WithFaults(m, faulttest.Set(t, 1, "r: dma.write=drop"), "d").WriteAt(pattern, 0x10000); n != 16 || err != nil || guest[0] != 0 {
 			t.Errorf("drop: %d %v %q", n, err, guest[:16])
 		}
-		if n, err := WithFaults(m, armed(t, "r: dma.write=torn(bytes=3)"), "d").WriteAt(pattern, 0x10000); n != 16 || err != nil || string(guest[:4]) != "012\x00" {
+		if n, err := WithFaults(m, faulttest.Set(t, 1, "r: dma.write=torn(bytes=3)"), "d").WriteAt(pattern, 0x10000); n != 16 || err != nil || string(guest[:4]) != "012\x00" {
 			t.Errorf("torn: %d %v %q", n, err, guest[:16])
 		}
-		if err := WithFaults(m, armed(t, "r: dma.write=drop"), "d").Store32(0x10100, 0xdeadbeef); err != nil || guest[0x100] != 0 {
+		if err := WithFaults(m, faulttest.Set(t, 1, "r: dma.write=drop"), "d").Store32(0x10100, 0xdeadbeef); err != nil || guest[0x100] != 0 {
 			t.Errorf("store32 drop: %v", err)
 		}
 	})
 	t.Run("write.reorder lands after the next write", func(t *testing.T) {
 		m, guest := faultMap(t)
-		s := WithFaults(m, armed(t, "r: dma.write=reorder; once"), "d")
+		s := WithFaults(m, faulttest.Set(t, 1, "r: dma.write=reorder; once"), "d")
 		s.WriteAt([]byte("data"), 0x10000)
 		if string(guest[:4]) != "\x00\x00\x00\x00" {
 			t.Fatalf("held write landed early: %q", guest[:4])
@@ -110,9 +98,7 @@ func TestFaultDoor(t *testing.T) {
 func BenchmarkCopyFaultDoor(b *testing.B) {
 	m, _ := faultMap(b)
 	idle := fault.NewSet(1, nil)
-	nomatch := fault.NewSet(1, nil)
-	r, _ := fault.Parse("r: dma.read=fail; device=other")
-	nomatch.Add(r)
+	nomatch := faulttest.Set(b, 1, "r: dma.read=fail; device=other")
 	for _, size := range []int{64, 1500} {
 		p := make([]byte, size)
 		for _, c := range []struct {

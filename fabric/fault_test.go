@@ -10,20 +10,8 @@ import (
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/fabric/fabrictest"
 	"github.com/myriemu/myriemu/fault"
+	"github.com/myriemu/myriemu/fault/faulttest"
 )
-
-func wireSet(t testing.TB, rules ...string) *fault.Set {
-	t.Helper()
-	s := fault.NewSet(9, nil)
-	for _, rule := range rules {
-		r, err := fault.Parse(rule)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Add(r)
-	}
-	return s
-}
 
 // wirePair is a switch with ports a and b, b's deliveries recorded.
 func wirePair(t *testing.T, set *fault.Set) (*fabric.Switch, *fabric.SwitchPort, *fabric.SwitchPort, *fabrictest.Receiver) {
@@ -65,7 +53,7 @@ func payload(f []byte) string { return string(f[14:21]) }
 
 func TestWireFaults(t *testing.T) {
 	t.Run("loss", func(t *testing.T) {
-		_, a, _, rb := wirePair(t, wireSet(t, "r: wire.frame=loss; device=a; interval=2"))
+		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.frame=loss; device=a; interval=2"))
 		a.Send(frames(4))
 		got := recv(t, rb, 2)
 		if payload(got[0]) != "frame 0" || payload(got[1]) != "frame 2" {
@@ -76,7 +64,7 @@ func TestWireFaults(t *testing.T) {
 		}
 	})
 	t.Run("dup", func(t *testing.T) {
-		_, a, _, rb := wirePair(t, wireSet(t, "r: wire.frame=dup; once"))
+		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.frame=dup; once"))
 		a.Send(frames(2))
 		got := recv(t, rb, 3)
 		if payload(got[0]) != "frame 0" || payload(got[1]) != "frame 0" || payload(got[2]) != "frame 1" {
@@ -84,7 +72,7 @@ func TestWireFaults(t *testing.T) {
 		}
 	})
 	t.Run("reorder", func(t *testing.T) {
-		_, a, _, rb := wirePair(t, wireSet(t, "r: wire.frame=reorder; once"))
+		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.frame=reorder; once"))
 		a.Send(frames(2))
 		got := recv(t, rb, 2)
 		if payload(got[0]) != "frame 1" || payload(got[1]) != "frame 0" {
@@ -92,7 +80,7 @@ func TestWireFaults(t *testing.T) {
 		}
 	})
 	t.Run("corrupt past the header", func(t *testing.T) {
-		_, a, _, rb := wirePair(t, wireSet(t, "r: wire.frame=corrupt(mask=0xff); once"))
+		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.frame=corrupt(mask=0xff); once"))
 		sent := frames(1)
 		orig := append([]byte(nil), sent[0]...)
 		a.Send(sent)
@@ -111,7 +99,7 @@ func TestWireFaults(t *testing.T) {
 		}
 	})
 	t.Run("delay", func(t *testing.T) {
-		_, a, _, rb := wirePair(t, wireSet(t, "r: wire.frame=delay(delay=20ms); once"))
+		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.frame=delay(delay=20ms); once"))
 		a.Send(frames(2))
 		got := recv(t, rb, 2)
 		if payload(got[0]) != "frame 1" || payload(got[1]) != "frame 0" {
@@ -179,14 +167,14 @@ func TestWireFaults(t *testing.T) {
 		}
 	})
 	t.Run("runt", func(t *testing.T) {
-		_, a, _, rb := wirePair(t, wireSet(t, "r: wire.frame=bad(runt); once"))
+		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.frame=bad(runt); once"))
 		a.Send(frames(1))
 		if got := recv(t, rb, 1)[0]; len(got) != 32 {
 			t.Errorf("runt of %d bytes", len(got))
 		}
 	})
 	t.Run("link flap", func(t *testing.T) {
-		sw, a, _, _ := wirePair(t, wireSet(t, "r: wire.link=flap(down=10ms); once"))
+		sw, a, _, _ := wirePair(t, faulttest.Set(t, 9, "r: wire.link=flap(down=10ms); once"))
 		links := make(chan bool, 4)
 		sw.OnFaultLink(func(port string, up bool) { links <- up })
 		ra := fabrictest.NewReceiver(64)
@@ -219,7 +207,7 @@ func BenchmarkSwitchForwardFaultDoor(b *testing.B) {
 	}{
 		{"baseline", nil},
 		{"door-idle", fault.NewSet(1, nil)},
-		{"door-armed-nomatch", wireSet(b, "r: wire.frame=loss; device=other")},
+		{"door-armed-nomatch", faulttest.Set(b, 9, "r: wire.frame=loss; device=other")},
 	} {
 		b.Run("size=1514/impl="+c.name, func(b *testing.B) {
 			sw := fabric.NewSwitch(quietLog())
@@ -253,12 +241,8 @@ func wireRun(t *testing.T, seed uint64, replay []fault.Firing) (string, []string
 	t.Helper()
 	var set *fault.Set
 	if replay == nil {
-		set = fault.NewSet(seed, nil)
-		for _, s := range []string{"loss: wire.frame=loss; probability=5", "dup: wire.frame=dup; probability=3",
-			"corrupt: wire.frame=corrupt; probability=3", "reorder: wire.frame=reorder; probability=3"} {
-			r, _ := fault.Parse(s)
-			set.Add(r)
-		}
+		set = faulttest.Set(t, seed, "loss: wire.frame=loss; probability=5", "dup: wire.frame=dup; probability=3",
+			"corrupt: wire.frame=corrupt; probability=3", "reorder: wire.frame=reorder; probability=3")
 	} else {
 		set = fault.NewSet(0, nil)
 		set.Replay(replay)

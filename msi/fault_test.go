@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/myriemu/myriemu/fault"
+	"github.com/myriemu/myriemu/fault/faulttest"
 )
 
 // countRaiser counts raises per vector.
@@ -30,17 +31,6 @@ func (c *countRaiser) get(v int) int {
 	return c.n[v]
 }
 
-func armedSet(t *testing.T, rule string) *fault.Set {
-	t.Helper()
-	s := fault.NewSet(1, nil)
-	r, err := fault.Parse(rule)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Add(r)
-	return s
-}
-
 func TestFaultRaiser(t *testing.T) {
 	tests := []struct {
 		rule      string
@@ -56,7 +46,7 @@ func TestFaultRaiser(t *testing.T) {
 	}
 	for _, tt := range tests {
 		c := &countRaiser{}
-		f := WithFaults(c, armedSet(t, tt.rule), "d")
+		f := WithFaults(c, faulttest.Set(t, 1, tt.rule), "d")
 		f.Raise(0)
 		if tt.waitDelay {
 			deadline := time.Now().Add(30 * time.Second)
@@ -73,7 +63,7 @@ func TestFaultRaiser(t *testing.T) {
 
 func TestFaultRaiserCloseCancelsDelays(t *testing.T) {
 	c := &countRaiser{}
-	f := WithFaults(c, armedSet(t, "r: msi.raise=delay(delay=1m)"), "d")
+	f := WithFaults(c, faulttest.Set(t, 1, "r: msi.raise=delay(delay=1m)"), "d")
 	f.Raise(0)
 	f.Close()
 	if c.get(0) != 0 {
@@ -87,9 +77,7 @@ func BenchmarkRaiseFaultDoor(b *testing.B) {
 	tb := NewTable(testCounts, nil)
 	defer tb.Reset()
 	tb.SetIRQs(MSIX, DataEventfd|ActionTrigger, 0, 1, nil, nil) // de-assigned: no syscall, the door's cost shows
-	nomatch := fault.NewSet(1, nil)
-	r, _ := fault.Parse("r: msi.raise=drop; vector=7")
-	nomatch.Add(r)
+	nomatch := faulttest.Set(b, 1, "r: msi.raise=drop; vector=7")
 	for _, c := range []struct {
 		name string
 		r    Raiser

@@ -37,28 +37,25 @@ func newFakeDevice(spec Spec) *fakeDevice {
 
 func (d *fakeDevice) Spec() Spec { return d.spec }
 
-func (d *fakeDevice) ReadBAR(bar int, off uint64, p []byte) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.accesses = append(d.accesses, fmt.Sprintf("R%d %#x+%d", bar, off, len(p)))
-	if d.barErr != nil {
-		return d.barErr
-	}
-	for i := range p {
-		p[i] = d.mem[bar][off+uint64(i)]
-	}
-	return nil
-}
+func (d *fakeDevice) ReadBAR(bar int, off uint64, p []byte) error  { return d.access('R', bar, off, p) }
+func (d *fakeDevice) WriteBAR(bar int, off uint64, p []byte) error { return d.access('W', bar, off, p) }
 
-func (d *fakeDevice) WriteBAR(bar int, off uint64, p []byte) error {
+// access records a BAR access ("R0 0x10+4") and then fails it with barErr
+// or does it on the fake's memory.
+func (d *fakeDevice) access(dir byte, bar int, off uint64, p []byte) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.accesses = append(d.accesses, fmt.Sprintf("W%d %#x+%d", bar, off, len(p)))
+	d.accesses = append(d.accesses, fmt.Sprintf("%c%d %#x+%d", dir, bar, off, len(p)))
 	if d.barErr != nil {
 		return d.barErr
 	}
-	for i, b := range p {
-		d.mem[bar][off+uint64(i)] = b
+	mem := d.mem[bar]
+	for i := range p {
+		if dir == 'W' {
+			mem[off+uint64(i)] = p[i]
+		} else {
+			p[i] = mem[off+uint64(i)]
+		}
 	}
 	return nil
 }

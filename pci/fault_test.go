@@ -4,25 +4,12 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/myriemu/myriemu/fault"
+	"github.com/myriemu/myriemu/fault/faulttest"
 )
-
-func faultSet(t *testing.T, rules ...string) *fault.Set {
-	t.Helper()
-	s := fault.NewSet(3, nil)
-	for _, rule := range rules {
-		r, err := fault.Parse(rule)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Add(r)
-	}
-	return s
-}
 
 func TestBARFaults(t *testing.T) {
 	f, d := newTestFunction(t, fullSpec())
-	f.SetFaults(faultSet(t,
+	f.SetFaults(faulttest.Set(t, 3,
 		"drop: bar.write=drop; iova=0x100..0x103; once",
 		"ones: bar.read=allones; iova=0x200..0x203; once",
 		"tear: bar.wc=tear(bytes=2); iova=0x300..0x307; once",
@@ -51,7 +38,7 @@ func TestBARFaults(t *testing.T) {
 
 func TestSurpriseRemoval(t *testing.T) {
 	f, _ := newTestFunction(t, fullSpec())
-	f.SetFaults(faultSet(t, "gone: pci.cfg=surprise-remove; once"), "t0")
+	f.SetFaults(faulttest.Set(t, 3, "gone: pci.cfg=surprise-remove; once"), "t0")
 	p := make([]byte, 2)
 	f.ReadRegion(RegionConfig, 0, p)
 	if p[0] != 0xff || p[1] != 0xff || !f.Removed() {
@@ -72,7 +59,7 @@ func TestRebootClearsBusMaster(t *testing.T) {
 	if !f.BusMaster() {
 		t.Fatal("bus master not set")
 	}
-	f.SetFaults(faultSet(t, "boom: fw.nic=reboot; once"), "t0")
+	f.SetFaults(faulttest.Set(t, 3, "boom: fw.nic=reboot; once"), "t0")
 	f.WriteRegion(0, 0x10, []byte{1, 2, 3, 4})
 	if f.BusMaster() || d.resets != 1 {
 		t.Errorf("after fw.reboot: bus master %v, resets %d", f.BusMaster(), d.resets)
@@ -84,7 +71,7 @@ func TestRebootClearsBusMaster(t *testing.T) {
 
 func TestResetFail(t *testing.T) {
 	f, d := newTestFunction(t, fullSpec())
-	f.SetFaults(faultSet(t, "r: pci.reset=fail; once"), "t0")
+	f.SetFaults(faulttest.Set(t, 3, "r: pci.reset=fail; once"), "t0")
 	f.Reset()
 	f.Reset()
 	if d.resets != 1 {

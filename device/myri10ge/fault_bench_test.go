@@ -5,6 +5,7 @@ import (
 
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fault"
+	"github.com/myriemu/myriemu/fault/faulttest"
 )
 
 // BenchmarkSendTakeFaultDoor: Take of a 1514-byte offload packet straight
@@ -12,12 +13,7 @@ import (
 // and with one armed rule that does not match, in the same run.
 func BenchmarkSendTakeFaultDoor(b *testing.B) {
 	e, posted, size := benchEnv(b, frameSpec{}, 1460, 0, []piece{{0x1000, -1}})
-	nomatch := fault.NewSet(1, nil)
-	r, err := fault.Parse("r: dma.read=fail; device=other")
-	if err != nil {
-		b.Fatal(err)
-	}
-	nomatch.Add(r)
+	nomatch := faulttest.Set(b, 1, "r: dma.read=fail; device=other")
 	for _, c := range []struct {
 		name string
 		mem  dma.Space
@@ -26,15 +22,6 @@ func BenchmarkSendTakeFaultDoor(b *testing.B) {
 		{"door-idle", dma.WithFaults(e.mem, fault.NewSet(1, nil), "myri0")},
 		{"door-armed-nomatch", dma.WithFaults(e.mem, nomatch, "myri0")},
 	} {
-		b.Run("case=cksum-1514/impl="+c.name, func(b *testing.B) {
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			for b.Loop() {
-				copy(e.ring, posted)
-				if n, _, err := e.eng.Take(e.ring, 0, c.mem); err != nil || n == 0 {
-					b.Fatalf("take = %d, %v", n, err)
-				}
-			}
-		})
+		b.Run("case=cksum-1514/impl="+c.name, func(b *testing.B) { benchTake(b, e, posted, size, c.mem) })
 	}
 }

@@ -8,19 +8,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fault"
+	"github.com/myriemu/myriemu/fault/faulttest"
 )
 
 // armFaults gives the rig's NIC a fault set with rules armed.
 func (r *rig) armFaults(rules ...string) *fault.Set {
 	r.t.Helper()
-	set := fault.NewSet(1, nil)
-	for _, text := range rules {
-		rule, err := fault.Parse(text)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		set.Add(rule)
-	}
+	set := faulttest.Set(r.t, 1, rules...)
 	r.nic.mu.Lock()
 	r.nic.host.Fault = set
 	r.nic.mu.Unlock()

@@ -257,28 +257,22 @@ func BenchmarkDeviceRate(b *testing.B) {
 			wg.Wait()
 			reportRate(b, cpu)
 		})
-		b.Run(name+"/impl=ours", func(b *testing.B) {
-			p := newRatePair(b, size, PIOTrap)
-			p.run(b, 2*rxRingEntries, size) // warm: pools, rings wrapped once
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			b.ResetTimer()
-			cpu := cpuTime(b)
-			p.run(b, b.N, size)
-			b.StopTimer()
-			reportRate(b, cpu)
-		})
-		b.Run(name+"/impl=ours-mmap", func(b *testing.B) {
-			p := newRatePair(b, size, PIOMmap)
-			p.run(b, 2*rxRingEntries, size)
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			b.ResetTimer()
-			cpu := cpuTime(b)
-			p.run(b, b.N, size)
-			b.StopTimer()
-			reportRate(b, cpu)
-		})
+		for _, impl := range []struct {
+			name string
+			pio  PIOMode
+		}{{"ours", PIOTrap}, {"ours-mmap", PIOMmap}} {
+			b.Run(name+"/impl="+impl.name, func(b *testing.B) {
+				p := newRatePair(b, size, impl.pio)
+				p.run(b, 2*rxRingEntries, size) // warm: pools, rings wrapped once
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				b.ResetTimer()
+				cpu := cpuTime(b)
+				p.run(b, b.N, size)
+				b.StopTimer()
+				reportRate(b, cpu)
+			})
+		}
 	}
 }
 

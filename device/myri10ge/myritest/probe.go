@@ -129,15 +129,10 @@ func (d *Driver) Probe(ctx context.Context) error {
 // pcie_set_readrq(4096) and pci_set_master (Command.MASTER), and the
 // capabilities the PCI core finds for MSI and MSI-X.
 func (d *Driver) pciSetup() error {
-	cmd, err := d.cfgRead16(pciCommand)
-	if err != nil {
+	if err := d.commandSet(pciCommandMemory); err != nil {
 		return err
 	}
-	if cmd&pciCommandMemory == 0 {
-		if err := d.cfgWrite16(pciCommand, cmd|pciCommandMemory); err != nil {
-			return err
-		}
-	}
+	var err error
 	if d.vsOffset, err = d.findCap(capIDVendor); err != nil {
 		return err
 	}
@@ -154,20 +149,24 @@ func (d *Driver) pciSetup() error {
 			return err
 		}
 	}
-	cmd, err = d.cfgRead16(pciCommand)
-	if err != nil {
+	if err := d.commandSet(pciCommandMaster); err != nil {
 		return err
-	}
-	if cmd&pciCommandMaster == 0 {
-		if err := d.cfgWrite16(pciCommand, cmd|pciCommandMaster); err != nil {
-			return err
-		}
 	}
 	if d.msiCap, err = d.findCap(capIDMSI); err != nil {
 		return err
 	}
 	d.msixCap, err = d.findCap(capIDMSIX)
 	return err
+}
+
+// commandSet sets bit in the Command register unless it is set already,
+// as pci_enable_device and pci_set_master do.
+func (d *Driver) commandSet(bit uint16) error {
+	cmd, err := d.cfgRead16(pciCommand)
+	if err != nil || cmd&bit != 0 {
+		return err
+	}
+	return d.cfgWrite16(pciCommand, cmd|bit)
 }
 
 // selectFirmware is myri10ge_select_firmware (§3.4).
@@ -286,25 +285,13 @@ func (d *Driver) loadFirmware(ctx context.Context, adopt bool) error {
 		return d.firmwareCapabilities(ctx)
 	}
 
-	// Hand off to the loaded image and wait for its confirmation.
-	d.mem.storeBE32(d.cmdBus+respOffData, 0)
-	var blk [cmdBlockSize]byte
-	be := binary.BigEndian
-	be.PutUint32(blk[0x00:], uint32(d.cmdBus>>32))
-	be.PutUint32(blk[0x04:], uint32(d.cmdBus))
-	be.PutUint32(blk[0x08:], confirmData)
-	be.PutUint32(blk[0x0C:], OffFWStaging+8) // where the code starts
-	be.PutUint32(blk[0x10:], size-8)         // its length
-	be.PutUint32(blk[0x14:], 8)              // where to copy it
-	be.PutUint32(blk[0x18:], 0)              // where to jump
-	for o := 0x1C; o < cmdBlockSize; o += 4 {
-		be.PutUint32(blk[o:], d.uninit())
-	}
-	if err := d.pioCopy(OffBootHandoff, blk[:]); err != nil {
-		return err
-	}
-	// msleep(1), then up to 9 sleeps of 1<<i ms.
-	ok, err := d.poll(ctx, 512*time.Millisecond, d.confirmed)
+	// Hand off to the loaded image and wait for its confirmation: msleep(1),
+	// then up to 9 sleeps of 1<<i ms.
+	ok, err := d.confirmedBlock(ctx, OffBootHandoff, 512*time.Millisecond,
+		OffFWStaging+8, // where the code starts
+		size-8,         // its length
+		8,              // where to copy it
+		0)              // where to jump
 	if err != nil {
 		return err
 	}
@@ -316,6 +303,32 @@ func (d *Driver) loadFirmware(ctx context.Context, adopt bool) error {
 		return err
 	}
 	return d.firmwareCapabilities(ctx)
+}
+
+// confirmedBlock writes a boot block that the device confirms by DMA (the
+// handoff and the dummy RDMA, §3.7) and waits up to budget for the
+// confirmation. The block holds the confirmation address and word, then
+// args from offset 0x0C; the words after them are the stack garbage the
+// driver leaves there.
+func (d *Driver) confirmedBlock(ctx context.Context, off uint64, budget time.Duration, args ...uint32) (bool, error) {
+	d.mem.storeBE32(d.cmdBus+respOffData, 0)
+	var blk [cmdBlockSize]byte
+	be := binary.BigEndian
+	be.PutUint32(blk[0x00:], uint32(d.cmdBus>>32))
+	be.PutUint32(blk[0x04:], uint32(d.cmdBus))
+	be.PutUint32(blk[0x08:], confirmData)
+	o := 0x0C
+	for _, a := range args {
+		be.PutUint32(blk[o:], a)
+		o += 4
+	}
+	for ; o < cmdBlockSize; o += 4 {
+		be.PutUint32(blk[o:], d.uninit())
+	}
+	if err := d.pioCopy(off, blk[:]); err != nil {
+		return false, err
+	}
+	return d.poll(ctx, budget, d.confirmed)
 }
 
 // confirmed reports whether the device wrote the confirmation word.
@@ -409,24 +422,12 @@ func (d *Driver) validateFirmware(h []byte) error {
 // dummyRDMA is myri10ge_dummy_rdma (§3.7). A missing confirmation is only
 // logged, as in the driver.
 func (d *Driver) dummyRDMA(ctx context.Context, enable bool) error {
-	d.mem.storeBE32(d.cmdBus+respOffData, 0)
-	var blk [cmdBlockSize]byte
-	be := binary.BigEndian
-	be.PutUint32(blk[0x00:], uint32(d.cmdBus>>32))
-	be.PutUint32(blk[0x04:], uint32(d.cmdBus))
-	be.PutUint32(blk[0x08:], confirmData)
-	be.PutUint32(blk[0x0C:], uint32(d.cmdBus>>32))
-	be.PutUint32(blk[0x10:], uint32(d.cmdBus))
+	var on uint32
 	if enable {
-		be.PutUint32(blk[0x14:], 1)
+		on = 1
 	}
-	for o := 0x18; o < cmdBlockSize; o += 4 {
-		be.PutUint32(blk[o:], d.uninit())
-	}
-	if err := d.pioCopy(OffDummyRDMA, blk[:]); err != nil {
-		return err
-	}
-	ok, err := d.poll(ctx, 20*time.Millisecond, d.confirmed)
+	ok, err := d.confirmedBlock(ctx, OffDummyRDMA, 20*time.Millisecond,
+		uint32(d.cmdBus>>32), uint32(d.cmdBus), on)
 	if err != nil {
 		return err
 	}

@@ -108,15 +108,9 @@ func (d *Driver) WatchdogReset(ctx context.Context) error {
 		}
 	} else {
 		if cmd == 0xffff {
-			vendor, err := d.cfgRead16(0)
-			if err != nil {
+			if gone, err := d.disappeared(); err != nil || gone {
 				d.mu.Unlock()
 				return err
-			}
-			if vendor == 0xffff {
-				d.logf(Err, "device disappeared!")
-				d.mu.Unlock()
-				return nil
 			}
 		}
 		reset, busy := false, 0
@@ -190,13 +184,12 @@ func (d *Driver) Suspend(ctx context.Context) (wasUp bool, err error) {
 // on, and open again if the interface was up.
 func (d *Driver) Resume(ctx context.Context, wasUp bool) error {
 	d.mu.Lock()
-	vendor, err := d.cfgRead16(0)
+	gone, err := d.disappeared()
 	if err != nil {
 		d.mu.Unlock()
 		return err
 	}
-	if vendor == 0xffff {
-		d.logf(Err, "device disappeared!")
+	if gone {
 		d.mu.Unlock()
 		return fmt.Errorf("%w: vendor ID 0xffff on resume (-EIO)", ErrState)
 	}
@@ -213,4 +206,20 @@ func (d *Driver) Resume(ctx context.Context, wasUp bool) error {
 		return d.Open(ctx)
 	}
 	return nil
+}
+
+// disappeared is the driver's vendor ID check (the watchdog's after a
+// command register of 0xffff, and resume's): a function that reads
+// 0xffff there is gone from the bus, and "device disappeared!" is logged.
+// Called with d.mu held.
+func (d *Driver) disappeared() (bool, error) {
+	vendor, err := d.cfgRead16(0)
+	if err != nil {
+		return false, err
+	}
+	if vendor == 0xffff {
+		d.logf(Err, "device disappeared!")
+		return true, nil
+	}
+	return false, nil
 }
