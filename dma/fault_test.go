@@ -125,7 +125,7 @@ func BenchmarkCopyFaultDoor(b *testing.B) {
 // access matches no region= or slice= clause.
 func TestFaultDoorRegion(t *testing.T) {
 	m, guest := faultMap(t)
-	set := armed(t, "r: dma.write=drop; region=rx_done; slice=1")
+	set := faulttest.Set(t, 1, "r: dma.write=drop; region=rx_done; slice=1")
 	s := WithFaults(m, set, "d")
 	for _, c := range []struct {
 		r    *Region
@@ -163,9 +163,7 @@ func TestFaultDoorRegion(t *testing.T) {
 func BenchmarkStore32FaultDoor(b *testing.B) {
 	m, _ := faultMap(b)
 	idle := fault.NewSet(1, nil)
-	nomatch := fault.NewSet(1, nil)
-	r, _ := fault.Parse("r: dma.write=drop; region=rx_done; slice=1")
-	nomatch.Add(r)
+	nomatch := faulttest.Set(b, 1, "r: dma.write=drop; region=rx_done; slice=1")
 	region := Region{Name: "rx_done", Slice: 0}
 	for _, c := range []struct {
 		name string

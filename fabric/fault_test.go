@@ -109,7 +109,7 @@ func TestWireFaults(t *testing.T) {
 	t.Run("rate clocks frames out in order", func(t *testing.T) {
 		// One frame of about 60 bytes at 8000 bit/s takes 60 ms; the
 		// two after it, not paced, wait behind it.
-		_, a, _, rb := wirePair(t, wireSet(t, "r: wire.frame=rate(bps=8000); once"))
+		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.frame=rate(bps=8000); once"))
 		start := time.Now()
 		a.Send(frames(3))
 		got := recv(t, rb, 3)
@@ -123,7 +123,7 @@ func TestWireFaults(t *testing.T) {
 		}
 	})
 	t.Run("slot releases at the slot boundary", func(t *testing.T) {
-		_, a, _, rb := wirePair(t, wireSet(t, "r: wire.frame=slot(slot=50ms)"))
+		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.frame=slot(slot=50ms)"))
 		before := time.Now()
 		a.Send(frames(3))
 		got := recv(t, rb, 3)
@@ -137,7 +137,7 @@ func TestWireFaults(t *testing.T) {
 		}
 	})
 	t.Run("pause flood", func(t *testing.T) {
-		_, a, _, rb := wirePair(t, wireSet(t, "r: wire.pause=flood(quanta=7, period=1ms, for=40ms); device=a; once"))
+		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.pause=flood(quanta=7, period=1ms, for=40ms); device=a; once"))
 		ra := fabrictest.NewReceiver(256)
 		a.Attach(ra)
 		<-ra.Links
