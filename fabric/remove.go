@@ -13,9 +13,5 @@ func (s *Switch) RemovePort(p *SwitchPort) {
 			break
 		}
 	}
-	for mac, e := range s.table {
-		if e.port == p {
-			delete(s.table, mac)
-		}
-	}
+	s.forgetLocked(p)
 }

@@ -30,19 +30,24 @@ type Switch struct {
 	log   *logrus.Entry
 	aging time.Duration
 	bufs  framePool
+	clock *coarseClock
 
 	capture atomic.Pointer[Capture]
 	faults  *fault.Set // the wire fault door (fault.go)
 	ft      faultTimers
 
-	mu    sync.Mutex // guards ports and table
+	mu    sync.Mutex // guards ports, table and gen
 	ports []*SwitchPort
 	table map[[6]byte]macEntry
+	// gen counts changes of where a MAC lives (an entry added, moved or
+	// dropped), so that a port's lookup cache (portCache) can tell it is
+	// still right.
+	gen uint64
 }
 
 type macEntry struct {
 	port *SwitchPort
-	seen time.Time
+	seen time.Duration // on the switch's clock
 }
 
 // NewSwitch returns a switch with no ports.
@@ -50,6 +55,7 @@ func NewSwitch(log *logrus.Entry) *Switch {
 	return &Switch{
 		log:   log.WithField("component", "fabric"),
 		aging: DefaultAging,
+		clock: newCoarseClock(),
 		table: make(map[[6]byte]macEntry),
 	}
 }
@@ -67,7 +73,7 @@ func (s *Switch) NewPort(name string) *SwitchPort {
 	p := &SwitchPort{
 		sw:     s,
 		name:   name,
-		queue:  make(chan *frame, portQueueLen),
+		queue:  newFrameQueue(portQueueLen),
 		notify: make(chan struct{}, 1),
 	}
 	p.adminUp.Store(true)
@@ -87,6 +93,7 @@ func (s *Switch) Ports() []*SwitchPort {
 // Close detaches every port. It is idempotent.
 func (s *Switch) Close() {
 	s.ft.stop()
+	s.clock.stop()
 	for _, p := range s.Ports() {
 		p.Detach()
 	}
@@ -98,7 +105,7 @@ func (s *Switch) forward(src *SwitchPort, frames [][]byte) {
 	if c := s.capture.Load(); c != nil {
 		c.write(frames)
 	}
-	now := time.Now()
+	now := s.clock.since()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, f := range frames {
@@ -111,13 +118,27 @@ func (s *Switch) forward(src *SwitchPort, frames [][]byte) {
 		var dst, srcMAC [6]byte
 		copy(dst[:], f[0:6])
 		copy(srcMAC[:], f[6:12])
-		if srcMAC[0]&1 == 0 {
-			s.table[srcMAC] = macEntry{port: src, seen: now}
+		c := &src.cache
+		if srcMAC[0]&1 == 0 && (c.src != srcMAC || c.srcAt != now || c.srcGen != s.gen) {
+			e, ok := s.table[srcMAC]
+			if !ok || e.port != src {
+				s.gen++
+			}
+			if !ok || e.port != src || e.seen != now {
+				s.table[srcMAC] = macEntry{port: src, seen: now}
+			}
+			c.src, c.srcAt, c.srcGen = srcMAC, now, s.gen
 		}
 		if dst[0]&1 == 0 {
-			if e, ok := s.table[dst]; ok && now.Sub(e.seen) < s.aging {
-				if e.port != src {
-					e.port.enqueue(&s.bufs, f)
+			if !c.dstOK || c.dst != dst || c.dstAt != now || c.dstGen != s.gen {
+				c.dst, c.dstPort, c.dstAt, c.dstGen, c.dstOK = dst, nil, now, s.gen, true
+				if e, ok := s.table[dst]; ok && now-e.seen < s.aging {
+					c.dstPort = e.port
+				}
+			}
+			if to := c.dstPort; to != nil {
+				if to != src {
+					to.enqueue(&s.bufs, f)
 				}
 				continue
 			}
@@ -134,11 +155,33 @@ func (s *Switch) forward(src *SwitchPort, frames [][]byte) {
 func (s *Switch) forget(p *SwitchPort) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.forgetLocked(p)
+}
+
+// forgetLocked drops the MAC entries that point at p.
+func (s *Switch) forgetLocked(p *SwitchPort) {
 	for mac, e := range s.table {
 		if e.port == p {
 			delete(s.table, mac)
 		}
 	}
+	s.gen++
+}
+
+// portCache is what a sending port last learned and looked up in the
+// switch's table, so that a stream of frames between two MACs costs no map
+// access. An entry holds while the table's gen and the clock's reading are
+// the ones it was made at: a reading younger than the ageing time keeps
+// the entry fresh. Guarded by the switch's mu.
+type portCache struct {
+	src     [6]byte
+	srcAt   time.Duration
+	srcGen  uint64
+	dstOK   bool
+	dst     [6]byte
+	dstPort *SwitchPort // nil: unknown, flooded
+	dstAt   time.Duration
+	dstGen  uint64
 }
 
 // PortStats are a port's counters. Tx is what the device sent into the
@@ -157,8 +200,9 @@ type portCounters struct {
 type SwitchPort struct {
 	sw    *Switch
 	name  string
-	queue chan *frame
+	queue *frameQueue
 	stats portCounters
+	cache portCache // guarded by sw.mu
 
 	adminUp  atomic.Bool
 	attached atomic.Bool
@@ -263,13 +307,15 @@ func (p *SwitchPort) Detach() {
 
 // drain drops the frames queued for a receiver that is gone.
 func (p *SwitchPort) drain() {
+	var batch [deliverBatch]*frame
 	for {
-		select {
-		case f := <-p.queue:
-			p.stats.rxDropped.Add(1)
-			p.sw.bufs.put(f)
-		default:
+		fs := p.queue.pop(batch[:0], deliverBatch)
+		if len(fs) == 0 {
 			return
+		}
+		p.stats.rxDropped.Add(uint64(len(fs)))
+		for _, f := range fs {
+			p.sw.bufs.put(f)
 		}
 	}
 }
@@ -282,9 +328,7 @@ func (p *SwitchPort) enqueue(pool *framePool, f []byte) {
 	}
 	fr := pool.get(len(f))
 	copy(fr.b, f)
-	select {
-	case p.queue <- fr:
-	default:
+	if !p.queue.push(fr) {
 		p.stats.rxDropped.Add(1)
 		pool.put(fr)
 	}
@@ -310,33 +354,42 @@ func (p *SwitchPort) runDeliver(r Receiver, stop, done chan struct{}) {
 			for _, up := range events {
 				r.LinkChanged(up)
 			}
-		case f := <-p.queue:
-			batch = append(batch[:0], f)
-		drain:
-			for len(batch) < deliverBatch {
+		case <-p.queue.ready:
+			// Batches until the queue is empty, or stop: a sender that
+			// never pauses must not keep Detach waiting.
+			for {
+				batch = p.queue.pop(batch[:0], deliverBatch)
+				if len(batch) == 0 {
+					break
+				}
+				p.deliver(r, batch, views)
 				select {
-				case f := <-p.queue:
-					batch = append(batch, f)
+				case <-stop:
+					return
 				default:
-					break drain
 				}
 			}
-			views = views[:0]
-			var bytes uint64
-			for _, f := range batch {
-				views = append(views, f.b)
-				bytes += uint64(len(f.b))
-			}
-			// Counted before delivery, so whoever sees a frame arrive also
-			// sees it counted.
-			p.stats.rxFrames.Add(uint64(len(batch)))
-			p.stats.rxBytes.Add(bytes)
-			r.Deliver(views)
-			for i, f := range batch {
-				p.sw.bufs.put(f)
-				batch[i], views[i] = nil, nil
-			}
 		}
+	}
+}
+
+// deliver hands a batch of frames to r, then their buffers to the pool.
+// views is scratch space of the batch's capacity.
+func (p *SwitchPort) deliver(r Receiver, batch []*frame, views [][]byte) {
+	views = views[:0]
+	var bytes uint64
+	for _, f := range batch {
+		views = append(views, f.b)
+		bytes += uint64(len(f.b))
+	}
+	// Counted before delivery, so whoever sees a frame arrive also sees
+	// it counted.
+	p.stats.rxFrames.Add(uint64(len(batch)))
+	p.stats.rxBytes.Add(bytes)
+	r.Deliver(views)
+	for i, f := range batch {
+		p.sw.bufs.put(f)
+		batch[i], views[i] = nil, nil
 	}
 }
 

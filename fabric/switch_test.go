@@ -342,3 +342,44 @@ type countingReceiver struct{ n atomic.Int64 }
 
 func (r *countingReceiver) Deliver(frames [][]byte) { r.n.Add(int64(len(frames))) }
 func (r *countingReceiver) LinkChanged(bool)        {}
+
+// A MAC that moves to another port is reached there at once, even though
+// the sender's port remembers where it was (the switch's lookup cache):
+// the four sends happen within one tick of the switch's clock.
+func TestSwitchMACMoves(t *testing.T) {
+	leaktest.Check(t)
+	_, n := newSwitch(t, 3)
+	a, b, c := n[0], n[1], n[2]
+	f1 := fabrictest.Frame(macA, macC, 0x0800, []byte("1: c to a, a unknown"))
+	f2 := fabrictest.Frame(macC, macA, 0x0800, []byte("2: a to c, at port c"))
+	f3 := fabrictest.Frame(macA, macC, 0x0800, []byte("3: c's MAC from port b"))
+	f4 := fabrictest.Frame(macC, macA, 0x0800, []byte("4: a to c, at port b"))
+	c.port.Send([][]byte{f1})
+	a.port.Send([][]byte{f2})
+	b.port.Send([][]byte{f3})
+	a.port.Send([][]byte{f4})
+	wantFrame(t, a.recv, f1)
+	wantFrame(t, a.recv, f3)
+	wantFrame(t, b.recv, f1)
+	wantFrame(t, b.recv, f4)
+	wantFrame(t, c.recv, f2)
+	wantNoFrame(t, c.recv)
+}
+
+// A detached port's MACs are forgotten at once: frames for them flood.
+func TestSwitchForgetsDetachedPort(t *testing.T) {
+	leaktest.Check(t)
+	_, n := newSwitch(t, 3)
+	a, b, c := n[0], n[1], n[2]
+	fb := fabrictest.Frame(macA, macB, 0x0800, []byte("b is at port b"))
+	b.port.Send([][]byte{fb})
+	wantFrame(t, a.recv, fb)
+	wantFrame(t, c.recv, fb)
+	f := fabrictest.Frame(macB, macA, 0x0800, []byte("to b"))
+	a.port.Send([][]byte{f})
+	wantFrame(t, b.recv, f)
+	wantNoFrame(t, c.recv)
+	b.port.Detach()
+	a.port.Send([][]byte{f})
+	wantFrame(t, c.recv, f)
+}

@@ -7,11 +7,17 @@ import (
 
 // Pacing is how a poller of mmapped memory waits between passes. Guests
 // post in bursts (a batch of descriptors, a doorbell, more), so after a
-// pass that found work it polls flat out, yielding the CPU, for Spin; idle,
-// it sleeps from MinSleep doubling to MaxSleep, so an idle device costs
-// about a thousand cheap passes a second rather than a core.
+// pass that found work it polls flat out, yielding the CPU, for Spin; then
+// it sleeps from MinSleep doubling to MaxSleep; and once nothing was found
+// for IdleAfter (if IdleSleep is set) it sleeps IdleSleep at a time.
+//
+// Every wakeup costs the host tens of µs of CPU on a virtual machine
+// (timer programming, a thread switch), whatever the pass does: MaxSleep
+// bounds the latency of a driver that is working, IdleSleep the cost of
+// one that is not. A kick ends any sleep at once.
 type Pacing struct {
 	Spin, MinSleep, MaxSleep time.Duration
+	IdleAfter, IdleSleep     time.Duration
 }
 
 // Poll calls pass until stop is closed; pass reports whether it found
@@ -37,7 +43,7 @@ func (p Pacing) Poll(stop, kick <-chan struct{}, pass func() bool) {
 			runtime.Gosched() // two cores are shared with QEMU's vCPUs
 			continue
 		}
-		sleep = min(max(2*sleep, p.MinSleep), p.MaxSleep)
+		sleep = p.next(sleep, lastWork)
 		timer.Reset(sleep)
 		select {
 		case <-stop:
@@ -47,4 +53,12 @@ func (p Pacing) Poll(stop, kick <-chan struct{}, pass func() bool) {
 		case <-timer.C:
 		}
 	}
+}
+
+// next is the sleep after one of sleep, the last work found at lastWork.
+func (p Pacing) next(sleep time.Duration, lastWork time.Time) time.Duration {
+	if sleep >= p.MaxSleep && p.IdleSleep > p.MaxSleep && time.Since(lastWork) >= p.IdleAfter {
+		return p.IdleSleep
+	}
+	return min(max(2*sleep, p.MinSleep), p.MaxSleep)
 }

@@ -110,18 +110,28 @@ func (p *ratePair) send(size int) {
 		guestStore32(p.gA, off+sendOffPad, 1<<16|flagFirst|flagNoTSO)
 		return
 	}
-	p.storeA(off, d[:8])
-	p.storeA(off+8, d[8:12])
+	p.store(p.a, off, d[:8])
+	p.store(p.a, off+8, d[8:12])
 	d[sendOffFlags] = flagFirst | flagNoTSO
-	p.storeA(off+12, d[12:16])
+	p.store(p.a, off+12, d[12:16])
 }
 
-// storeA is a store into A's BAR0; rig.write's t.Helper would cost more
-// than the device.
-func (p *ratePair) storeA(off uint64, b []byte) {
-	if err := p.a.nic.WriteBAR(0, off, b); err != nil {
-		p.a.t.Fatal(err)
+// store is a trapped store into r's BAR0 (WriteBAR). The rig's own
+// helpers call t.Helper, which costs more than the device.
+func (p *ratePair) store(r *rig, off uint64, b []byte) {
+	if err := r.nic.WriteBAR(0, off, b); err != nil {
+		r.t.Fatal(err)
 	}
+}
+
+// claim hands a token of slice 0 back: the RX token (word 0) or the IRQ
+// token (word 1), as rig.claim does.
+func (p *ratePair) claim(r *rig, irqWord bool) {
+	off := uint64(irqAckBase)
+	if irqWord {
+		off += 4
+	}
+	p.store(r, off, []byte{0, 0, 0, 3})
 }
 
 // completeA is A's interrupt handler: it reads send_done_count and hands
@@ -134,7 +144,7 @@ func (p *ratePair) completeA() uint32 {
 	}
 	b[flags] = 0
 	done := binary.BigEndian.Uint32(b[statsAddr0+irqOffSendDoneCount:])
-	p.a.claim(0, true)
+	p.claim(p.a, true)
 	return done
 }
 
@@ -164,23 +174,37 @@ func (p *ratePair) receiveB() int {
 		p.posted[p.ring]++
 		p.used[p.ring] -= recvGroup
 	}
-	p.b.claim(0, false)
-	p.b.claim(0, true)
+	p.claim(p.b, false)
+	p.claim(p.b, true)
 	return got
 }
 
 // post reposts B's group g of the ring in use, the driver's way.
 func (p *ratePair) post(g int) {
 	big := p.ring == ringBig
-	if p.gB == nil {
-		p.b.postGroup(0, big, g)
-		return
-	}
 	base := smallRingOff(0)
 	if big {
 		base = bigRingOff(0)
 	}
 	first := base + uint64(g)*recvGroup*recvDescSize
+	if p.gB == nil {
+		// As rig.postGroup: the group with the first addr_low invalid in
+		// 8-byte stores, then the real addr_low.
+		var grp [recvGroup * recvDescSize]byte
+		for i := range recvGroup {
+			a := bufAddr(0, big, g*recvGroup+i)
+			binary.BigEndian.PutUint32(grp[i*8:], uint32(a>>32))
+			binary.BigEndian.PutUint32(grp[i*8+4:], uint32(a))
+		}
+		var low [4]byte
+		copy(low[:], grp[4:8])
+		binary.BigEndian.PutUint32(grp[4:], recvInvalidLow)
+		for i := 0; i < len(grp); i += 8 {
+			p.store(p.b, first+uint64(i), grp[i:i+8])
+		}
+		p.store(p.b, first+4, low[:])
+		return
+	}
 	for i := range recvGroup {
 		a := bufAddr(0, big, g*recvGroup+i)
 		e := first + uint64(i)*recvDescSize

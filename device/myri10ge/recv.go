@@ -89,6 +89,9 @@ func (n *NIC) Deliver(frames [][]byte) {
 			n.maybeInterruptLocked(s)
 		}
 	}
+	if touched != 0 && n.pio.kick != nil {
+		n.kickPollerLocked()
+	}
 }
 
 // accepts is the receive filter (§5.3 step 1).

@@ -138,6 +138,9 @@ func (e *Env) StartServer(ctx context.Context, name string, args []string, ready
 // Log returns everything the server printed so far.
 func (s *Server) Log() string { return s.log.String() }
 
+// Pid is the server's process id (for /proc/<pid>/stat: its CPU time).
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Exited is closed when the server process has been reaped.
 func (s *Server) Exited() <-chan struct{} { return s.done }
 

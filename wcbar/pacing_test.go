@@ -1,0 +1,73 @@
+package wcbar
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The sleeps double from MinSleep to MaxSleep, and become IdleSleep only
+// once nothing was found for IdleAfter.
+func TestPacingNext(t *testing.T) {
+	p := Pacing{MinSleep: 20 * time.Microsecond, MaxSleep: time.Millisecond, IdleAfter: time.Second, IdleSleep: 10 * time.Millisecond}
+	recent, old := time.Now(), time.Now().Add(-2*time.Second)
+	var got []time.Duration
+	for s := time.Duration(0); len(got) < 8; {
+		s = p.next(s, recent)
+		got = append(got, s)
+	}
+	want := []time.Duration{20e3, 40e3, 80e3, 160e3, 320e3, 640e3, 1e6, 1e6}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("ramp %v, want %v", got, want)
+		}
+	}
+	if s := p.next(640*time.Microsecond, old); s != time.Millisecond {
+		t.Errorf("idle but still ramping: next sleep %v, want MaxSleep first", s)
+	}
+	if s := p.next(time.Millisecond, old); s != p.IdleSleep {
+		t.Errorf("idle for 2 s at MaxSleep: next sleep %v, want IdleSleep", s)
+	}
+	if s := p.next(p.IdleSleep, old); s != p.IdleSleep {
+		t.Errorf("idle at IdleSleep: next sleep %v, want IdleSleep", s)
+	}
+	p.IdleSleep = 0
+	if s := p.next(time.Millisecond, old); s != time.Millisecond {
+		t.Errorf("no IdleSleep: next sleep %v, want MaxSleep", s)
+	}
+}
+
+// A kick ends an idle sleep at once: the pass after it comes long before
+// IdleSleep (an hour here) is over.
+func TestPacingKickEndsIdleSleep(t *testing.T) {
+	p := Pacing{MinSleep: 20 * time.Microsecond, MaxSleep: 100 * time.Microsecond, IdleSleep: time.Hour}
+	stop, kick := make(chan struct{}), make(chan struct{}, 1)
+	var passes atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() { p.Poll(stop, kick, func() bool { passes.Add(1); return false }) })
+	defer wg.Wait()
+	defer close(stop)
+
+	// Wait until the poller is in its hour-long sleep: passes stop.
+	deadline := time.Now().Add(20 * time.Second)
+	for n := passes.Load(); ; {
+		time.Sleep(50 * time.Millisecond)
+		m := passes.Load()
+		if m == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("poller still passing after 20 s (%d passes)", m)
+		}
+		n = m
+	}
+	n := passes.Load()
+	kick <- struct{}{}
+	for passes.Load() == n {
+		if time.Now().After(deadline) {
+			t.Fatal("a kick did not end the idle sleep")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
