@@ -76,7 +76,7 @@ func TestArgs(t *testing.T) {
 				"-numa", "node,nodeid=1,memdev=ram1",
 				"-serial", "stdio", "-qmp", "unix:/run/x/qmp.sock,server=on,wait=off",
 				"-kernel", "/k/vmlinuz", "-initrd", "/k/initrd.gz",
-				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable"},
+				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable no_timer_check"},
 		},
 		{
 			name:   "one NUMA node is the default machine",
@@ -86,7 +86,7 @@ func TestArgs(t *testing.T) {
 				"-object", "memory-backend-memfd,id=ram0,size=512M,share=on",
 				"-serial", "stdio", "-qmp", "unix:/run/x/qmp.sock,server=on,wait=off",
 				"-kernel", "/k/vmlinuz", "-initrd", "/k/initrd.gz",
-				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable"),
+				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable no_timer_check"),
 		},
 	}
 	for _, tt := range tests {

@@ -172,6 +172,3 @@ func (s *Server) Stop() error {
 	})
 	return err
 }
-
-// Pid returns the server's process id, for looking at it in /proc.
-func (s *Server) Pid() int { return s.cmd.Process.Pid }
