@@ -76,6 +76,7 @@ func (s *Server) commands() map[string]command {
 		"port-add":            {params: []param{{name: "spec", typ: "str"}}, run: s.portAdd},
 		"port-del":            {params: []param{{name: "name", typ: "str"}}, run: s.portDel},
 		"query-ports":         {run: s.queryPorts},
+		"query-rx-filter":     {params: []param{{name: "name", typ: "str", optional: true}}, run: s.queryRxFilter},
 	}
 	// The reference's experimental spellings (x- prefix) of the fault
 	// commands, for scripts written against it.

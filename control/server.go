@@ -50,6 +50,9 @@ type Config struct {
 	Version    string     // myriemu's version, for the greeting and query-version
 	Log        *logrus.Entry
 	MaxClients int
+	// WriteTimeout is how long one line may wait for a client that does
+	// not read before that client is closed (zero: 10 s).
+	WriteTimeout time.Duration
 	// Perm is the socket file's mode and group (zero: 0600, the
 	// process's group), as serve's --socket-mode and --socket-group say.
 	Perm unixsock.Perm
@@ -399,7 +402,11 @@ func (c *client) runEvents() {
 func (c *client) write(line []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	d := c.srv.cfg.WriteTimeout
+	if d <= 0 {
+		d = writeTimeout
+	}
+	c.conn.SetWriteDeadline(time.Now().Add(d))
 	_, err := c.conn.Write(line)
 	if err != nil {
 		c.conn.Close()

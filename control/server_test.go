@@ -381,7 +381,9 @@ func TestTooManyClients(t *testing.T) {
 // A client that never reads loses events, is told how many, and stalls
 // neither Emit nor the other clients.
 func TestClientThatNeverReads(t *testing.T) {
-	s, _ := startServer(t, Config{})
+	// Emitting 20 MB may take longer than the default write timeout on a
+	// loaded machine; the mute client must outlive it to read its loss.
+	s, _ := startServer(t, Config{WriteTimeout: 5 * time.Minute})
 	mute := dial(t, s.Path())
 	mute.negotiate()
 	mute.call(`{"execute":"query-status"}` + "\n") // events flow from now on
@@ -496,5 +498,42 @@ func TestFramer(t *testing.T) {
 	want := []string{`{"a":"}{\""}`, `[1]`, "junk", `{"b":{}}`}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("frames %q, want %q", got, want)
+	}
+}
+
+// A client that takes no line for longer than the write timeout is closed,
+// and the others go on.
+func TestClientThatNeverReadsIsClosed(t *testing.T) {
+	s, _ := startServer(t, Config{WriteTimeout: 200 * time.Millisecond})
+	mute := dial(t, s.Path())
+	mute.negotiate()
+	mute.call(`{"execute":"query-status"}` + "\n")
+	pad := strings.Repeat("p", 1000)
+	// Keep events coming until the socket buffers are full and the
+	// server gives up on the client.
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		for i := range 100 {
+			s.Emit("NOISE", map[string]any{"i": i, "pad": pad})
+		}
+		s.mu.Lock()
+		n := len(s.clients)
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mute.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var err error
+	for err == nil {
+		_, err = mute.r.ReadBytes('\n')
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the mute client was never closed")
+	}
+	other := dial(t, s.Path())
+	other.negotiate()
+	if class, _, _ := other.call(`{"execute":"query-status"}` + "\n"); class != "" {
+		t.Errorf("a later client: %s", class)
 	}
 }

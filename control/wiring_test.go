@@ -141,3 +141,41 @@ func TestAuditCommandsNoAuditedDevice(t *testing.T) {
 		t.Errorf("query-dma-audit: %s %s %v", c, d, m)
 	}
 }
+
+// filterTarget is a fake NIC with a receive filter.
+type filterTarget struct {
+	fakeTarget
+}
+
+func (f *filterTarget) RxFilter() (RxFilterInfo, error) {
+	return RxFilterInfo{Multicast: "normal", Unicast: "normal", MainMAC: "00:60:dd:00:00:01",
+		MulticastTable: []string{"01:00:5e:00:00:01"}}, nil
+}
+
+// TestRxFilterCommand: query-rx-filter lists the devices with a filter
+// (or the one named, refusing one without), as QEMU's does.
+func TestRxFilterCommand(t *testing.T) {
+	nic := &filterTarget{fakeTarget{name: "myri1"}}
+	s, _ := startServer(t, Config{Targets: []Target{nic}}) // and myri0, without a filter
+	q := dial(t, s.Path())
+	q.negotiate()
+	_, _, m := q.call(`{"execute":"query-rx-filter"}` + "\n")
+	l, _ := m["return"].([]any)
+	if len(l) != 1 {
+		t.Fatalf("query-rx-filter: %v", m)
+	}
+	f := l[0].(map[string]any)
+	if f["name"] != "myri1" || f["main-mac"] != "00:60:dd:00:00:01" || f["multicast"] != "normal" ||
+		len(f["multicast-table"].([]any)) != 1 || f["multicast-table"].([]any)[0] != "01:00:5e:00:00:01" {
+		t.Errorf("query-rx-filter: %v", f)
+	}
+	for _, tc := range []struct{ cmd, class string }{
+		{`{"execute":"query-rx-filter","arguments":{"name":"myri1"}}`, ""},
+		{`{"execute":"query-rx-filter","arguments":{"name":"myri0"}}`, "GenericError"},
+		{`{"execute":"query-rx-filter","arguments":{"name":"nope"}}`, "DeviceNotFound"},
+	} {
+		if c, d, _ := q.call(tc.cmd + "\n"); c != tc.class {
+			t.Errorf("%s: class %q (%s), want %q", tc.cmd, c, d, tc.class)
+		}
+	}
+}

@@ -78,6 +78,12 @@ type Config struct {
 	MemoryMiB int
 	// CPUs is the number of vCPUs; 0 means 1.
 	CPUs int
+	// NUMANodes splits the RAM evenly into that many NUMA nodes (QEMU
+	// -numa), each its own shared memfd backend; every vCPU sits on node
+	// 0, the other nodes hold memory only. 0 or 1 keeps the one-node
+	// machine. A second node lets a guest move pages between nodes
+	// (move_pages(2), mbind) under a device's registrations.
+	NUMANodes int
 	// Devices are the vfio-user devices, in order.
 	Devices []Device
 	// QMPSocket is the path of the QMP UNIX socket QEMU creates.
@@ -94,6 +100,13 @@ type Config struct {
 // frequency skew") that says nothing about the devices under test but
 // would fail every kernel-log check.
 const DefaultAppend = "console=ttyS0 panic=-1 quiet tsc=reliable"
+
+// NUMA limits: QEMU allows many more nodes, but a test machine needs a
+// few, and a node below 64 MiB leaves Linux too little to boot with.
+const (
+	maxNUMANodes = 8
+	minNodeMiB   = 64
+)
 
 var idRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,30}$`)
 
@@ -122,8 +135,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("vm: config: no initrd")
 	case c.QMPSocket == "":
 		return fmt.Errorf("vm: config: no QMP socket path")
-	case c.MemoryMiB < 0 || c.CPUs < 0:
-		return fmt.Errorf("vm: config: negative memory or CPU count")
+	case c.MemoryMiB < 0 || c.CPUs < 0 || c.NUMANodes < 0:
+		return fmt.Errorf("vm: config: negative memory, CPU or NUMA node count")
+	case c.NUMANodes > maxNUMANodes:
+		return fmt.Errorf("vm: config: %d NUMA nodes, at most %d", c.NUMANodes, maxNUMANodes)
+	case c.NUMANodes > 1 && (c.memoryMiB()%c.NUMANodes != 0 || c.memoryMiB()/c.NUMANodes < minNodeMiB):
+		return fmt.Errorf("vm: config: %d MiB does not split into %d NUMA nodes of the same size of at least %d MiB",
+			c.memoryMiB(), c.NUMANodes, minNodeMiB)
 	case strings.ContainsAny(c.Kernel+c.Initrd, ","):
 		// QEMU's option parser would split these.
 		return fmt.Errorf("vm: config: kernel/initrd path contains a comma")
@@ -168,8 +186,15 @@ func (c Config) Args() ([]string, error) {
 	if c.Append != "" {
 		appendLine += " " + c.Append
 	}
+	// One memfd backend is the machine's RAM, or one per NUMA node.
+	machine := "q35,memory-backend=ram0"
+	memory := []string{"-object", fmt.Sprintf("memory-backend-memfd,id=ram0,size=%dM,share=on", mem)}
+	if c.NUMANodes > 1 {
+		machine = "q35"
+		memory = numaArgs(mem, c.NUMANodes, c.cpus())
+	}
 	args := []string{
-		"-machine", "q35,memory-backend=ram0",
+		"-machine", machine,
 		"-accel", "tcg",
 		"-nodefaults",
 		"-display", "none",
@@ -177,13 +202,15 @@ func (c Config) Args() ([]string, error) {
 		"-no-reboot",
 		"-smp", strconv.Itoa(c.cpus()),
 		"-m", fmt.Sprintf("%dM", mem),
-		"-object", fmt.Sprintf("memory-backend-memfd,id=ram0,size=%dM,share=on", mem),
+	}
+	args = append(args, memory...)
+	args = append(args,
 		"-serial", "stdio",
-		"-qmp", "unix:" + c.QMPSocket + ",server=on,wait=off",
+		"-qmp", "unix:"+c.QMPSocket+",server=on,wait=off",
 		"-kernel", c.Kernel,
 		"-initrd", c.Initrd,
 		"-append", appendLine,
-	}
+	)
 	for i, d := range c.Devices {
 		port := "rp-" + d.ID
 		args = append(args, "-device",
@@ -204,6 +231,26 @@ func (c Config) Args() ([]string, error) {
 		args = append(args, "-device", string(js))
 	}
 	return append(args, c.ExtraArgs...), nil
+}
+
+// numaArgs returns the memory arguments of a machine of n NUMA nodes:
+// backends ram0..ram<n-1> of mem/n MiB each, one per -numa node, and the
+// cpus vCPUs on node 0. QEMU lays the nodes out in order (node 0 at the
+// lowest guest-physical addresses); the server sees one DMA mapping, with
+// its own memfd, per node.
+func numaArgs(mem, n, cpus int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, "-object", fmt.Sprintf("memory-backend-memfd,id=ram%d,size=%dM,share=on", i, mem/n))
+	}
+	for i := range n {
+		node := fmt.Sprintf("node,nodeid=%d,memdev=ram%d", i, i)
+		if i == 0 {
+			node = fmt.Sprintf("node,nodeid=0,cpus=0-%d,memdev=ram0", cpus-1)
+		}
+		out = append(out, "-numa", node)
+	}
+	return out
 }
 
 // Argv returns the whole command line: the Binary's program and prefix

@@ -61,6 +61,33 @@ func TestArgs(t *testing.T) {
 				"-device", `{"bus":"rp-td1","driver":"vfio-user-pci","id":"td1","socket":{"path":"/s/td1.sock","type":"unix"},"x-msg-timeout":20000}`,
 				"-trace", "vfio_user_*"),
 		},
+		{
+			name: "two NUMA nodes",
+			modify: func(c *Config) {
+				c.NUMANodes = 2
+				c.CPUs = 2
+			},
+			want: []string{"-machine", "q35", "-accel", "tcg", "-nodefaults",
+				"-display", "none", "-no-user-config", "-no-reboot",
+				"-smp", "2", "-m", "512M",
+				"-object", "memory-backend-memfd,id=ram0,size=256M,share=on",
+				"-object", "memory-backend-memfd,id=ram1,size=256M,share=on",
+				"-numa", "node,nodeid=0,cpus=0-1,memdev=ram0",
+				"-numa", "node,nodeid=1,memdev=ram1",
+				"-serial", "stdio", "-qmp", "unix:/run/x/qmp.sock,server=on,wait=off",
+				"-kernel", "/k/vmlinuz", "-initrd", "/k/initrd.gz",
+				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable"},
+		},
+		{
+			name:   "one NUMA node is the default machine",
+			modify: func(c *Config) { c.NUMANodes = 1 },
+			want: append(append([]string(nil), common...),
+				"-smp", "1", "-m", "512M",
+				"-object", "memory-backend-memfd,id=ram0,size=512M,share=on",
+				"-serial", "stdio", "-qmp", "unix:/run/x/qmp.sock,server=on,wait=off",
+				"-kernel", "/k/vmlinuz", "-initrd", "/k/initrd.gz",
+				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable"),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,6 +138,10 @@ func TestValidate(t *testing.T) {
 		{"comma in kernel", func(c *Config) { c.Kernel = "/a,b" }, "comma"},
 		{"comma in qmp", func(c *Config) { c.QMPSocket = "/a,b" }, "comma"},
 		{"negative memory", func(c *Config) { c.MemoryMiB = -1 }, "negative"},
+		{"negative NUMA nodes", func(c *Config) { c.NUMANodes = -1 }, "negative"},
+		{"too many NUMA nodes", func(c *Config) { c.NUMANodes = 9; c.MemoryMiB = 9 * 128 }, "at most 8"},
+		{"uneven NUMA split", func(c *Config) { c.NUMANodes = 3 }, "does not split"},
+		{"NUMA nodes too small", func(c *Config) { c.NUMANodes = 4; c.MemoryMiB = 128 }, "does not split"},
 		{"bad id", func(c *Config) { c.Devices = []Device{{ID: "0x", Socket: "/s"}} }, "bad id"},
 		{"dup id", func(c *Config) {
 			c.Devices = []Device{{ID: "a", Socket: "/s"}, {ID: "a", Socket: "/t"}}

@@ -18,7 +18,7 @@ var Keys = []Key{
 	{"mac", "permanent MAC address, unicast (default: 00:60:dd and three bytes hashed from the name, so stable per name)"},
 	{"serial", "EEPROM serial number, 0..4294967295 (default: hashed from the name)"},
 	{"slices", fmt.Sprintf("RSS slices and MSI-X vectors offered, 1..%d (default 1)", MaxSlices)},
-	{"pio", "trap (default): every BAR0 store is a message; mmap: send and receive rings mmapped into the guest and polled by the device (QEMU then turns posted writes off by itself)"},
+	{"pio", "mmap (default): send and receive rings mmapped into the guest and polled by the device (QEMU then turns posted writes off by itself); trap: every BAR0 store is a message, for comparison (needs the QEMU property x-no-posted-writes=on, see the device README)"},
 }
 
 // ParseOptions returns the Config of a NIC named name from its key=value
@@ -34,6 +34,7 @@ func ParseOptions(name string, opts map[string]string) (Config, error) {
 		MAC:    net.HardwareAddr{0x00, 0x60, 0xdd, byte(sum >> 16), byte(sum >> 8), byte(sum)},
 		Serial: sum % 1000000,
 		Slices: 1,
+		PIO:    PIOMmap,
 	}
 	// In key order: the first bad key reported is always the same one.
 	for _, k := range slices.Sorted(maps.Keys(opts)) {

@@ -21,11 +21,11 @@ func TestParseOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.MAC.String() != (net.HardwareAddr{0, 0x60, 0xdd, 0, 0, 7}).String() || got.Slices != 4 || got.Serial != 42 || got.PIO != PIOTrap {
+	if got.MAC.String() != (net.HardwareAddr{0, 0x60, 0xdd, 0, 0, 7}).String() || got.Slices != 4 || got.Serial != 42 || got.PIO != PIOMmap {
 		t.Errorf("got %+v", got)
 	}
-	if m, err := ParseOptions("m", map[string]string{"pio": "mmap"}); err != nil || m.PIO != PIOMmap {
-		t.Errorf("pio=mmap: %v, %v", m.PIO, err)
+	if m, err := ParseOptions("m", map[string]string{"pio": "trap"}); err != nil || m.PIO != PIOTrap {
+		t.Errorf("pio=trap: %v, %v", m.PIO, err)
 	}
 	for _, tt := range []struct {
 		opts map[string]string

@@ -50,8 +50,8 @@ type Config struct {
 	// (1..MaxSlices). The driver only uses more than one slice when
 	// loaded with myri10ge_max_slices != 1 and a firmware file present.
 	Slices int
-	// PIO is how BAR0's rings are reached: PIOTrap (the default, every
-	// store a message) or PIOMmap (pio.go).
+	// PIO is how BAR0's rings are reached: PIOMmap (pio.go; ParseOptions'
+	// default) or PIOTrap (the zero value, every store a message).
 	PIO  PIOMode
 	Port fabric.Port
 	Log  *logrus.Entry

@@ -153,6 +153,7 @@ func (n *NIC) scanLocked() bool {
 			for r.avail()+recvGroup <= rxRingEntries {
 				g := uint64(r.posted/recvGroup) % (rxRingEntries / recvGroup)
 				if n.load32BE(base+g*recvGroup*recvDescSize+recvOffAddrLow) == recvInvalidLow {
+					n.rxOutOfOrderLocked(r, base, g)
 					break
 				}
 				r.posted += recvGroup

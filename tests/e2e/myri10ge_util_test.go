@@ -20,6 +20,15 @@ func myriServer(h *harness.T, nics, slices int) (*harness.Server, []myripair.NIC
 	return h.Server("myriemu", myripair.ServerArgs(n, slices, "", "debug")...), n
 }
 
+// myriServerCtl is myriServer with a control socket, whose path it returns.
+func myriServerCtl(h *harness.T, nics, slices int) (*harness.Server, []myripair.NIC, string) {
+	h.Helper()
+	n := myripair.NICs(nics, h.Socket)
+	ctl := h.Socket("qmp")
+	args := append(myripair.ServerArgs(n, slices, "", "debug"), "--control", ctl)
+	return h.Server("myriemu", args...), n, ctl
+}
+
 // checkServer waits for every NIC's detach (the QEMUs are gone), stops the
 // server and fails the test for an unclean stop, any warning or error in
 // its log, and any guest or DMA error a NIC counted. It returns each NIC's

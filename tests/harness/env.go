@@ -192,3 +192,12 @@ func (e *Env) GuestModule(ctx context.Context, name string) (string, error) {
 	return image.BuildModule(ctx, e.Rootfs, filepath.Join(e.Repo, "guestdrv", "modules", name),
 		filepath.Join(e.Cache, "build"))
 }
+
+// CProgram builds the C program in dir (relative to the repo, e.g.
+// "guestdrv/mxtest") as a static binary with the rootfs's gcc, with
+// guestdrv/include (the device ABI and ioctl headers) on the include path;
+// cached across runs in the provisioning cache like GuestModule.
+func (e *Env) CProgram(ctx context.Context, dir string) (string, error) {
+	return image.BuildC(ctx, e.Rootfs, filepath.Join(e.Repo, dir),
+		[]string{filepath.Join(e.Repo, "guestdrv", "include")}, filepath.Join(e.Cache, "build"))
+}

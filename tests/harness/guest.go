@@ -37,6 +37,10 @@ type Guest struct {
 	// Programs are guest program packages relative to the repo
 	// ("./guestdrv/cmd/e2e-probe"), built static and put in /bin.
 	Programs []string
+	// CPrograms are C program directories relative to the repo
+	// ("guestdrv/mxtest"), built static with the rootfs's gcc (Env.CProgram)
+	// and put in /bin under the directory's name.
+	CPrograms []string
 	// Modules are in-tree kernel modules loaded (with their dependencies,
 	// in order) before the scenario; ModuleArgs gives their parameters.
 	Modules    []string
@@ -50,6 +54,9 @@ type Guest struct {
 	// Devices are the vfio-user devices to attach.
 	Devices   []vm.Device
 	MemoryMiB int
+	// NUMANodes splits the RAM into that many NUMA nodes (vm.Config);
+	// 0 keeps one.
+	NUMANodes int
 	// Append is added to the kernel command line.
 	Append string
 	// BootTimeout bounds QEMU's start to the E2E-BOOT line of /init; 0
@@ -152,6 +159,7 @@ func (e *Env) runGuest(ctx context.Context, g Guest, r *Run) error {
 		Initrd:    initrd,
 		Append:    g.Append,
 		MemoryMiB: g.MemoryMiB,
+		NUMANodes: g.NUMANodes,
 		Devices:   g.Devices,
 		QMPSocket: filepath.Join(scratch, "qmp.sock"),
 		ExtraArgs: g.ExtraArgs,
@@ -315,6 +323,13 @@ func (e *Env) buildImage(ctx context.Context, g Guest, scratch string) (string, 
 	programs, err := e.GuestPrograms(ctx, g.Programs...)
 	if err != nil {
 		return "", err
+	}
+	for _, dir := range g.CPrograms {
+		bin, err := e.CProgram(ctx, dir)
+		if err != nil {
+			return "", err
+		}
+		programs = append(programs, bin)
 	}
 	spec := image.Spec{
 		Rootfs:     e.Rootfs,

@@ -1,8 +1,9 @@
 // Command e2e-myri-abuse runs inside an e2e guest and plays a driver that
 // misprograms a Myri-10G (14c1:0008, device/myri10ge) from user space, with
 // no driver bound: commands out of order or with bad arguments, a response
-// address and DMA outside guest RAM, absurd send descriptors, receive
-// buffers posted out of order or outside RAM. For each mistake it checks
+// address and DMA outside guest RAM, absurd send descriptors, send
+// descriptors that change under the device (torn, rewritten, a producer
+// past the consumer), receive buffers posted out of order or outside RAM. For each mistake it checks
 // the device's documented answer (device/myri10ge/README.md, "Guest
 // mistakes") and prints one result line (guestdrv/result); the exit status
 // is 1 if any check failed.
@@ -97,6 +98,7 @@ func (a *abuser) run(addr string) {
 
 	a.commands()
 	a.sends()
+	a.underPoller()
 	a.receives()
 	a.signalDone()
 }

@@ -377,10 +377,13 @@ func sendStreams(p *result.Printer, addr string, o sendOpts) {
 }
 
 // dial connects to addr, retrying until deadline: the peer boots at the
-// same time and may not listen yet.
+// same time and may not listen yet. One attempt may take up to 30 s (the
+// kernel retransmits the SYN meanwhile): a handshake given up while the
+// peer completes it leaves the peer a stream that ends before its header,
+// which it counts against -conns (seen with 32 streams on a loaded host).
 func dial(addr string, deadline time.Time) (*net.TCPConn, error) {
 	for {
-		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		c, err := net.DialTimeout("tcp", addr, max(min(time.Until(deadline), 30*time.Second), time.Second))
 		if err == nil {
 			return c.(*net.TCPConn), nil
 		}

@@ -25,18 +25,6 @@ const NetTool = "./guestdrv/cmd/e2e-net"
 // scripts that reload it (insmod needs the file).
 const ModulePath = "/lib/modules/myri10ge.ko.xz"
 
-// DeviceProps are the vfio-user-pci properties of every Myri-10G NIC.
-//
-// x-no-posted-writes=on: with QEMU's default posted BAR writes, the
-// driver's atomic commands (promisc, allmulti, multicast joins: a 1 ms
-// budget, udelay-polled) time out in every two-guest run on a 2-core TCG
-// host ("command 21 timed out"), even with the server at nice -10.
-// Non-posted writes make each store wait for myriemu, which runs the
-// command and DMAs its response before replying, so the driver's first
-// poll sees the answer whatever the host load. The cost is about a third
-// of the TCP throughput.
-var DeviceProps = map[string]any{"x-no-posted-writes": true}
-
 // NIC is one Myri-10G NIC of a server.
 type NIC struct {
 	Name   string // myriemu device name, e.g. myri0
@@ -49,7 +37,7 @@ type NIC struct {
 func ServerArgs(nics []NIC, slices int, pcap, logLevel string) []string {
 	args := []string{"serve"}
 	for _, n := range nics {
-		d := "myri10ge,socket=" + n.Socket + ",name=" + n.Name + ",mac=" + n.MAC + pioKey()
+		d := "myri10ge,socket=" + n.Socket + ",name=" + n.Name + ",mac=" + n.MAC + PIOKey()
 		if slices > 1 {
 			d += ",slices=" + strconv.Itoa(slices)
 		}
@@ -104,7 +92,7 @@ func (s GuestSpec) Guest() harness.Guest {
 		Name:     s.Name,
 		Programs: []string{NetTool},
 		Modules:  []string{"myri10ge"},
-		Devices:  []vm.Device{{ID: "nic0", Socket: s.NIC.Socket, Props: deviceProps()}},
+		Devices:  []vm.Device{{ID: "nic0", Socket: s.NIC.Socket, Props: DeviceProps()}},
 		Scenario: s.Script.String(),
 		Timeout:  s.Timeout,
 		Require:  s.Require,
