@@ -172,24 +172,67 @@ func TestFeatures(t *testing.T) {
 	}
 }
 
-func TestParsePing(t *testing.T) {
-	out := "PING 10.0.0.2 (10.0.0.2): 56 data bytes\n64 bytes from 10.0.0.2: seq=0 ttl=64 time=7.272 ms\n" +
-		"\n--- 10.0.0.2 ping statistics ---\n100 packets transmitted, 100 packets received, 0% packet loss\n" +
-		"round-trip min/avg/max = 2.437/5.316/12.217 ms\n"
-	got, err := parsePing(out)
-	if err != nil {
-		t.Fatal(err)
+// TestEchoSeries: the summary of a series, and the replies busybox ping
+// would have counted lost for arriving more than max(1 s, 2 x tmax) after
+// the last request.
+func TestEchoSeries(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := newEchoSeries(6)
+	for i := range 6 {
+		s.sent[i] = t0.Add(time.Duration(i) * 50 * time.Millisecond)
 	}
-	want := pingStats{Transmitted: 100, Received: 100, MinMS: 2.437, AvgMS: 5.316, MaxMS: 12.217, HaveRTT: true}
+	last := s.sent[5]
+	s.reply(0, s.sent[0].Add(2*time.Millisecond))
+	s.reply(0, s.sent[0].Add(3*time.Millisecond)) // duplicate
+	s.reply(1, s.sent[1].Add(400*time.Millisecond))
+	s.reply(3, last.Add(1500*time.Millisecond)) // after busybox's 1 s
+	s.reply(4, last.Add(900*time.Millisecond))
+	s.reply(9, last) // never sent: ignored
+	got := s.summary()
+	want := pingSummary{Transmitted: 6, Received: 4, Duplicates: 1, LossPercent: 33,
+		Min: 2 * time.Millisecond, Max: 1500*time.Millisecond + 100*time.Millisecond,
+		Avg:     (2 + 400 + 1600 + 950) * time.Millisecond / 4,
+		Missing: []int{2, 5}, Tail: 1500 * time.Millisecond, BusyboxLost: 1}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	got, err = parsePing("--- x ---\n10 packets transmitted, 9 packets received, +2 duplicates, 10% packet loss\n")
-	if err != nil || got.Received != 9 || got.Duplicates != 2 || got.LossPercent != 10 || got.HaveRTT {
-		t.Errorf("duplicates line: %+v, %v", got, err)
+	if s := got.String(); !strings.Contains(s, "loss=33% ") || !strings.Contains(s, "missing=2,5 ") {
+		t.Errorf("detail %q", s)
 	}
-	if _, err := parsePing("ping: sendto: Network unreachable\n"); err == nil {
-		t.Error("no summary accepted")
+}
+
+func TestSeqRanges(t *testing.T) {
+	for _, c := range []struct {
+		in   []int
+		want string
+	}{{nil, "-"}, {[]int{4}, "4"}, {[]int{9, 3, 4, 5, 7}, "3-5,7,9"}} {
+		if got := seqRanges(c.in); got != c.want {
+			t.Errorf("seqRanges(%v) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestEchoPacket(t *testing.T) {
+	req := echoRequest(0x1234, 299)
+	if icmpChecksum(req) != 0 {
+		t.Errorf("request checksum does not verify: % x", req[:8])
+	}
+	if _, ok := parseEchoReply(req, 0x1234); ok {
+		t.Error("an echo request parsed as a reply")
+	}
+	if seq, ok := parseEchoRequest(req); !ok || seq != 299 {
+		t.Errorf("request: seq %d, %v", seq, ok)
+	}
+	rep := append([]byte(nil), req...)
+	rep[0] = icmpEchoReply
+	if seq, ok := parseEchoReply(rep, 0x1234); !ok || seq != 299 {
+		t.Errorf("reply: seq %d, %v", seq, ok)
+	}
+	if _, ok := parseEchoReply(rep, 0x4321); ok {
+		t.Error("another id's reply accepted")
+	}
+	if _, ok := parseEchoRequest(rep); ok {
+		t.Error("an echo reply parsed as a request")
 	}
 }
 

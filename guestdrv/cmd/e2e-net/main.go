@@ -2,7 +2,7 @@
 // the way the end-to-end scenarios need, with no ethtool, iperf or
 // sha256sum in the busybox image: it waits for carrier, reads and sets
 // ethtool state with the SIOCETHTOOL ioctls, moves deterministic TCP
-// streams and hashes them, pings through busybox, counts per-slice
+// streams and hashes them, pings (its own raw-socket echo series), counts per-slice
 // interrupts and checks the kernel log. Every check prints one result line
 // (guestdrv/result); the exit status is 1 if any failed.
 //
@@ -11,7 +11,7 @@
 //	e2e-net ethtool stats IF [-dma]
 //	e2e-net ethtool features IF
 //	e2e-net ethtool set IF tso on|off
-//	e2e-net ping -to IP [-count N] [-interval S] [-wait D] [-label L]
+//	e2e-net ping -to IP [-count N] [-interval S] [-wait D] [-reply-wait D] [-peer-count N] [-peer-wait D] [-label L]
 //	e2e-net tcp-serve -port P [-conns N] [-bytes B] [-label L] [-timeout D] [-stop-file F] [-progress-file F] [-out FILE]
 //	e2e-net tcp-send -to IP -port P [-conns N] [-bytes B] [-seed S] [-label L] [-timeout D] [-stop-file F] [-progress-file F] [-file FILE]
 //	e2e-net make-file PATH [-bytes B] [-seed S]
@@ -37,7 +37,7 @@ const usage = `usage:
   e2e-net link-wait IF TIMEOUT [-label L]
   e2e-net ethtool drvinfo|stats|features IF [-dma]
   e2e-net ethtool set IF tso on|off
-  e2e-net ping -to IP [-count N] [-interval S] [-wait D] [-label L]
+  e2e-net ping -to IP [-count N] [-interval S] [-wait D] [-reply-wait D] [-peer-count N] [-peer-wait D] [-label L]
   e2e-net tcp-serve -port P [-conns N] [-bytes B] [-label L] [-timeout D] [-stop-file F] [-progress-file F] [-out FILE]
   e2e-net tcp-send -to IP -port P [-conns N] [-bytes B] [-seed S] [-label L] [-timeout D] [-stop-file F] [-progress-file F] [-file FILE]
   e2e-net make-file PATH [-bytes B] [-seed S]
