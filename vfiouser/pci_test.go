@@ -49,30 +49,25 @@ func (d *miniDevice) Spec() pci.Spec {
 }
 
 func (d *miniDevice) ReadBAR(bar int, off uint64, p []byte) error {
-	return d.access(bar, off, p, false)
-}
-func (d *miniDevice) WriteBAR(bar int, off uint64, p []byte) error {
-	return d.access(bar, off, p, true)
+	if bar == 4 {
+		_, err := d.win.ReadAt(p, off)
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	copy(p, d.regs[off:])
+	return nil
 }
 
-// access reads or writes BAR 4's window, or else the registers.
-func (d *miniDevice) access(bar int, off uint64, p []byte, write bool) error {
-	var err error
-	switch {
-	case bar == 4 && write:
-		_, err = d.win.WriteAt(p, off)
-	case bar == 4:
-		_, err = d.win.ReadAt(p, off)
-	default:
-		d.mu.Lock()
-		if write {
-			copy(d.regs[off:], p)
-		} else {
-			copy(p, d.regs[off:])
-		}
-		d.mu.Unlock()
+func (d *miniDevice) WriteBAR(bar int, off uint64, p []byte) error {
+	if bar == 4 {
+		_, err := d.win.WriteAt(p, off)
+		return err
 	}
-	return err
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	copy(d.regs[off:], p)
+	return nil
 }
 
 func (d *miniDevice) Attach(h pci.Host) error {
