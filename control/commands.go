@@ -59,8 +59,11 @@ func (s *Server) commands() map[string]command {
 		"qmp_capabilities": {params: []param{{name: "enable", typ: "array", optional: true}}},
 		"query-version":    {run: s.queryVersion},
 		"query-commands":   {run: s.queryCommands},
+		// QEMU's StatusInfo is {running, status} since 9.0 removed
+		// singlestep. The devices always run: there are no vCPUs here
+		// to stop, so stop and cont are not offered (docs/control.md).
 		"query-status": {run: func(*client, map[string]json.RawMessage) (any, error) {
-			return map[string]any{"running": true, "singlestep": false, "status": "running"}, nil
+			return map[string]any{"running": true, "status": "running"}, nil
 		}},
 		"query-devices":       {run: s.queryDevices},
 		"query-counters":      {params: name, run: s.queryCounters},

@@ -37,11 +37,38 @@ type heldWrite struct {
 	addr uint64
 }
 
+// Region names the device structure a DMA is for (the rx_done ring of
+// slice 0, ...), so that fault rules can match it with region= and slice=.
+type Region struct {
+	Name  string // rx_done, stats, cmd, ...
+	Slice int    // -1: not a slice's
+}
+
+// noRegion is what the door reports for an access the device did not
+// label: it matches no region= and no slice= clause.
+var noRegion = Region{Slice: -1}
+
+// RegionStorer is a Space that can be told which device structure a
+// Store32 is for. The fault door implements it; wrappers of a Space
+// should pass it on (see Store32In).
+type RegionStorer interface {
+	Store32In(r Region, addr uint64, v uint32) error
+}
+
+// Store32In is s.Store32 labelled with r for the fault door, when s
+// carries one; otherwise a plain Store32.
+func Store32In(s Space, r Region, addr uint64, v uint32) error {
+	if l, ok := s.(RegionStorer); ok {
+		return l.Store32In(r, addr, v)
+	}
+	return s.Store32(addr, v)
+}
+
 func (f *faultSpace) ReadAt(p []byte, addr uint64) (int, error) {
 	if !f.set.Armed(fault.DMA) {
 		return f.Space.ReadAt(p, addr)
 	}
-	act, ok := f.set.Eval(fault.DMA, &fault.Op{Point: "read", Device: f.device, Addr: addr, Len: len(p)})
+	act, ok := f.set.Eval(fault.DMA, &fault.Op{Point: "read", Device: f.device, Addr: addr, Len: len(p), Slice: -1})
 	if !ok {
 		return f.Space.ReadAt(p, addr)
 	}
@@ -75,7 +102,7 @@ func (f *faultSpace) WriteAt(p []byte, addr uint64) (int, error) {
 	if !f.set.Armed(fault.DMA) {
 		return f.Space.WriteAt(p, addr)
 	}
-	act, ok := f.set.Eval(fault.DMA, &fault.Op{Point: "write", Device: f.device, Addr: addr, Len: len(p)})
+	act, ok := f.set.Eval(fault.DMA, &fault.Op{Point: "write", Device: f.device, Addr: addr, Len: len(p), Slice: -1})
 	if !ok {
 		n, err := f.Space.WriteAt(p, addr)
 		f.release()
@@ -102,10 +129,17 @@ func (f *faultSpace) WriteAt(p []byte, addr uint64) (int, error) {
 }
 
 func (f *faultSpace) Store32(addr uint64, v uint32) error {
+	return f.Store32In(noRegion, addr, v)
+}
+
+// Store32In implements RegionStorer: the door reports the access with
+// r's name and slice (dma.write=drop; region=rx_done; slice=0 loses one
+// receive completion).
+func (f *faultSpace) Store32In(r Region, addr uint64, v uint32) error {
 	if !f.set.Armed(fault.DMA) {
 		return f.Space.Store32(addr, v)
 	}
-	act, ok := f.set.Eval(fault.DMA, &fault.Op{Point: "write", Device: f.device, Addr: addr, Len: 4})
+	act, ok := f.set.Eval(fault.DMA, &fault.Op{Point: "write", Device: f.device, Addr: addr, Len: 4, Region: r.Name, Slice: r.Slice})
 	if !ok {
 		err := f.Space.Store32(addr, v)
 		f.release()

@@ -1,6 +1,8 @@
 package fabric
 
 import (
+	"encoding/binary"
+	"sync"
 	"time"
 
 	"github.com/myriemu/myriemu/fault"
@@ -64,6 +66,14 @@ func (p *SwitchPort) sendFaulty(frames [][]byte) {
 					s.forward(p, [][]byte{c})
 				}
 			})
+		case fault.WireRate, fault.WireSlot:
+			// What went before leaves first; this frame waits its turn.
+			p.flushOrQueue(out)
+			out = out[:0]
+			p.pace(f, &act)
+		case fault.WirePauseFlood:
+			out = append(out, f)
+			p.pauseFlood(&act)
 		case fault.WireRxOverflow:
 			p.overflowAt(f)
 		case fault.WireFrameBad:
@@ -86,8 +96,103 @@ func (p *SwitchPort) sendFaulty(frames [][]byte) {
 			out = append(out, f)
 		}
 	}
-	if len(out) > 0 && p.LinkUp() {
-		s.forward(p, out)
+	p.flushOrQueue(out)
+}
+
+// pacer holds the frames wire.rate and wire.slot delay, in sending order,
+// each with the time it leaves.
+type pacer struct {
+	mu      sync.Mutex
+	q       []pacedFrame
+	free    time.Time // wire.rate: when the port's line is free again
+	pending bool      // a release is scheduled
+}
+
+type pacedFrame struct {
+	f  []byte
+	at time.Time
+}
+
+// flushOrQueue forwards frames now, or, while the pacer holds frames the
+// port sent earlier, queues them behind those: a paced port never
+// reorders.
+func (p *SwitchPort) flushOrQueue(frames [][]byte) {
+	if len(frames) == 0 {
+		return
+	}
+	q := &p.paced
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if n := len(q.q); n > 0 {
+		at := q.q[n-1].at
+		for _, f := range frames {
+			q.q = append(q.q, pacedFrame{append([]byte(nil), f...), at})
+		}
+		return
+	}
+	if p.LinkUp() {
+		p.sw.forward(p, frames)
+	}
+}
+
+// pace queues f to leave when wire.rate or wire.slot says: rate, after
+// the frames before it have been clocked out at bps bits a second; slot,
+// at the next slot boundary (netem's slot: frames leave in bursts).
+func (p *SwitchPort) pace(f []byte, act *fault.Action) {
+	q := &p.paced
+	now := time.Now()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var at time.Time
+	switch act.Kind {
+	case fault.WireRate:
+		bps := max(act.Int("bps"), 1000)
+		start := now
+		if q.free.After(start) {
+			start = q.free
+		}
+		at = start.Add(time.Duration(int64(len(f)) * 8 * int64(time.Second) / bps))
+		q.free = at
+	case fault.WireSlot:
+		slot := max(act.Duration("slot"), time.Microsecond)
+		at = now.Truncate(slot).Add(slot)
+	}
+	if n := len(q.q); n > 0 && at.Before(q.q[n-1].at) {
+		at = q.q[n-1].at // never ahead of an earlier frame
+	}
+	q.q = append(q.q, pacedFrame{append([]byte(nil), f...), at})
+	if !q.pending {
+		q.pending = true
+		p.sw.ft.after(at.Sub(now), p.release)
+	}
+}
+
+// release forwards the paced frames whose time has come and schedules
+// itself for the next. Holding the pacer's lock while forwarding keeps a
+// frame sent meanwhile (flushOrQueue) behind them.
+func (p *SwitchPort) release() {
+	q := &p.paced
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := time.Now()
+	i := 0
+	for i < len(q.q) && !q.q[i].at.After(now) {
+		i++
+	}
+	if i > 0 {
+		out := make([][]byte, i)
+		for j := range out {
+			out[j] = q.q[j].f
+		}
+		q.q = append(q.q[:0], q.q[i:]...)
+		if p.LinkUp() {
+			p.sw.forward(p, out)
+		}
+	}
+	if len(q.q) > 0 {
+		p.sw.ft.after(q.q[0].at.Sub(now), p.release)
+	} else {
+		q.pending = false
 	}
 }
 
@@ -137,3 +242,32 @@ func (t *faultTimers) after(d time.Duration, fn func()) { t.After(d, fn) }
 
 // stop cancels pending timers and waits for running ones.
 func (t *faultTimers) stop() { t.Stop() }
+
+// pauseFrameSrc is the source MAC of the PAUSE frames wire.pause.flood
+// sends: the switch port's own, a locally administered address.
+var pauseFrameSrc = [6]byte{0x02, 0x00, 0x00, 0x00, 0x00, 0xfe}
+
+// pauseFlood makes p's link partner (the switch) send p a PAUSE frame
+// asking for quanta every period, for the flood's duration: with flow
+// control on, p's NIC stops transmitting meanwhile.
+func (p *SwitchPort) pauseFlood(act *fault.Action) {
+	f := make([]byte, MinFrame+46)
+	copy(f, []byte{0x01, 0x80, 0xc2, 0x00, 0x00, 0x01}) // the MAC control group
+	copy(f[6:], pauseFrameSrc[:])
+	binary.BigEndian.PutUint16(f[12:], 0x8808) // MAC control
+	binary.BigEndian.PutUint16(f[14:], 0x0001) // PAUSE
+	binary.BigEndian.PutUint16(f[16:], uint16(act.Int("quanta")))
+	period := max(act.Duration("period"), 100*time.Microsecond)
+	end := time.Now().Add(act.Duration("for"))
+	s := p.sw
+	var tick func()
+	tick = func() {
+		s.mu.Lock()
+		p.enqueue(&s.bufs, f)
+		s.mu.Unlock()
+		if time.Now().Add(period).Before(end) {
+			s.ft.after(period, tick)
+		}
+	}
+	s.ft.after(0, tick)
+}

@@ -106,6 +106,66 @@ func TestWireFaults(t *testing.T) {
 			t.Errorf("got %q then %q", payload(got[0]), payload(got[1]))
 		}
 	})
+	t.Run("rate clocks frames out in order", func(t *testing.T) {
+		// One frame of about 60 bytes at 8000 bit/s takes 60 ms; the
+		// two after it, not paced, wait behind it.
+		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.frame=rate(bps=8000); once"))
+		start := time.Now()
+		a.Send(frames(3))
+		got := recv(t, rb, 3)
+		if el := time.Since(start); el < 50*time.Millisecond {
+			t.Errorf("3 frames in %v: the paced one took less than its 60 ms on the line", el)
+		}
+		for i, f := range got {
+			if payload(f) != "frame "+strconv.Itoa(i) {
+				t.Errorf("frame %d is %q: reordered", i, payload(f))
+			}
+		}
+	})
+	t.Run("slot releases at the slot boundary", func(t *testing.T) {
+		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.frame=slot(slot=50ms)"))
+		before := time.Now()
+		a.Send(frames(3))
+		got := recv(t, rb, 3)
+		if boundary := before.Truncate(50 * time.Millisecond).Add(50 * time.Millisecond); time.Now().Before(boundary) {
+			t.Errorf("frames arrived before the slot boundary %v", boundary)
+		}
+		for i, f := range got {
+			if payload(f) != "frame "+strconv.Itoa(i) {
+				t.Errorf("frame %d is %q: reordered", i, payload(f))
+			}
+		}
+	})
+	t.Run("pause flood", func(t *testing.T) {
+		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.pause=flood(quanta=7, period=1ms, for=40ms); device=a; once"))
+		ra := fabrictest.NewReceiver(256)
+		a.Attach(ra)
+		<-ra.Links
+		a.Send(frames(1))
+		if got := recv(t, rb, 1); payload(got[0]) != "frame 0" {
+			t.Errorf("the frame that started the flood: %q", payload(got[0]))
+		}
+		pauses := 0
+		for pauses < 3 {
+			select {
+			case f := <-ra.Frames:
+				if len(f) < 60 || f[0] != 0x01 || f[5] != 0x01 || f[12] != 0x88 || f[13] != 0x08 || f[15] != 0x01 || f[17] != 7 {
+					t.Fatalf("not a PAUSE of 7 quanta: % x", f[:18])
+				}
+				pauses++
+			case <-time.After(30 * time.Second):
+				t.Fatalf("%d PAUSE frames, want at least 3", pauses)
+			}
+		}
+		time.Sleep(500 * time.Millisecond) // the flood lasts 40 ms
+		for len(ra.Frames) > 0 {
+			<-ra.Frames
+		}
+		time.Sleep(200 * time.Millisecond)
+		if n := len(ra.Frames); n > 1 {
+			t.Errorf("%d PAUSE frames after the flood's end", n)
+		}
+	})
 	t.Run("runt", func(t *testing.T) {
 		_, a, _, rb := wirePair(t, faulttest.Set(t, 9, "r: wire.frame=bad(runt); once"))
 		a.Send(frames(1))

@@ -217,6 +217,8 @@ type SwitchPort struct {
 
 	heldMu sync.Mutex
 	held   []byte // a frame wire.reorder holds back (fault.go)
+
+	paced pacer // frames wire.rate and wire.slot send later (fault.go)
 }
 
 var _ Port = (*SwitchPort)(nil)

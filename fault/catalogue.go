@@ -70,6 +70,9 @@ const (
 	WireDup
 	WireReorder
 	WireDelay
+	WireRate
+	WireSlot
+	WirePauseFlood
 	WireRxOverflow
 	WireFrameBad
 
@@ -152,7 +155,7 @@ var kinds = [numKinds]Spec{
 	FWCmdError:    {Name: "fw.cmd.error", Door: FW, Point: "cmd", Action: "error", On: onCmd, Args: []ArgSpec{{Name: "code", Default: "unknown", Kind: argChoice, Choices: cmdErrors}}},
 	FWCmdSlow:     {Name: "fw.cmd.slow", Door: FW, Point: "cmd", Action: "slow", On: onCmd, Args: []ArgSpec{{Name: "delay", Default: "14ms", Kind: argDuration}}},
 	FWReboot:      {Name: "fw.reboot", Door: FW, Point: "nic", Action: "reboot", On: onWrite},
-	FWHeaderBad:   {Name: "fw.header.bad", Door: FW, Point: "header", Action: "bad", On: []string{"header"}, Pending: true},
+	FWHeaderBad:   {Name: "fw.header.bad", Door: FW, Point: "header", Action: "bad", On: []string{"header"}},
 	FWDMATestFail: {Name: "fw.dmatest.fail", Door: FW, Point: "dmatest", Action: "fail", On: []string{"dmatest"}},
 	FWCapsLie:     {Name: "fw.caps.lie", Door: FW, Point: "caps", Action: "lie", On: []string{"caps"}, Args: []ArgSpec{{Name: "value", Default: "1"}}},
 
@@ -162,6 +165,9 @@ var kinds = [numKinds]Spec{
 	WireDup:        {Name: "wire.dup", Door: Wire, Point: "frame", Action: "dup", On: onFrame, Args: []ArgSpec{{Name: "count", Default: "1"}}},
 	WireReorder:    {Name: "wire.reorder", Door: Wire, Point: "frame", Action: "reorder", On: onFrame},
 	WireDelay:      {Name: "wire.delay", Door: Wire, Point: "frame", Action: "delay", On: onFrame, Args: []ArgSpec{{Name: "delay", Default: "10ms", Kind: argDuration}}},
+	WireRate:       {Name: "wire.rate", Door: Wire, Point: "frame", Action: "rate", On: onFrame, Args: []ArgSpec{{Name: "bps", Default: "100000000"}}},
+	WireSlot:       {Name: "wire.slot", Door: Wire, Point: "frame", Action: "slot", On: onFrame, Args: []ArgSpec{{Name: "slot", Default: "10ms", Kind: argDuration}}},
+	WirePauseFlood: {Name: "wire.pause.flood", Door: Wire, Point: "pause", Action: "flood", On: onFrame, Args: []ArgSpec{{Name: "quanta", Default: "65535"}, {Name: "period", Default: "1ms", Kind: argDuration}, {Name: "for", Default: "5s", Kind: argDuration}}},
 	WireRxOverflow: {Name: "wire.rx.overflow", Door: Wire, Point: "rx", Action: "overflow", On: onFrame},
 	WireFrameBad:   {Name: "wire.frame.bad", Door: Wire, Point: "frame", Action: "bad", On: onFrame, Args: []ArgSpec{{Name: "kind", Default: "runt", Kind: argChoice, Choices: badFrames}}},
 

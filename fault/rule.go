@@ -446,7 +446,7 @@ func (p *parser) clause(r *Rule, seen map[string]bool) error {
 // may only match on those, so an unreported field never matches by
 // accident.
 var doorMatches = [numDoors][]string{
-	DMA:  {"device", "iova", "region"},
+	DMA:  {"device", "iova", "region", "slice"},
 	MSI:  {"device", "vector"},
 	BAR:  {"device", "region", "iova"},
 	FW:   {"device", "opcode", "slice", "queue"},

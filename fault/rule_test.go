@@ -56,7 +56,6 @@ func TestParseErrorsNameTheColumn(t *testing.T) {
 		{"r1: dma.read=fail; vector=1", 20, "does not report vector"},
 		{"r1: wire.frame=bad(fatal)", 20, "not one of"},
 		{"r1: wire.frame=bad(kind=runt, kind=oversize)", 31, "twice"},
-		{"r1: fw.header=bad", 15, "not wired"},
 		{"r1: msi.raise=drop(x=1)", 20, "takes no argument"},
 		{"r1: dma.read=fail; times=2; once", 29, "once and times"},
 		{"r1: dma.read=fail; iova=9..1", 25, "lo <= hi"},

@@ -22,7 +22,7 @@ import (
 type Op struct {
 	Point  string // the operation: read, write, raise, cmd, frame, config, reset, ...
 	Device string
-	Slice  int
+	Slice  int // -1 at the dma door for an access that is no slice's
 	Vector int
 	Queue  int
 	Opcode int

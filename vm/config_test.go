@@ -35,7 +35,7 @@ func TestArgs(t *testing.T) {
 				"-object", "memory-backend-memfd,id=ram0,size=512M,share=on",
 				"-serial", "stdio", "-qmp", "unix:/run/x/qmp.sock,server=on,wait=off",
 				"-kernel", "/k/vmlinuz", "-initrd", "/k/initrd.gz",
-				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable"),
+				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable no_timer_check"),
 		},
 		{
 			name: "two devices, memory, append, extra",
@@ -54,7 +54,7 @@ func TestArgs(t *testing.T) {
 				"-object", "memory-backend-memfd,id=ram0,size=1024M,share=on",
 				"-serial", "stdio", "-qmp", "unix:/run/x/qmp.sock,server=on,wait=off",
 				"-kernel", "/k/vmlinuz", "-initrd", "/k/initrd.gz",
-				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable e2e.scenario=x",
+				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable no_timer_check e2e.scenario=x",
 				"-device", "pcie-root-port,id=rp-td0,bus=pcie.0,chassis=1",
 				"-device", `{"bus":"rp-td0","driver":"vfio-user-pci","id":"td0","socket":{"path":"/s/td0.sock","type":"unix"}}`,
 				"-device", "pcie-root-port,id=rp-td1,bus=pcie.0,chassis=2",
@@ -76,7 +76,7 @@ func TestArgs(t *testing.T) {
 				"-numa", "node,nodeid=1,memdev=ram1",
 				"-serial", "stdio", "-qmp", "unix:/run/x/qmp.sock,server=on,wait=off",
 				"-kernel", "/k/vmlinuz", "-initrd", "/k/initrd.gz",
-				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable"},
+				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable no_timer_check"},
 		},
 		{
 			name:   "one NUMA node is the default machine",
@@ -86,7 +86,7 @@ func TestArgs(t *testing.T) {
 				"-object", "memory-backend-memfd,id=ram0,size=512M,share=on",
 				"-serial", "stdio", "-qmp", "unix:/run/x/qmp.sock,server=on,wait=off",
 				"-kernel", "/k/vmlinuz", "-initrd", "/k/initrd.gz",
-				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable"),
+				"-append", "console=ttyS0 panic=-1 quiet tsc=reliable no_timer_check"),
 		},
 	}
 	for _, tt := range tests {

@@ -145,6 +145,7 @@ func (d *doors) function(f *pci.Function, dev device, dc deviceConfig) vfiouser.
 	}
 	d.targets = append(d.targets, t)
 	d.watchAudit(dev)
+	d.watchErrors(dev, dc.Name)
 	return t
 }
 
@@ -264,7 +265,16 @@ func (t *target) Info() control.DeviceInfo {
 
 func (t *target) Counters() any {
 	out := map[string]any{}
-	if n, ok := t.dev.(interface{ Stats() myri10ge.Stats }); ok {
+	if n, ok := t.dev.(interface{ Counters() myri10ge.Counters }); ok {
+		c := n.Counters()
+		out["nic"] = snakeFields(c.Stats)
+		out["drops"] = snakeFields(c.Drops)
+		slices := make([]map[string]any, len(c.Slices))
+		for i, s := range c.Slices {
+			slices[i] = snakeFields(s)
+		}
+		out["slices"] = slices
+	} else if n, ok := t.dev.(interface{ Stats() myri10ge.Stats }); ok {
 		out["nic"] = snakeFields(n.Stats())
 	}
 	if t.port != nil {
@@ -274,6 +284,7 @@ func (t *target) Counters() any {
 		out["vfio-user"] = snakeFields(t.srv.Stats())
 	}
 	out["removed"] = t.fn.Removed()
+	out["process"] = processCounters()
 	return out
 }
 
@@ -330,6 +341,15 @@ func (o *observedSpace) Store32(addr uint64, v uint32) error {
 	return err
 }
 
+// Store32In passes the device's label on to the fault door.
+func (o *observedSpace) Store32In(r dma.Region, addr uint64, v uint32) error {
+	err := dma.Store32In(o.Space, r, addr, v)
+	if err != nil {
+		o.report(err)
+	}
+	return err
+}
+
 // errorEvents turns device errors into DEVICE_ERROR events, at most
 // errorEventsPerSecond a second per process; the rest are counted into
 // the next one.
@@ -347,6 +367,40 @@ func (e *errorEvents) dma(device string, err error) {
 	if e.d.ctl == nil {
 		return
 	}
+	data := map[string]any{"device": device, "kind": "dma-abort", "error": err.Error()}
+	var de *dma.Error
+	if errors.As(err, &de) {
+		data["op"], data["addr"], data["len"] = de.Op.String(), "0x"+strconv.FormatUint(de.Addr, 16), de.Len
+	}
+	e.emit(data)
+}
+
+// watchErrors sends the slice halts and guest protocol errors of dev (a
+// Myri-10G) to the control socket as DEVICE_ERROR events.
+func (d *doors) watchErrors(dev any, name string) {
+	if n, ok := dev.(interface {
+		SetErrorSink(func(myri10ge.ErrorEvent))
+	}); ok {
+		n.SetErrorSink(func(e myri10ge.ErrorEvent) { d.errs.device(name, e) })
+	}
+}
+
+// device reports a slice halt or a guest protocol error of a Myri-10G.
+// It runs under the NIC's lock: emit never blocks.
+func (e *errorEvents) device(device string, ev myri10ge.ErrorEvent) {
+	if e.d.ctl == nil {
+		return
+	}
+	data := map[string]any{"device": device, "kind": ev.Kind, "what": ev.What, "detail": ev.Detail}
+	if ev.Slice >= 0 {
+		data["slice"] = ev.Slice
+	}
+	e.emit(data)
+}
+
+// emit sends one DEVICE_ERROR unless this second's budget is spent; the
+// ones suppressed are counted into the next that goes out.
+func (e *errorEvents) emit(data map[string]any) {
 	e.mu.Lock()
 	now := time.Now()
 	if now.Sub(e.window) >= time.Second {
@@ -361,11 +415,6 @@ func (e *errorEvents) dma(device string, err error) {
 	suppressed := e.suppressed
 	e.suppressed = 0
 	e.mu.Unlock()
-	data := map[string]any{"device": device, "kind": "dma-abort", "error": err.Error()}
-	var de *dma.Error
-	if errors.As(err, &de) {
-		data["op"], data["addr"], data["len"] = de.Op.String(), "0x"+strconv.FormatUint(de.Addr, 16), de.Len
-	}
 	if suppressed > 0 {
 		data["suppressed"] = suppressed
 	}

@@ -34,6 +34,13 @@ type fwState struct {
 	coalDelay time.Duration
 
 	linkEvent linkEvent // reported through slice 0's interrupt block
+
+	// Flow control (pause.go): PAUSE frames honoured, transmission
+	// held until pauseUntil, the dropped_pause last reported.
+	flowControl   bool
+	txPaused      bool
+	pauseUntil    time.Time
+	pauseReported uint32
 }
 
 // resetFirmwareLocked is CMD_RESET (§4.3 #1): stop the data path, forget

@@ -51,6 +51,9 @@ func (n *NIC) dmaStoreLocked(s *slice, what string, addr uint64, w [4]byte) bool
 // slice s's data path (s non-nil), halt s.
 func (n *NIC) dmaAbortLocked(s *slice, what string, err error) {
 	n.dmaFailedLocked(err, what)
+	if s != nil && !s.halted {
+		n.reportErrorLocked(ErrorEvent{Kind: "slice-halt", Slice: s.idx, What: what, Detail: err.Error()})
+	}
 	if s != nil {
 		n.haltLocked(s)
 	}

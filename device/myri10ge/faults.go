@@ -1,8 +1,10 @@
 package myri10ge
 
 import (
+	"encoding/binary"
 	"time"
 
+	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fault"
 )
 
@@ -95,7 +97,7 @@ func (n *NIC) commandFaultLocked(c *command) bool {
 // confirmMissingLocked reports whether the dma door drops the
 // confirmation word of a handoff or dummy RDMA (dma.confirm.missing).
 func (n *NIC) confirmMissingLocked(what string) bool {
-	act, ok := n.host.Fault.Eval(fault.DMA, &fault.Op{Point: "confirm", Device: n.cfg.Name, Region: "cmd"})
+	act, ok := n.host.Fault.Eval(fault.DMA, &fault.Op{Point: "confirm", Device: n.cfg.Name, Region: "cmd", Slice: -1})
 	if ok && act.Kind == fault.DMAConfirmMissing {
 		n.log.WithField("dma", what).Debug("confirmation dropped (fault)")
 		return true
@@ -109,4 +111,34 @@ func (n *NIC) confirmMissingLocked(what string) bool {
 func (n *NIC) statsFrozenLocked(s *slice) bool {
 	act, ok := n.host.Fault.Eval(fault.DMA, &fault.Op{Point: "stats", Device: n.cfg.Name, Region: "stats", Slice: s.idx})
 	return ok && act.Kind == fault.DMAStatsFreeze
+}
+
+// rxDoneStoreLocked writes slice s's rx_done slot w at addr (§5.3 step 6)
+// labelled for the dma door, so that a rule can lose exactly a receive
+// completion: dma.write=drop; region=rx_done; slice=N. On failure it
+// aborts like every other DMA (dmaAbortLocked).
+func (n *NIC) rxDoneStoreLocked(s *slice, addr uint64, w [4]byte) bool {
+	r := dma.Region{Name: "rx_done", Slice: s.idx}
+	if err := dma.Store32In(n.host.Mem, r, addr, binary.NativeEndian.Uint32(w[:])); err != nil {
+		n.dmaAbortLocked(s, "rx_done slot", err)
+		return false
+	}
+	return true
+}
+
+// mcpTypeBad is the firmware type fw.header.bad shows: not "ETH ".
+const mcpTypeBad = 0x42414421 // "BAD!"
+
+// headerFaultLocked offers the running firmware's header to the fw door
+// (fw.header.bad) when the SRAM image is written (power-on, reset) and
+// when a client attaches, before its driver adopts the firmware: a
+// firing makes the header's mcp_type something other than ETH until the
+// next power-on, and the driver's adopt (probe, or the reload after a
+// watchdog reset) fails with "Bad firmware type" (§3.5).
+func (n *NIC) headerFaultLocked() {
+	act, ok := n.host.Fault.Eval(fault.FW, &fault.Op{Point: "header", Device: n.cfg.Name, Slice: -1})
+	if ok && act.Kind == fault.FWHeaderBad {
+		binary.BigEndian.PutUint32(n.bar0[offHeader+hdrOffType:], mcpTypeBad)
+		n.log.Debug("firmware header made bad (fault)")
+	}
 }

@@ -43,7 +43,8 @@ func (n *NIC) maybeInterruptLocked(s *slice) {
 	passRx := s.rxToken && s.rxPending && n.fw.running
 	needTx := s.sendDone != s.txReported && n.fw.running
 	link := s.idx == 0 && n.fw.linkEvent != linkEventNone
-	if !passRx && !needTx && !link {
+	pause := s.idx == 0 && n.drops.pause != n.fw.pauseReported
+	if !passRx && !needTx && !link && !pause {
 		return
 	}
 	// Coalescing (§6.3): keep interrupts of a slice at least the delay
@@ -76,6 +77,7 @@ func (n *NIC) maybeInterruptLocked(s *slice) {
 	be.PutUint32(b[irqOffLinkUp:], n.linkStateLocked())
 	be.PutUint32(b[irqOffRDMATags:], rdmaTagsAvailable)
 	d := &n.drops
+	be.PutUint32(b[irqOffDroppedPause:], d.pause)
 	be.PutUint32(b[irqOffDroppedUnicast:], d.unicastFiltered)
 	be.PutUint32(b[irqOffDroppedMulticast:], d.multicastFiltered)
 	be.PutUint32(b[irqOffDroppedLinkError:], d.linkError)
@@ -108,6 +110,9 @@ func (n *NIC) maybeInterruptLocked(s *slice) {
 		s.rxToken, s.rxPending = false, false
 	}
 	s.txReported = s.sendDone
+	if s.idx == 0 {
+		n.fw.pauseReported = d.pause
+	}
 	if link {
 		switch n.fw.linkEvent {
 		case linkEventDown, linkEventLost:

@@ -51,8 +51,8 @@ var commands = [...]cmdHandler{
 	CmdEnablePromisc:          (*NIC).cmdEnablePromisc,
 	CmdDisablePromisc:         (*NIC).cmdDisablePromisc,
 	CmdSetMACAddress:          (*NIC).cmdSetMACAddress,
-	CmdEnableFlowControl:      (*NIC).cmdAccept,
-	CmdDisableFlowControl:     (*NIC).cmdAccept,
+	CmdEnableFlowControl:      (*NIC).cmdEnableFlowControl,
+	CmdDisableFlowControl:     (*NIC).cmdDisableFlowControl,
 	CmdDMATest:                (*NIC).cmdDMATest,
 	CmdEnableAllMulti:         (*NIC).cmdEnableAllMulti,
 	CmdDisableAllMulti:        (*NIC).cmdDisableAllMulti,
@@ -70,8 +70,7 @@ var commands = [...]cmdHandler{
 	CmdSetRSSMCPSlotType:      (*NIC).cmdSetRSSMCPSlotType,
 }
 
-// cmdAccept answers OK and changes nothing: flow control (there is no
-// pause on a virtual wire) and the TSO mode, which only changes how the
+// cmdAccept answers OK and changes nothing: the TSO mode, which only changes how the
 // stack seeds checksums that the device recomputes anyway.
 func (n *NIC) cmdAccept(*command) Status { return StatusOK }
 

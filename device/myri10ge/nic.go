@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/myriemu/myriemu/fabric"
+	"github.com/myriemu/myriemu/fault"
 	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/sirupsen/logrus"
@@ -88,7 +89,8 @@ type NIC struct {
 	drops    dropCounters
 	vendor   vendorWindow
 	pio      pioState
-	slow     slowResponse // fw.cmd.slow (faults.go)
+	slow     slowResponse     // fw.cmd.slow (faults.go)
+	errSink  func(ErrorEvent) // DEVICE_ERROR (counters.go)
 }
 
 var _ pci.Device = (*NIC)(nil)
@@ -214,6 +216,9 @@ func (n *NIC) Attach(h pci.Host) error {
 	}
 	n.attached = true
 	n.epoch++
+	if h.Fault.Armed(fault.FW) {
+		n.headerFaultLocked()
+	}
 	n.startPollerLocked()
 	n.mu.Unlock()
 	n.cfg.Port.Attach(n)
@@ -252,6 +257,9 @@ func (n *NIC) Reset() {
 func (n *NIC) powerOnLocked() {
 	clear(n.bar0)
 	putSRAMImage(n.bar0, n.cfg.MAC, n.cfg.Serial)
+	if n.host.Fault.Armed(fault.FW) {
+		n.headerFaultLocked()
+	}
 	n.vendor.reset()
 	n.resetFirmwareLocked()
 }
@@ -316,6 +324,7 @@ type Stats struct {
 func (n *NIC) guestErrorLocked(msg string, key string, val any) {
 	n.stats.GuestErrors++
 	n.warn.Warn(n.log.WithField(key, val), msg, msg)
+	n.reportGuestErrorLocked(msg, key, val)
 }
 
 // macString formats a MAC address for logs.

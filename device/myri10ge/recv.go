@@ -29,6 +29,7 @@ type dropCounters struct {
 	unicastFiltered, multicastFiltered uint32
 	linkError                          uint32 // arrived while the data path was stopped
 	runt, overrun                      uint32
+	pause                              uint32 // PAUSE frames received (pause.go)
 	noSmall, noBig                     uint32
 }
 
@@ -123,6 +124,8 @@ func (n *NIC) receiveLocked(f []byte) *slice {
 		n.drops.linkError++
 	case len(f) < 14:
 		n.drops.runt++
+	case isPause(f):
+		n.pauseLocked(f)
 	case len(f) > n.fw.maxFrame:
 		n.drops.overrun++
 	case !n.accepts(f[:6]):
@@ -182,7 +185,7 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 	var w [4]byte
 	binary.BigEndian.PutUint16(w[0:], rxChecksum(f))
 	binary.BigEndian.PutUint16(w[2:], uint16(len(f)))
-	if !n.dmaStoreLocked(s, "rx_done slot", slot, w) {
+	if !n.rxDoneStoreLocked(s, slot, w) {
 		return false
 	}
 	s.rxDoneIdx++

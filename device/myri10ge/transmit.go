@@ -25,7 +25,7 @@ func (n *NIC) sendRingWrittenLocked(i int, rel uint64, size int) {
 // dropped: the driver frees descriptors by that count, and one it never
 // sees completed would trip its watchdog.
 func (n *NIC) transmitLocked(s *slice) {
-	if s.halted {
+	if s.halted || n.fw.txPaused {
 		return
 	}
 	ring := n.bar0[sendRingOff(s.idx):][:sendRingBytes]

@@ -313,7 +313,10 @@ int s_free_pageout(void)
 			int same = !memcmp(before, after, sizeof(before));
 			long bad = check(p, L, 50 + k);
 			v_fact("%s:same_gpas=%d pattern_kept=%d", names[k], same, bad < 0);
-			CHECK(same, "%s: pinned pages were reclaimed", names[k]);
+			/* Once the callback unpinned them, reclaim may take lazily
+			 * freed pages (their content goes too): legal, not a stale
+			 * registration. Kept pages must keep their frames. */
+			CHECK(same || bad >= 0, "%s: pages moved with their content", names[k]);
 			mx_dereg(&e, r2.id, r2.generation);
 		}
 		munmap(p, L);

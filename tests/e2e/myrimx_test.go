@@ -310,6 +310,12 @@ wait $peer || rc=1
 			dev := deviceOf[s.audit]
 			delta := after - before
 			sums[dev] += delta
+			// Exact attribution needs every violation of the device to
+			// have its own event; serve's rate limit (50 a second per
+			// process, the rest folded into the next event of any device)
+			// can break that, and then the kinds are checked against the
+			// device's per-check totals instead.
+			exact := len(audits[dev]) == int(totals[dev].Violations)
 			got := attribute(audits[dev], before, after)
 			t.Logf("device %s audit window [%d,%d): %d violations, events: %s", dev, before, after, delta, describeEvents(got))
 			if len(got) > 0 {
@@ -325,8 +331,21 @@ wait $peer || rc=1
 					t.Errorf("device %s: the audit did not fire (0 violations)", dev)
 				}
 			}
-			if len(s.kinds) > 0 && delta > 0 && !hasKind(got, s.kinds) {
-				t.Errorf("device %s: no %v among the window's DMA_AUDIT events: %s", dev, s.kinds, describeEvents(got))
+			if len(s.kinds) > 0 && delta > 0 {
+				if exact && !hasKind(got, s.kinds) {
+					t.Errorf("device %s: no %v among the window's DMA_AUDIT events: %s", dev, s.kinds, describeEvents(got))
+				}
+				if !exact {
+					n := uint64(0)
+					for _, k := range s.kinds {
+						n += totals[dev].PerCheck[k]
+					}
+					t.Logf("device %s: %d events for %d violations (rate limit): kinds from query-dma-audit per-check: %v = %d",
+						dev, len(audits[dev]), totals[dev].Violations, s.kinds, n)
+					if n == 0 {
+						t.Errorf("device %s: query-dma-audit counts no %v", dev, s.kinds)
+					}
+				}
 			}
 			if s.sub == "10-exit-in-flight" {
 				// B's send: done before the kill, or ended by it.
@@ -400,15 +419,16 @@ func parseAuditTotals(out []byte) (mxAuditTotals, error) {
 	return mxAuditTotals{Violations: x.Violations, Refused: x.Refused, PerCheck: x.PerCheck}, nil
 }
 
-// attribute returns the events whose running count (each weighing 1 +
-// its suppressed) falls in [before, after): the device counts violations
-// in the order it reports them, and AUDIT_COUNT, read by the guest before
-// and after a scenario, is that count.
+// attribute returns the events whose index among the device's events
+// falls in [before, after): the device counts violations in the order it
+// reports them, and AUDIT_COUNT, read by the guest before and after a
+// scenario, is that count. (Only exact when no event was suppressed: the
+// suppressed count an event carries is serve's, over every device.)
 func attribute(evs []mxAuditEvent, before, after int64) []mxAuditEvent {
 	var out []mxAuditEvent
 	var n int64
 	for _, e := range evs {
-		lo, hi := n, n+int64(e.Weight)
+		lo, hi := n, n+1
 		n = hi
 		if hi > before && lo < after {
 			out = append(out, e)
@@ -433,8 +453,10 @@ func describeEvents(evs []mxAuditEvent) string {
 		return "none"
 	}
 	count := map[string]int{}
+	suppressed := 0
 	for _, e := range evs {
-		count[fmt.Sprintf("%s/%s/%s last-reason=%s", e.Kind, e.Tag, e.Mode, e.LastReason)] += e.Weight
+		count[fmt.Sprintf("%s/%s/%s last-reason=%s", e.Kind, e.Tag, e.Mode, e.LastReason)]++
+		suppressed += e.Weight - 1
 	}
 	var keys []string
 	for k := range count {
@@ -446,7 +468,8 @@ func describeEvents(evs []mxAuditEvent) string {
 		parts = append(parts, fmt.Sprintf("%dx %s", count[k], k))
 	}
 	first := evs[0]
-	return strings.Join(parts, ", ") + fmt.Sprintf(" (first: ep %v region %v gen %v: %s)", first.Endpoint, first.Region, first.Generation, first.Detail)
+	return strings.Join(parts, ", ") + fmt.Sprintf(" (carrying %d suppressed; first: ep %v region %v gen %v: %s)",
+		suppressed, first.Endpoint, first.Region, first.Generation, first.Detail)
 }
 
 // mxKernelBad are kernel log lines that fail any scenario.

@@ -72,7 +72,23 @@ type Guest struct {
 	Dir string
 	// ExtraArgs are appended to QEMU's arguments (e.g. -netdev and a NIC).
 	ExtraArgs []string
+	// Control, if set, runs in its own goroutine once QEMU's QMP answers,
+	// to drive QEMU itself while the guest runs (device_del, device_add,
+	// system_reset, a kill). Its ctx ends when QEMU has exited or the run
+	// is over, and Control must return then; RunGuest returns only after
+	// Control has.
+	Control func(ctx context.Context, l *Live)
 }
+
+// Live is a running guest as Guest.Control sees it.
+type Live struct {
+	// Machine is QEMU: its QMP (Execute), its pid, Kill.
+	Machine *vm.Machine
+	console *lockedBuffer
+}
+
+// Console returns everything the guest printed so far.
+func (l *Live) Console() string { return l.console.String() }
 
 // Run is what happened to one guest.
 type Run struct {
@@ -208,6 +224,29 @@ func (e *Env) runGuest(ctx context.Context, g Guest, r *Run) error {
 			r.TimedOut = true
 		}
 		return fmt.Errorf("QEMU failed to come up: %w", err)
+	}
+	if g.Control != nil {
+		cctx, ccancel := context.WithCancel(runCtx)
+		var cwg sync.WaitGroup
+		cwg.Add(2)
+		go func() { // runControlEnd: QEMU's exit ends Control's ctx
+			defer cwg.Done()
+			select {
+			case <-m.Exited():
+			case <-cctx.Done():
+			}
+			ccancel()
+		}()
+		go func() {
+			defer cwg.Done()
+			g.Control(cctx, &Live{Machine: m, console: console})
+		}()
+		// Runs before the deferred Kill: QEMU has exited, or the run is
+		// over and QEMU is about to be killed; either way ctx ends.
+		defer func() {
+			ccancel()
+			cwg.Wait()
+		}()
 	}
 	var timedOut string
 	var queryErr error
