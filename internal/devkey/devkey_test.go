@@ -3,6 +3,7 @@ package devkey
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -19,31 +20,50 @@ var table = Table[conf]{Kind: "thing", Fields: []Field[conf]{
 }}
 
 func TestParse(t *testing.T) {
+	var got conf
+	if err := table.Parse(&got, map[string]string{"n": "8", "mode": "slow"}); err != nil || got != (conf{8, "S"}) {
+		t.Errorf("n=8,mode=slow: %+v, %v; want {8 S}", got, err)
+	}
+	const unknown = `unknown key "speed" (known: n, mode, solo)`
+	if err := table.Parse(&conf{}, map[string]string{"speed": "1"}); err == nil || err.Error() != unknown {
+		t.Errorf("speed=1: error %v, want %q", err, unknown)
+	}
+	// Sorted: "mode" comes before "n" and "zz", whatever the map's order.
+	const first = "mode=no: want fast, slow or off"
+	for range 20 {
+		if err := table.Parse(&conf{}, map[string]string{"zz": "1", "n": "0", "mode": "no"}); err == nil || err.Error() != first {
+			t.Fatalf("three bad keys: error %v, want %q", err, first)
+		}
+	}
+}
+
+// TestSetters feeds each setter of table its values directly: what it
+// sets, or the error Parse puts after "key=value: ".
+func TestSetters(t *testing.T) {
 	for _, tt := range []struct {
-		opts    map[string]string
+		key, v  string
 		want    conf
 		wantErr string
 	}{
-		{nil, conf{}, ""},
-		{map[string]string{"n": "1", "mode": "slow"}, conf{1, "S"}, ""},
-		{map[string]string{"n": "8", "solo": "only"}, conf{8, "O"}, ""},
-		{map[string]string{"n": "0"}, conf{}, "n=0: want 1..8"},
-		{map[string]string{"n": "9"}, conf{}, "n=9: want 1..8"},
-		{map[string]string{"n": "x"}, conf{}, "n=x: want 1..8"},
-		{map[string]string{"mode": "Fast"}, conf{}, "mode=Fast: want fast, slow or off"},
-		{map[string]string{"solo": "two"}, conf{}, "solo=two: want only"},
-		{map[string]string{"speed": "1"}, conf{}, `unknown key "speed" (known: n, mode, solo)`},
-		// Sorted: "mode" comes before "n" and "zz", whatever the map's order.
-		{map[string]string{"zz": "1", "n": "0", "mode": "no"}, conf{}, "mode=no: want fast, slow or off"},
+		{"n", "1", conf{n: 1}, ""},
+		{"n", "8", conf{n: 8}, ""},
+		{"n", "0", conf{}, "want 1..8"},
+		{"n", "9", conf{}, "want 1..8"},
+		{"n", "x", conf{}, "want 1..8"},
+		{"mode", "off", conf{mode: "-"}, ""},
+		{"mode", "Fast", conf{}, "want fast, slow or off"},
+		{"solo", "only", conf{mode: "O"}, ""},
+		{"solo", "two", conf{}, "want only"},
 	} {
 		var got conf
-		err := table.Parse(&got, tt.opts)
+		i := slices.IndexFunc(table.Fields, func(f Field[conf]) bool { return f.Name == tt.key })
+		err := table.Fields[i].Set(&got, tt.v)
 		gotErr := ""
 		if err != nil {
 			gotErr = err.Error()
 		}
-		if gotErr != tt.wantErr || (tt.wantErr == "" && got != tt.want) {
-			t.Errorf("Parse(%v) = %+v, %q; want %+v, %q", tt.opts, got, gotErr, tt.want, tt.wantErr)
+		if gotErr != tt.wantErr || got != tt.want {
+			t.Errorf("%s=%s: %+v, %q; want %+v, %q", tt.key, tt.v, got, gotErr, tt.want, tt.wantErr)
 		}
 	}
 }
