@@ -28,12 +28,35 @@ type UnmapWatcher struct {
 	fn func(iova, last uint64)
 }
 
-// WatchUnmap adds fn as an unmap watcher of s if s is a *Map (the only
-// Space that has DMA_UNMAP) and returns a function that removes it, or
-// nil if s has no unmaps to watch.
+// Wrapper is a Space that forwards to another one (a fault door, an
+// observer); MapOf looks through it.
+type Wrapper interface {
+	Unwrap() Space
+}
+
+// MapOf returns the *Map under s, looking through Wrappers, or nil if s is
+// not backed by one. Unmap watchers, the audit's mapping checks and a
+// device's access checks need the Map itself, whatever doors wrap it.
+func MapOf(s Space) *Map {
+	for s != nil {
+		switch v := s.(type) {
+		case *Map:
+			return v
+		case Wrapper:
+			s = v.Unwrap()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// WatchUnmap adds fn as an unmap watcher of the Map under s (the only
+// Space that has DMA_UNMAP; see MapOf) and returns a function that removes
+// it, or nil if s has no unmaps to watch.
 func WatchUnmap(s Space, fn func(iova, last uint64)) (stop func()) {
-	m, ok := s.(*Map)
-	if !ok {
+	m := MapOf(s)
+	if m == nil {
 		return nil
 	}
 	w := &UnmapWatcher{fn: fn}
@@ -363,7 +386,7 @@ const (
 
 // NewAudit returns an audit of the DMA a device makes into mem. sink, if
 // non-nil, gets every violation (on the DMA's goroutine; it must not
-// block). If mem is a *Map the audit watches its unmaps: add it after the
+// block). If mem is (or wraps) a *Map the audit watches its unmaps: add it after the
 // device's own unmap watcher, so that it records an unmap after the device
 // revoked the registrations it covers. Close removes the watcher.
 func NewAudit(mem Space, mode AuditMode, src AuditSource, sink func(AuditEvent)) *Audit {
@@ -375,7 +398,7 @@ func NewAudit(mem Space, mode AuditMode, src AuditSource, sink func(AuditEvent))
 		quar:    map[uint64]int{},
 		last:    map[lastKey]lastInval{},
 	}
-	a.m, _ = mem.(*Map)
+	a.m = MapOf(mem)
 	a.mode.Store(uint32(mode))
 	a.stop = WatchUnmap(mem, a.noteUnmap)
 	return a

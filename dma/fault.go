@@ -23,6 +23,9 @@ func WithFaults(s Space, set *fault.Set, device string) Space {
 	return &faultSpace{Space: s, set: set, device: device}
 }
 
+// Unwrap returns the Space behind the door (see MapOf).
+func (f *faultSpace) Unwrap() Space { return f.Space }
+
 type faultSpace struct {
 	Space
 	set    *fault.Set

@@ -318,6 +318,10 @@ type observedSpace struct {
 	report func(error)
 }
 
+// Unwrap lets dma.MapOf reach the Map: without it the device's unmap
+// watcher and the audit's mapping checks found no Map under serve.
+func (o *observedSpace) Unwrap() dma.Space { return o.Space }
+
 func (o *observedSpace) ReadAt(p []byte, addr uint64) (int, error) {
 	n, err := o.Space.ReadAt(p, addr)
 	if err != nil {

@@ -171,7 +171,7 @@ func (d *Device) cmdReg(ep *endpoint, c Command) event {
 	if access&AccessRecvDst != 0 {
 		prot |= dma.ProtWrite
 	}
-	if m, ok := d.host.Mem.(*dma.Map); ok {
+	if m := dma.MapOf(d.host.Mem); m != nil {
 		if i := m.Covers(pages, ps, prot); i >= 0 {
 			d.warnf("regaddr", "REG of a page the client did not map with the access asked", logrus.Fields{
 				"endpoint": ep.idx, "region": id, "page": i, "gpa": pages[i]})
