@@ -212,12 +212,6 @@ func mxResetCheck(t *testing.T, r mxReset, ra, rb *harness.Run, totals map[strin
 	if !r.revokedAndGot {
 		t.Errorf("the reset did not empty mxa's table")
 	}
-	if r.unmapsAfter == r.unmapsBefore {
-		// QEMU 11.1's reboot resets the function (DEVICE_RESET) first,
-		// which revokes every registration (reason reset); the DMA_UNMAP
-		// path (REGION_REVOKED, reason dma-unmap) is then not reached.
-		t.Logf("no DMA_UNMAP reached mxa's audit within 10 s of the revocation: the reset revoked the registration, not a DMA_UNMAP")
-	}
 
 	// B's SEND waited at A's endpoint; the reset must end it without a byte.
 	p, ok := myripair.Find(rb, "mx:21-peer-send")
@@ -258,6 +252,16 @@ func mxResetCheck(t *testing.T, r mxReset, ra, rb *harness.Run, totals map[strin
 		}
 	}
 	return delta
+}
+
+// mxResetSkip runs after mxResetCheck: if no DMA_UNMAP reached the device,
+// the scenario's DMA_UNMAP half is not shown and the subtest says so.
+func mxResetSkip(t *testing.T, r mxReset) {
+	if r.unmapsAfter == r.unmapsBefore && !t.Failed() {
+		t.Skipf("the DMA_UNMAP half is not shown: query-dma-audit counts %d unmaps for mxa; the registration was revoked by the reboot's DEVICE_RESET. "+
+			"Under myriemu serve the device's dma.Space is wrapped (cmd/myriemu/control.go observedSpace over dma.WithFaults), so dma.WatchUnmap and "+
+			"dma.NewAudit find no *dma.Map: neither the revocation on DMA_UNMAP (REGION_REVOKED) nor A1's unmap epoch is active there", r.unmapsAfter)
+	}
 }
 
 func parseInt(s string) (int64, error) {
