@@ -75,7 +75,7 @@ func (s *Server) commands() map[string]command {
 		"query-faults":        {run: s.queryFaults},
 		"query-fault-log":     {run: s.queryFaultLog},
 		"query-dma-audit":     {params: []param{{name: "name", typ: "str", optional: true}}, run: s.queryDMAAudit},
-		"query-registrations": {params: name, run: s.queryRegistrations},
+		"query-registrations": {params: []param{{name: "name", typ: "str"}, {name: "retired", typ: "bool", optional: true}}, run: s.queryRegistrations},
 		"port-add":            {params: []param{{name: "spec", typ: "str"}}, run: s.portAdd},
 		"port-del":            {params: []param{{name: "name", typ: "str"}}, run: s.portDel},
 		"query-ports":         {run: s.queryPorts},
@@ -404,6 +404,9 @@ func (s *Server) queryRegistrations(_ *client, args map[string]json.RawMessage) 
 	t, err := s.target(args)
 	if err != nil {
 		return nil, err
+	}
+	if boolArg(args, "retired") {
+		return retiredRegistrations(t)
 	}
 	a, ok := t.(Auditor)
 	if !ok {

@@ -277,6 +277,7 @@ func (t *target) Counters() any {
 	} else if n, ok := t.dev.(interface{ Stats() myri10ge.Stats }); ok {
 		out["nic"] = snakeFields(n.Stats())
 	}
+	addMyrimxCounters(out, t.dev)
 	if t.port != nil {
 		out["port"] = snakeFields(t.port.Stats())
 	}

@@ -279,7 +279,8 @@ func TestServeSocketInUseOrStale(t *testing.T) {
 
 // TestSignal runs the real command (this test binary, see TestMain) and
 // stops it with SIGTERM, as a supervisor does (SIGINT and SIGHUP alike):
-// exit 0 within a second, no socket file left behind.
+// exit 0 promptly (well within a supervisor's stop timeout; a loaded CI
+// machine took 1.05 s once, so the bound is 10 s), no socket file left behind.
 func TestSignal(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
@@ -313,8 +314,8 @@ func TestSignal(t *testing.T) {
 			}
 			rest, _ := io.ReadAll(out)
 			err = cmd.Wait()
-			if d := time.Since(start); d > time.Second {
-				t.Errorf("exit took %v after %v, want < 1 s; stderr:\n%s", d, sig, stderr.String())
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("exit took %v after %v, want < 10 s; stderr:\n%s", d, sig, stderr.String())
 			}
 			if err != nil {
 				t.Errorf("exit after %v: %v; stderr:\n%s", sig, err, stderr.String())

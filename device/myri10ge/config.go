@@ -1,24 +1,53 @@
 package myri10ge
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
-	"maps"
 	"net"
-	"slices"
 	"strconv"
-	"strings"
+
+	"github.com/myriemu/myriemu/internal/devkey"
 )
 
 // Key is a --device key of the Myri-10G and its help text.
-type Key struct{ Name, Help string }
+type Key = devkey.Key
 
 // Keys are the keys ParseOptions takes, in the order help lists them.
-var Keys = []Key{
-	{"mac", "permanent MAC address, unicast (default: 00:60:dd and three bytes hashed from the name, so stable per name)"},
-	{"serial", "EEPROM serial number, 0..4294967295 (default: hashed from the name)"},
-	{"slices", fmt.Sprintf("RSS slices and MSI-X vectors offered, 1..%d (default 1)", MaxSlices)},
-	{"pio", "mmap (default): send and receive rings mmapped into the guest and polled by the device (QEMU then turns posted writes off by itself); trap: every BAR0 store is a message, for comparison (needs the QEMU property x-no-posted-writes=on, see the device README)"},
+var Keys = keyTable.Keys()
+
+// keyTable is the Myri-10G's key table: help text and how each value sets a Config.
+var keyTable = devkey.Table[Config]{Kind: "myri10ge", Fields: []devkey.Field[Config]{
+	{Name: "mac", Help: "permanent MAC address, unicast (default: 00:60:dd and three bytes hashed from the name, so stable per name)",
+		Set: setMAC},
+	{Name: "serial", Help: "EEPROM serial number, 0..4294967295 (default: hashed from the name)",
+		Set: setSerial},
+	{Name: "slices", Help: fmt.Sprintf("RSS slices and MSI-X vectors offered, 1..%d (default 1)", MaxSlices),
+		Set: devkey.Int(1, MaxSlices, fmt.Sprintf("want a number 1..%d", MaxSlices), func(c *Config, n int) { c.Slices = n })},
+	{Name: "pio", Help: "mmap (default): send and receive rings mmapped into the guest and polled by the device (QEMU then turns posted writes off by itself); trap: every BAR0 store is a message, for comparison (needs the QEMU property x-no-posted-writes=on, see the device README)",
+		Set: devkey.OneOf(func(c *Config, m PIOMode) { c.PIO = m },
+			devkey.Choice[PIOMode]{Name: "trap", Value: PIOTrap}, devkey.Choice[PIOMode]{Name: "mmap", Value: PIOMmap})},
+}}
+
+func setMAC(c *Config, v string) error {
+	mac, err := net.ParseMAC(v)
+	if err != nil || len(mac) != 6 {
+		return errors.New("not a MAC address (want six bytes, e.g. 00:60:dd:00:00:01)")
+	}
+	if mac[0]&1 != 0 || [6]byte(mac) == [6]byte{} {
+		return errors.New("want a unicast, non-zero address")
+	}
+	c.MAC = mac
+	return nil
+}
+
+func setSerial(c *Config, v string) error {
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return errors.New("want a number 0..4294967295")
+	}
+	c.Serial = uint32(n)
+	return nil
 }
 
 // ParseOptions returns the Config of a NIC named name from its key=value
@@ -36,47 +65,8 @@ func ParseOptions(name string, opts map[string]string) (Config, error) {
 		Slices: 1,
 		PIO:    PIOMmap,
 	}
-	// In key order: the first bad key reported is always the same one.
-	for _, k := range slices.Sorted(maps.Keys(opts)) {
-		v := opts[k]
-		switch k {
-		case "mac":
-			mac, err := net.ParseMAC(v)
-			if err != nil || len(mac) != 6 {
-				return cfg, fmt.Errorf("mac=%s: not a MAC address (want six bytes, e.g. 00:60:dd:00:00:01)", v)
-			}
-			if mac[0]&1 != 0 || [6]byte(mac) == [6]byte{} {
-				return cfg, fmt.Errorf("mac=%s: want a unicast, non-zero address", v)
-			}
-			cfg.MAC = mac
-		case "serial":
-			n, err := strconv.ParseUint(v, 10, 32)
-			if err != nil {
-				return cfg, fmt.Errorf("serial=%s: want a number 0..4294967295", v)
-			}
-			cfg.Serial = uint32(n)
-		case "slices":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > MaxSlices {
-				return cfg, fmt.Errorf("slices=%s: want a number 1..%d", v, MaxSlices)
-			}
-			cfg.Slices = n
-		case "pio":
-			switch v {
-			case "trap":
-				cfg.PIO = PIOTrap
-			case "mmap":
-				cfg.PIO = PIOMmap
-			default:
-				return cfg, fmt.Errorf("pio=%s: want trap or mmap", v)
-			}
-		default:
-			names := make([]string, len(Keys))
-			for i, key := range Keys {
-				names[i] = key.Name
-			}
-			return cfg, fmt.Errorf("unknown key %q (known: %s)", k, strings.Join(names, ", "))
-		}
+	if err := keyTable.Parse(&cfg, opts); err != nil {
+		return cfg, err
 	}
 	if err := cfg.validateOptions(); err != nil {
 		return cfg, err

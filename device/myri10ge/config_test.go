@@ -42,6 +42,8 @@ func TestParseOptions(t *testing.T) {
 		{map[string]string{"serial": "4294967296"}, "serial=4294967296"},
 		{map[string]string{"pio": "wc"}, "pio=wc: want trap or mmap"},
 		{map[string]string{"speed": "40g"}, `unknown key "speed" (known: mac, serial, slices, pio)`},
+		// In key order, so the first bad key reported is always the same one.
+		{map[string]string{"speed": "40g", "pio": "wc", "slices": "0"}, "pio=wc: want trap or mmap"},
 	} {
 		if _, err := ParseOptions("m", tt.opts); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: error %v, want one containing %q", tt.opts, err, tt.want)

@@ -19,7 +19,7 @@ import (
 // sendDesc stores a one-descriptor packet of length bytes at addr into
 // send ring slot k, flags last, through the mapping.
 func (m *mmapRig) sendDesc(k int, addr uint64, length int) {
-	d := sendRingOff(0) + uint64(k%sendRingEntries)*sendDescSize
+	d := sendDescOff(k)
 	m.store32(d+sendOffAddrHigh, uint32(addr>>32))
 	m.store32(d+sendOffAddrLow, uint32(addr))
 	m.store32(d+sendOffPseudoHdrOff, uint32(length))
@@ -55,17 +55,15 @@ func (m *mmapRig) txState() (idx, done uint32) {
 func TestPIOMmapTornChain(t *testing.T) {
 	m := newMmapRig(t)
 	m.open(1500)
-	frame := testFrame("02:00:00:00:00:42", 60)
-	copy(m.ram.Bytes()[0x100000:], frame)
-	d := func(k int) uint64 { return sendRingOff(0) + uint64(k)*sendDescSize }
+	frame := m.stage(0x100000, testFrame("02:00:00:00:00:42", 60))
 
-	m.store32(d(0)+sendOffAddrLow, 0x100000)
-	m.store32(d(0)+sendOffPseudoHdrOff, 30)
-	m.store32(d(0)+sendOffPad, 2<<16|flagFirst|flagNoTSO) // rdma_count 2, the continuation not there yet
+	m.store32(sendDescOff(0)+sendOffAddrLow, 0x100000)
+	m.store32(sendDescOff(0)+sendOffPseudoHdrOff, 30)
+	m.store32(sendDescOff(0)+sendOffPad, 2<<16|flagFirst|flagNoTSO) // rdma_count 2, the continuation not there yet
 	m.waitFor("torn chain's head consumed", func() bool { return m.nic.slices[0].txIdx == 1 })
-	m.store32(d(1)+sendOffAddrLow, 0x100000+30)
-	m.store32(d(1)+sendOffPseudoHdrOff, 30)
-	m.store32(d(1)+sendOffPad, 2<<16|flagNoTSO) // the continuation, late
+	m.store32(sendDescOff(1)+sendOffAddrLow, 0x100000+30)
+	m.store32(sendDescOff(1)+sendOffPseudoHdrOff, 30)
+	m.store32(sendDescOff(1)+sendOffPad, 2<<16|flagNoTSO) // the continuation, late
 	m.waitFor("late continuation skipped", func() bool { return m.nic.slices[0].txIdx == 2 })
 	m.sendDesc(2, 0x100000, len(frame))
 	if got := m.next("the packet after"); !cmp.Equal(got, frame) {
@@ -78,7 +76,7 @@ func TestPIOMmapTornChain(t *testing.T) {
 			st.GuestErrors, st.TxDropped, st.TxFrames, st.TxPackets)
 	}
 	for k := 0; k < 3; k++ {
-		if w := binary.BigEndian.Uint32(m.guest[d(k)+sendOffPad:]); w != 0 {
+		if w := binary.BigEndian.Uint32(m.guest[sendDescOff(k)+sendOffPad:]); w != 0 {
 			t.Errorf("descriptor %d not zeroed after it was consumed: flags word %#x", k, w)
 		}
 	}
@@ -91,9 +89,7 @@ func TestPIOMmapTornChain(t *testing.T) {
 func TestPIOMmapRewrittenDescriptor(t *testing.T) {
 	m := newMmapRig(t)
 	m.open(1500)
-	a, b := testFrame("02:00:00:00:00:0a", 60), testFrame("02:00:00:00:00:0b", 70)
-	copy(m.ram.Bytes()[0x100000:], a)
-	copy(m.ram.Bytes()[0x101000:], b)
+	a, b := m.stage(0x100000, testFrame("02:00:00:00:00:0a", 60)), m.stage(0x101000, testFrame("02:00:00:00:00:0b", 70))
 
 	// Rewritten while posted, before any scan: b goes out, not a.
 	m.nic.mu.Lock()
@@ -137,9 +133,7 @@ func TestPIOMmapRewrittenDescriptor(t *testing.T) {
 func TestPIOMmapProducerPastConsumer(t *testing.T) {
 	m := newMmapRig(t)
 	m.open(1500)
-	small, big := testFrame("02:00:00:00:00:0a", 60), testFrame("02:00:00:00:00:0b", 100)
-	copy(m.ram.Bytes()[0x100000:], small)
-	copy(m.ram.Bytes()[0x101000:], big)
+	small, big := m.stage(0x100000, testFrame("02:00:00:00:00:0a", 60)), m.stage(0x101000, testFrame("02:00:00:00:00:0b", 100))
 	m.nic.mu.Lock()
 	for k := 0; k < sendRingEntries+4; k++ {
 		if k < sendRingEntries {

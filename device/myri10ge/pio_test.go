@@ -44,6 +44,19 @@ func guestMap(tb testing.TB, n *NIC) []byte {
 	return g
 }
 
+// sendDescOff is where slot k of slice 0's send ring sits in BAR0; k
+// wraps at the ring's size, as the driver's producer index does.
+func sendDescOff(k int) uint64 {
+	return sendRingOff(0) + uint64(k%sendRingEntries)*sendDescSize
+}
+
+// stage puts frame f in guest RAM at addr, for a send descriptor to
+// point at, and returns f.
+func (m *mmapRig) stage(addr uint64, f []byte) []byte {
+	copy(m.ram.Bytes()[addr:], f)
+	return f
+}
+
 // store32 is a guest's 4-byte store of the big-endian v at off, through
 // the mapping: no message, nobody told.
 func (m *mmapRig) store32(off uint64, v uint32) { guestStore32(m.guest, off, v) }
@@ -99,10 +112,9 @@ func TestPIOMmapSendAndPost(t *testing.T) {
 	m.open(1500) // commands trapped, rings posted by trapped stores (mmap off)
 
 	// Send: a descriptor with flags 0, then its flags word, as the driver.
-	frame := testFrame("02:00:00:00:00:42", 60)
-	copy(m.ram.Bytes()[0x100000:], frame)
+	frame := m.stage(0x100000, testFrame("02:00:00:00:00:42", 60))
 	for k := 0; k < 3; k++ { // three packets, the poller's consumer index moving
-		d := sendRingOff(0) + uint64(k)*sendDescSize
+		d := sendDescOff(k)
 		m.store32(d+sendOffAddrHigh, 0)
 		m.store32(d+sendOffAddrLow, 0x100000)
 		m.store32(d+sendOffPseudoHdrOff, uint32(len(frame)))
@@ -178,22 +190,20 @@ func TestPIOMmapPollerLifetime(t *testing.T) {
 func TestPIOMmapMisprogrammed(t *testing.T) {
 	m := newMmapRig(t)
 	m.open(1500)
-	frame := testFrame("02:00:00:00:00:42", 60)
-	copy(m.ram.Bytes()[0x100000:], frame)
-	d := func(k int) uint64 { return sendRingOff(0) + uint64(k)*sendDescSize }
+	frame := m.stage(0x100000, testFrame("02:00:00:00:00:42", 60))
 
 	// Torn: the flags word lands before the length (a driver without its
 	// write barrier). The poller takes a 0-byte frame: a malformed chain.
-	m.store32(d(0)+sendOffPad, 1<<16|flagFirst|flagNoTSO)
+	m.store32(sendDescOff(0)+sendOffPad, 1<<16|flagFirst|flagNoTSO)
 	m.waitFor("torn descriptor consumed", func() bool { return m.nic.slices[0].txIdx == 1 })
 	// A stray descriptor without FIRST at the consumer index: skipped.
-	m.store32(d(1)+sendOffPad, 1<<16|flagNoTSO)
+	m.store32(sendDescOff(1)+sendOffPad, 1<<16|flagNoTSO)
 	m.waitFor("stray descriptor skipped", func() bool { return m.nic.slices[0].txIdx == 2 })
 	// A producer ahead of the consumer, with a gap: descriptor 3 posted,
 	// 2 not. Nothing is taken until 2 is; then both go out in order.
-	m.store32(d(3)+sendOffAddrLow, 0x100000)
-	m.store32(d(3)+sendOffPseudoHdrOff, uint32(len(frame)))
-	m.store32(d(3)+sendOffPad, 1<<16|flagFirst|flagNoTSO)
+	m.store32(sendDescOff(3)+sendOffAddrLow, 0x100000)
+	m.store32(sendDescOff(3)+sendOffPseudoHdrOff, uint32(len(frame)))
+	m.store32(sendDescOff(3)+sendOffPad, 1<<16|flagFirst|flagNoTSO)
 	time.Sleep(20 * time.Millisecond) // not a timing assertion: nothing may happen
 	m.nic.mu.Lock()
 	idx := m.nic.slices[0].txIdx
@@ -201,9 +211,9 @@ func TestPIOMmapMisprogrammed(t *testing.T) {
 	if idx != 2 {
 		t.Fatalf("consumer index %d after a posting past a gap, want 2", idx)
 	}
-	m.store32(d(2)+sendOffAddrLow, 0x100000)
-	m.store32(d(2)+sendOffPseudoHdrOff, uint32(len(frame)))
-	m.store32(d(2)+sendOffPad, 1<<16|flagFirst|flagNoTSO)
+	m.store32(sendDescOff(2)+sendOffAddrLow, 0x100000)
+	m.store32(sendDescOff(2)+sendOffPseudoHdrOff, uint32(len(frame)))
+	m.store32(sendDescOff(2)+sendOffPad, 1<<16|flagFirst|flagNoTSO)
 	for k := 2; k <= 3; k++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		got, err := m.port.Next(ctx)

@@ -248,6 +248,16 @@ func newPair(t *testing.T, ctx context.Context, oa, ob nodeOpts) (a, b *nicNode)
 	return a, b
 }
 
+// mtuPair is the usual stack rig: a context that ends after d and two
+// nodes, their drivers at the same MTU, up on one switch.
+func mtuPair(t *testing.T, d time.Duration, mtu int) (ctx context.Context, a, b *nicNode) {
+	t.Helper()
+	ctx = stackCtx(t, d)
+	o := nodeOpts{drv: myritest.Options{MTU: mtu}}
+	a, b = newPair(t, ctx, o, o)
+	return ctx, a, b
+}
+
 // txPkt is a packet and the number of frames it becomes on the wire.
 type txPkt struct {
 	p      myritest.Packet

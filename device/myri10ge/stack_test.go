@@ -46,9 +46,7 @@ func TestStackRingSelection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("MTU %d", tt.mtu), func(t *testing.T) {
-			ctx := stackCtx(t, 60*time.Second)
-			o := nodeOpts{drv: myritest.Options{MTU: tt.mtu}}
-			a, b := newPair(t, ctx, o, o)
+			ctx, a, b := mtuPair(t, 60*time.Second, tt.mtu)
 			for _, dir := range []struct {
 				name     string
 				from, to *nicNode
@@ -92,9 +90,7 @@ func TestStackRingWraps(t *testing.T) {
 	if testing.Short() {
 		total, wraps = 2400, 1
 	}
-	ctx := stackCtx(t, 120*time.Second)
-	o := nodeOpts{drv: myritest.Options{MTU: 1500}}
-	a, b := newPair(t, ctx, o, o)
+	ctx, a, b := mtuPair(t, 120*time.Second, 1500)
 	const chunk = 64
 	small, big := map[*nicNode]int{}, map[*nicNode]int{}
 	for sent := 0; sent < total; sent += chunk {
@@ -171,9 +167,7 @@ func checkRxRings(t *testing.T, n *nicNode) {
 // and dropped_no_big. Both recover.
 func TestStackRingFull(t *testing.T) {
 	leaktest.Check(t)
-	ctx := stackCtx(t, 60*time.Second)
-	o := nodeOpts{drv: myritest.Options{MTU: 1500}}
-	a, b := newPair(t, ctx, o, o)
+	ctx, a, b := mtuPair(t, 60*time.Second, 1500)
 
 	fill := func(name string, size, limit int, blkOff uint64) {
 		t.Helper()
@@ -289,9 +283,7 @@ func TestStackTSO(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("MSS %d", tt.mss), func(t *testing.T) {
-			ctx := stackCtx(t, 60*time.Second)
-			o := nodeOpts{drv: myritest.Options{MTU: tt.mtu}}
-			a, b := newPair(t, ctx, o, o)
+			ctx, a, b := mtuPair(t, 60*time.Second, tt.mtu)
 			for i, c := range tt.chains {
 				pay := pattern(c.payload, byte(i+1))
 				p := superFrame(t, c.spec, pay, tt.mss, c.hdrCut, c.fragLen)
@@ -327,9 +319,7 @@ func TestStackTSO(t *testing.T) {
 // built them with the checksum in software.
 func TestStackChecksumOffload(t *testing.T) {
 	leaktest.Check(t)
-	ctx := stackCtx(t, 60*time.Second)
-	o := nodeOpts{drv: myritest.Options{MTU: 1500}}
-	a, b := newPair(t, ctx, o, o)
+	ctx, a, b := mtuPair(t, 60*time.Second, 1500)
 	tests := []struct {
 		name    string
 		spec    frameSpec
@@ -374,9 +364,7 @@ func TestStackChecksumOffload(t *testing.T) {
 // with traffic in between, each close getting its link_down report.
 func TestStackLink(t *testing.T) {
 	leaktest.Check(t)
-	ctx := stackCtx(t, 90*time.Second)
-	o := nodeOpts{drv: myritest.Options{MTU: 1500}}
-	a, b := newPair(t, ctx, o, o)
+	ctx, a, b := mtuPair(t, 90*time.Second, 1500)
 
 	waitLink := func(want uint32) {
 		t.Helper()
@@ -521,9 +509,7 @@ func TestStackRxFilter(t *testing.T) {
 // up; traffic flows after each.
 func TestStackSuspendResume(t *testing.T) {
 	leaktest.Check(t)
-	ctx := stackCtx(t, 60*time.Second)
-	o := nodeOpts{drv: myritest.Options{MTU: 1500}}
-	a, b := newPair(t, ctx, o, o)
+	ctx, a, b := mtuPair(t, 60*time.Second, 1500)
 	check := func(what string, n int) {
 		t.Helper()
 		f := sizedFrame(t, n, byte(n))

@@ -191,6 +191,7 @@ func (d *Device) cmdReg(ep *endpoint, c Command) event {
 		return fail(StatusBusy)
 	}
 	d.stats.regs.Add(1)
+	ep.stats.regs.Add(1)
 	return ev
 }
 
@@ -254,6 +255,7 @@ func (d *Device) cmdDereg(ep *endpoint, c Command) event {
 // cmdSend is SEND (§6.3, §6.5).
 func (d *Device) cmdSend(ep *endpoint, c Command) (event, *transfer) {
 	d.stats.sends.Add(1)
+	ep.stats.sends.Add(1)
 	fail := func(s Status) (event, *transfer) {
 		return event{typ: EvtSendDone, status: s, region: c.RegionID(), gen: c.Generation(),
 			match: c.SendMatch(), msgLen: c.Length()}, nil
@@ -285,6 +287,7 @@ func (d *Device) cmdSend(ep *endpoint, c Command) (event, *transfer) {
 // cmdRecv is RECV (§6.3): matched against waiting sends in arrival order.
 func (d *Device) cmdRecv(ep *endpoint, c Command) (event, *transfer) {
 	d.stats.recvs.Add(1)
+	ep.stats.recvs.Add(1)
 	h := d.hub
 	h.mu.Lock()
 	r, st := ep.lookupLocked(c.RegionID(), c.Generation(), AccessRecvDst, c.Offset(), c.Length())
@@ -346,6 +349,8 @@ func (d *Device) cmdCancel(ep *endpoint, c Command) event {
 // The status block is written before FENCE_DONE shows the new value.
 func (d *Device) cmdFence(ep *endpoint, c Command) event {
 	seq := c.FenceSeq()
+	d.stats.fences.Add(1)
+	ep.stats.fences.Add(1)
 	ep.mu.Lock()
 	ep.fenceDone = seq // what the status block carries
 	ep.mu.Unlock()

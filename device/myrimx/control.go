@@ -100,6 +100,7 @@ func (d *Device) Registrations() []Registration {
 type Counters struct {
 	Commands, BadCommands, Chunks, Bytes, Sends, Recvs uint64
 	Regs, Deregs, Revoked, EQOverflows, DMAFaults      uint64
+	Fences                                             uint64
 }
 
 // Counters returns a snapshot of the device's counters.
@@ -109,7 +110,7 @@ func (d *Device) Counters() Counters {
 		Commands: s.commands.Load(), BadCommands: s.badCommands.Load(), Chunks: s.chunks.Load(),
 		Bytes: s.bytes.Load(), Sends: s.sends.Load(), Recvs: s.recvs.Load(), Regs: s.regs.Load(),
 		Deregs: s.deregs.Load(), Revoked: s.revoked.Load(), EQOverflows: s.eqOverflows.Load(),
-		DMAFaults: s.dmaFaults.Load(),
+		DMAFaults: s.dmaFaults.Load(), Fences: s.fences.Load(),
 	}
 }
 

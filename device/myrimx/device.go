@@ -74,12 +74,15 @@ type Device struct {
 	devStatus atomic.Uint32
 	errInfo   atomic.Uint32
 	stats     stats
+	retired   retiredLog
 }
 
 // stats are the device's counters (Counters).
 type stats struct {
 	commands, badCommands, chunks, bytes, sends, recvs atomic.Uint64
 	regs, deregs, revoked, eqOverflows, dmaFaults      atomic.Uint64
+	fences                                             atomic.Uint64
+	deregsByReason                                     [reasonSlots]atomic.Uint64
 }
 
 var _ pci.Device = (*Device)(nil)

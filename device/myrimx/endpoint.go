@@ -52,6 +52,8 @@ type endpoint struct {
 	unexpected []*op            // sends waiting here for a receive, in arrival order
 	mine       map[*op]struct{} // this endpoint's own posted SEND and RECV
 	retired    map[uint32][]uint32
+
+	stats epStats
 }
 
 // retiredPerID bounds the generations remembered per region id: a REG

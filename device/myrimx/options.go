@@ -1,23 +1,46 @@
 package myrimx
 
 import (
+	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/myriemu/myriemu/dma"
+	"github.com/myriemu/myriemu/internal/devkey"
 )
 
 // Key is a --device key of a myrimx and its help text.
-type Key struct{ Name, Help string }
+type Key = devkey.Key
 
 // Keys are the keys ParseOptions takes, in the order help lists them.
-var Keys = []Key{
-	{"endpoints", fmt.Sprintf("endpoints, each with a doorbell page and an MSI-X vector, 1..%d (default %d)", MaxEndpoints, DefaultEndpoints)},
-	{"audit", "DMA audit mode: off, observe (report, let through) or enforce (report, refuse: DMA_FAULT) (default observe)"},
-	{"nic_id", "48-bit MX nic id, nonzero (default: 00:60:dd and three bytes hashed from the name)"},
+var Keys = keyTable.Keys()
+
+// keyTable is the myrimx's key table: help text and how each value sets a Config.
+var keyTable = devkey.Table[Config]{Kind: "myrimx", Fields: []devkey.Field[Config]{
+	{Name: "endpoints", Help: fmt.Sprintf("endpoints, each with a doorbell page and an MSI-X vector, 1..%d (default %d)", MaxEndpoints, DefaultEndpoints),
+		Set: devkey.Int(1, MaxEndpoints, fmt.Sprintf("want 1..%d", MaxEndpoints), func(c *Config, n int) { c.Endpoints = n })},
+	{Name: "audit", Help: "DMA audit mode: off, observe (report, let through) or enforce (report, refuse: DMA_FAULT) (default observe)",
+		Set: setAudit},
+	{Name: "nic_id", Help: "48-bit MX nic id, nonzero (default: 00:60:dd and three bytes hashed from the name)",
+		Set: setNICID},
+}}
+
+func setAudit(c *Config, v string) error {
+	m, err := dma.ParseAuditMode(v)
+	if err != nil {
+		return errors.New("want off, observe or enforce")
+	}
+	c.Audit = m
+	return nil
+}
+
+func setNICID(c *Config, v string) error {
+	n, err := strconv.ParseUint(v, 0, 64)
+	if err != nil || n == 0 || n >= 1<<48 {
+		return errors.New("want a nonzero 48-bit number")
+	}
+	c.NICID = n
+	return nil
 }
 
 // ParseOptions returns the Config of a myrimx from its key=value options
@@ -25,40 +48,6 @@ var Keys = []Key{
 // or a bad value is an error naming the key and what it takes.
 func ParseOptions(opts map[string]string) (Config, error) {
 	cfg := Config{Endpoints: DefaultEndpoints, Audit: dma.AuditObserve}
-	// In key order: the first bad key reported is always the same one.
-	for _, k := range slices.Sorted(maps.Keys(opts)) {
-		v := opts[k]
-		switch k {
-		case "endpoints":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > MaxEndpoints {
-				return cfg, fmt.Errorf("endpoints=%s: want 1..%d", v, MaxEndpoints)
-			}
-			cfg.Endpoints = n
-		case "audit":
-			m, err := dma.ParseAuditMode(v)
-			if err != nil {
-				return cfg, fmt.Errorf("audit=%s: want off, observe or enforce", v)
-			}
-			cfg.Audit = m
-		case "nic_id":
-			n, err := strconv.ParseUint(v, 0, 64)
-			if err != nil || n == 0 || n >= 1<<48 {
-				return cfg, fmt.Errorf("nic_id=%s: want a nonzero 48-bit number", v)
-			}
-			cfg.NICID = n
-		default:
-			return cfg, fmt.Errorf("unknown key %q (known: %s)", k, keyNames())
-		}
-	}
-	return cfg, nil
-}
-
-// keyNames lists the names of Keys for an unknown key's error.
-func keyNames() string {
-	names := make([]string, len(Keys))
-	for i, key := range Keys {
-		names[i] = key.Name
-	}
-	return strings.Join(names, ", ")
+	err := keyTable.Parse(&cfg, opts)
+	return cfg, err
 }

@@ -122,6 +122,7 @@ func (d *Device) invalidate(r *region, reason Reason) bool {
 	r.mu.Unlock()
 	emit(cs)
 	d.stats.deregs.Add(1)
+	d.retire(r, reason)
 	return true
 }
 

@@ -93,6 +93,8 @@ func (d *Device) finish(t *transfer, status Status) {
 		n := t.done.Load()
 		t.send.reg.bytesRead.Add(n)
 		t.recv.reg.bytesWritten.Add(n)
+		t.send.ep.stats.bytesSent.Add(n)
+		t.recv.ep.stats.bytesReceived.Add(n)
 		d.stats.bytes.Add(n)
 	}
 	emit(cs)

@@ -1,18 +1,18 @@
 package testdev
 
-import "fmt"
+import "github.com/myriemu/myriemu/internal/devkey"
 
 // Key is a --device key of the testdev and its help text.
-type Key struct{ Name, Help string }
+type Key = devkey.Key
 
 // Keys are the keys ParseOptions takes: none so far.
-var Keys []Key
+var Keys = keyTable.Keys()
+
+// keyTable is the testdev's key table, empty: it has nothing to set yet.
+var keyTable = devkey.Table[struct{}]{Kind: "testdev"}
 
 // ParseOptions checks a testdev's key=value options (see Keys); an
 // unknown key is an error naming it.
 func ParseOptions(opts map[string]string) error {
-	for k := range opts {
-		return fmt.Errorf("unknown key %q (a testdev takes none)", k)
-	}
-	return nil
+	return keyTable.Parse(&struct{}{}, opts)
 }

@@ -55,8 +55,14 @@ struct myrimx_info {
 	__u64 gen_map_size;     /* bytes to mmap at offset MYRIMX_GEN_MAP_OFFSET */
 	__u32 fence_timeout_ms; /* module parameter */
 	__u32 dev_dead;         /* 1 once a fence timed out: bus master is off */
-	__u64 rsvd[4];
+	__u32 info_flags;       /* MYRIMX_INFO_*: which of the fields below are filled */
+	__u32 audit_count;      /* the device's AUDIT_COUNT register (violations seen,
+				 * all modes, wraps at 2^32), read during this INFO */
+	__u64 rsvd[3];
 };
+
+/* myrimx_info.info_flags (a module older than these fields leaves 0) */
+#define MYRIMX_INFO_AUDIT_COUNT   0x1 /* audit_count was read from the device */
 
 /* ---- REG ----------------------------------------------------------- */
 #define MYRIMX_ACCESS_SEND        0x1 /* = MYRIMX_ACCESS_SEND_SRC: the device reads */

@@ -173,15 +173,28 @@ static int online_nodes(void)
 	return sscanf(buf, "%d", &a) == 1 ? 1 : 0;
 }
 
-/* audit_count reads the card's AUDIT_COUNT register (BAR0 of myrimx0
- * through sysfs): the device's own count of DMA audit violations, so that
- * a scenario can bracket its window. -1 if unreadable. */
+/* audit_count reads the card's AUDIT_COUNT register: the device's own
+ * count of DMA audit violations, so that a scenario can bracket its
+ * window. The driver's INFO returns it; a module without that field
+ * leaves info_flags 0 and BAR0 of myrimx0 is mapped through sysfs instead
+ * (which needs iomem=relaxed while the driver holds the BAR). -1 if
+ * unreadable. */
 static int audit_errno;
 
 static long audit_count(void)
 {
 	static volatile const uint32_t *regs;
+	struct myrimx_info info = { 0 };
+	int fd = open_mx();
 
+	if (fd >= 0) {
+		int err = ioctl(fd, MYRIMX_IOC_INFO, &info);
+
+		audit_errno = err ? errno : 0;
+		close(fd);
+		if (!err && (info.info_flags & MYRIMX_INFO_AUDIT_COUNT))
+			return info.audit_count;
+	}
 	if (!regs) {
 		int fd = open(MYRIMX_SYSFS_CLASS "/myrimx0/device/resource0", O_RDWR | O_SYNC | O_CLOEXEC);
 		void *m;

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/myriemu/myriemu/tests/demo/myripair"
@@ -28,6 +31,9 @@ type nicKind struct {
 	props map[string]any
 	// mtu, if not 0, is set on both guests' eth0 (else the driver's default).
 	mtu int
+	// nice, if not 0, is the server's every thread's nice value while the
+	// guests run (below 0: ahead of the vCPUs).
+	nice int
 }
 
 // kinds are the configurations compare knows. pio=trap is attached with
@@ -39,6 +45,7 @@ var kinds = map[string]nicKind{
 	"trap":           {name: "myri10ge pio=trap", pio: "trap", props: map[string]any{"x-no-posted-writes": true}},
 	"trap-posted":    {name: "myri10ge pio=trap, posted writes", pio: "trap", props: map[string]any{}},
 	"mmap-mtu1500":   {name: "myri10ge pio=mmap, MTU 1500", pio: "mmap", props: map[string]any{}, mtu: 1500},
+	"mmap-nice":      {name: "myri10ge pio=mmap, server at nice -10", pio: "mmap", props: map[string]any{}, nice: -10},
 	"e1000e":         {name: "QEMU e1000e, -netdev dgram", props: nil},
 	"e1000e-mtu9000": {name: "QEMU e1000e, -netdev dgram, MTU 9000", mtu: 9000},
 }
@@ -95,12 +102,39 @@ func bootPair(ctx context.Context, env *harness.Env, dir string, k nicKind, left
 			g[i].Devices = []vm.Device{{ID: "nic0", Socket: nics[i].Socket, Props: k.props}}
 		}
 	}
+	if k.nice != 0 && pr.server != nil {
+		// Threads appear as the guests attach: renice them once a second.
+		rctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { reniceLoop(rctx, pr.server.Pid(), k.nice) })
+		defer wg.Wait()
+		defer stop()
+	}
 	runs := env.RunGuests(ctx, g[0], g[1])
 	pr.left, pr.right = runs[0], runs[1]
 	if pr.server != nil {
 		myripair.WaitDetached(pr.server, 2, 10*time.Second)
 	}
 	return pr, nil
+}
+
+// reniceLoop sets every thread of process pid to nice until ctx ends.
+func reniceLoop(ctx context.Context, pid, nice int) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, task := range tasks {
+			if tid, err := strconv.Atoi(task.Name()); err == nil {
+				_ = syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // guestScript starts a scenario: eth0 (the one NIC) up with ip/24, the

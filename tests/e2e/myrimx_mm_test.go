@@ -10,11 +10,14 @@ package e2e
 // helper module. Each scenario is judged from the guest's lines (the
 // driver's reason counters, the region's state, the data, the
 // re-registered GPAs, pins balanced, rmmod) and from the device: its
-// AUDIT_COUNT window read by the guest, and query-dma-audit at the end.
+// AUDIT_COUNT window read by the guest, query-dma-audit at the end, and
+// the DEREG reasons it logged (the scenario's registration, found by the
+// id and generation the guest printed, retired with the scenario's reason).
 
 import (
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,10 +91,10 @@ func TestMyrimxMigrate(t *testing.T) {
 		MemoryMiB:    512,
 		NUMANodes:    2,
 		// NUMA balancing would unmap the buffers on its own schedule
-		// (PROTECTION_VMA hint faults) and blur the reason counts;
-		// iomem=relaxed lets mxmm map BAR0 (AUDIT_COUNT) while myrimx
-		// holds it (the kernel has CONFIG_IO_STRICT_DEVMEM).
-		Append:   "numa_balancing=disable iomem=relaxed",
+		// (PROTECTION_VMA hint faults) and blur the reason counts.
+		// mxmm reads AUDIT_COUNT through the driver's INFO, so no
+		// iomem=relaxed (CONFIG_IO_STRICT_DEVMEM) is needed to map BAR0.
+		Append:   "numa_balancing=disable",
 		Scenario: mxmmScript(),
 		Timeout:  8 * time.Minute,
 		Dir:      filepath.Join(h.Dir, "mm"),
@@ -107,10 +110,15 @@ func TestMyrimxMigrate(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := mon.Run([]byte(`{"execute":"query-dma-audit","arguments":{"name":"mx0"}}`))
+	dev, devErr := queryMxDevSide(mon, "mx0")
 	mon.Disconnect()
 	if err != nil {
 		t.Fatalf("query-dma-audit: %v", err)
 	}
+	if devErr != nil {
+		t.Fatal(devErr)
+	}
+	h.Logf("device mx0: deregs by reason %v, fences %d, %d retired", dev.DeregsByReason, dev.Fences, dev.RetiredTotal)
 	h.Logf("query-dma-audit mx0: %s", out)
 	totals, err := parseAuditTotals(out)
 	if err != nil {
@@ -149,6 +157,22 @@ func TestMyrimxMigrate(t *testing.T) {
 			reasons, _ := myripair.Find(r, s.prefix+":reasons")
 			if got := myripair.Field(reasons.Detail, "inv_"+s.reason); got != "1" {
 				t.Errorf("invalidations for %s: %q, want 1 (%s)", s.reason, got, reasons.Detail)
+			}
+			// The device's side: the registration the kernel took away
+			// was retired by a DEREG with this reason.
+			if setup, ok := myripair.Find(r, s.prefix+":setup"); !ok {
+				t.Errorf("%s:setup not printed: no (id, generation) to look up on the device", s.prefix)
+			} else {
+				id, _ := strconv.ParseUint(myripair.Field(setup.Detail, "id"), 10, 32)
+				gen, _ := strconv.ParseUint(myripair.Field(setup.Detail, "gen"), 10, 32)
+				if why := dev.checkRetired(uint32(id), uint32(gen), s.reason); why != "" {
+					t.Errorf("%s: %s", s.prefix, why)
+				} else {
+					t.Logf("device: %v", dev.find(uint32(id), uint32(gen))[0])
+				}
+			}
+			if dev.DeregsByReason[s.reason] == 0 {
+				t.Errorf("device mx0 counted no %s DEREG: %v", s.reason, dev.DeregsByReason)
 			}
 			switch s.prefix {
 			case "mm12":

@@ -43,6 +43,7 @@ type mxReset struct {
 	logFrom       int // the server log's length at the reset
 	resetSent     bool
 	revokedAndGot bool
+	retired       []mxRetired // mxa's retirements since A's ready line
 }
 
 func (r *mxReset) logf(format string, args ...any) {
@@ -96,6 +97,11 @@ func mxResetA(ctx context.Context, l *harness.Live, mon *qmp.SocketMonitor, srv 
 		return r
 	}
 	if r.unmapsBefore, err = mxUnmaps(mon, "mxa"); err != nil {
+		r.err = err
+		return r
+	}
+	d0, err := queryMxDevSide(mon, "mxa")
+	if err != nil {
 		r.err = err
 		return r
 	}
@@ -176,6 +182,20 @@ func mxResetA(ctx context.Context, l *harness.Live, mon *qmp.SocketMonitor, srv 
 	}
 	r.logf("%.1fs after system_reset: mxa's table empty (first change seen: %s); query-dma-audit unmaps %d -> %d %.1fs after the reset",
 		r.revokedIn.Seconds(), r.firstChange, r.unmapsBefore, r.unmapsAfter, time.Since(t0).Seconds())
+	if d1, err := queryMxDevSide(mon, "mxa"); err != nil {
+		r.logf("%v", err)
+	} else {
+		last := uint64(0)
+		if n := len(d0.Retired); n > 0 {
+			last = d0.Retired[n-1].Seq
+		}
+		for _, x := range d1.Retired {
+			if x.Seq > last {
+				r.retired = append(r.retired, x)
+			}
+		}
+		r.logf("mxa's retirements since A's ready line: %+v", r.retired)
+	}
 	// B's SEND ends with A's endpoint; give its completion a moment to
 	// be written before A's client goes away.
 	select {
@@ -211,6 +231,18 @@ func mxResetCheck(t *testing.T, r mxReset, ra, rb *harness.Run, totals map[strin
 	}
 	if !r.revokedAndGot {
 		t.Errorf("the reset did not empty mxa's table")
+	}
+	// A's region, retired by the device with the reason it gives.
+	var reason string
+	for _, x := range r.retired {
+		if fmt.Sprint(x.Endpoint) == myripair.Field(ready.Detail, "ep") && fmt.Sprint(x.ID) == myripair.Field(ready.Detail, "region") &&
+			fmt.Sprint(x.Generation) == myripair.Field(ready.Detail, "gen") {
+			reason = x.Reason
+		}
+	}
+	t.Logf("A's region retired by mxa with reason %q", reason)
+	if reason != "reset" && reason != "dma-unmap" {
+		t.Errorf("A's region (%s) not retired by the reset or a DMA_UNMAP: %+v", ready.Detail, r.retired)
 	}
 
 	// B's SEND waited at A's endpoint; the reset must end it without a byte.

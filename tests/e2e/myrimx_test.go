@@ -254,6 +254,17 @@ wait $peer || rc=1
 		totals[dev] = tot
 		h.Logf("query-dma-audit %s: %s", dev, out)
 	}
+	// The DEREG reasons the devices logged (query-counters' myrimx member).
+	devSide := map[string]mxDevSide{}
+	for _, dev := range []string{"mxa", "mxe"} {
+		d, err := queryMxDevSide(mon, dev)
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		devSide[dev] = d
+		h.Logf("device %s: deregs by reason %v, fences %d, %d retired", dev, d.DeregsByReason, d.Fences, d.RetiredTotal)
+	}
 	mon.Disconnect()
 	<-drained
 	mu.Lock()
@@ -363,6 +374,10 @@ wait $peer || rc=1
 			}
 		})
 	}
+
+	t.Run("device-dereg-reasons", func(t *testing.T) {
+		mxCheckDeregReasons(t, ra, devSide, deviceOf)
+	})
 
 	t.Run("21-dma-unmap", func(t *testing.T) {
 		sums["mxa"] += mxResetCheck(t, reset, ra, rb, totals, srv)

@@ -1166,6 +1166,11 @@ static long mx_info(struct mx_ep *ep, struct myrimx_info __user *up)
 		.gen_map_size = PAGE_ALIGN(MYRIMX_REGIONS_PER_EP * sizeof(u32)),
 		.fence_timeout_ms = fence_timeout_ms,
 		.dev_dead = READ_ONCE(mx->dead),
+		/* So a test bounds its audit window without mapping BAR0 from
+		 * user space (CONFIG_IO_STRICT_DEVMEM refuses that while this
+		 * driver holds the BAR). */
+		.info_flags = MYRIMX_INFO_AUDIT_COUNT,
+		.audit_count = readl(mx->bar + MYRIMX_REG_AUDIT_COUNT),
 	};
 
 	return copy_to_user(up, &a, sizeof(a)) ? -EFAULT : 0;
