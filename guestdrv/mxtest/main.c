@@ -111,6 +111,8 @@ int main(int argc, char **argv)
 		return s_genreuse();
 	if (!strcmp(c, "perf"))
 		return s_perf(n ? n : 2);
+	if (!strcmp(c, "reset-hold") || !strcmp(c, "reset-peer"))
+		return c[6] == 'h' ? s_reset_hold(n ? n : 300) : s_reset_peer(n ? n : 300);
 	if (!strcmp(c, "peer"))
 		return cmd_peer(argc - i, argv + i);
 	if (!strcmp(c, "info"))

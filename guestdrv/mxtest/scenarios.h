@@ -27,4 +27,6 @@ int s_race(int iters, int bug);
 int s_fence_timeout(void);
 int s_genreuse(void);
 int s_perf(int rounds);
+int s_reset_hold(int wait_s);  /* reset.c */
+int s_reset_peer(int wait_s);
 #endif

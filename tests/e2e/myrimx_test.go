@@ -82,7 +82,7 @@ var mxScenarios = []mxScenario{
 	{sub: "18-bug-unpin-before-fence", result: "18-bug-unpin-before-fence", params: "allow_bugs=1", audit: "enforce", args: "unpin-before-fence"},
 	{sub: "19-race", result: "19-race", audit: "observe", args: "-seed 19 race 100", want: "0"},
 	{sub: "19-race-no-seq-retry", result: "19-race-no-seq-retry", params: "allow_bugs=1", audit: "observe", args: "-seed 19 race-bug 400", want: "1+", kinds: []string{"A7-page-table"}},
-	{sub: "21-dma-unmap", skip: "needs QEMU to DMA_UNMAP guest RAM under a live registration: a reboot ends QEMU here (-no-reboot) without unmapping, and memory hot-unplug cannot take a DIMM holding pinned pages; the device's side is device/myrimx TestDMAUnmapRevokesBeforeReply"},
+	// 21-dma-unmap is the last step of the boot (A's reboot): mxResetCheck.
 	{sub: "22-stale-generation", result: "22-stale-generation", audit: "observe", args: "stale-generation", want: "0"},
 	{sub: "perf-64MiB", result: "perf-64MiB", audit: "observe", args: "perf 2", want: "0"},
 	// Last: it leaves mxe without bus mastering until the module reloads.
@@ -203,13 +203,13 @@ func TestMyrimx(t *testing.T) {
 		}
 	}()
 
-	a := myripair.GuestSpec{Name: "a", NIC: nics[0], Script: myripair.NewScript(ipA).Raw(mxScript()), Timeout: 15 * time.Minute}.Guest()
+	a := myripair.GuestSpec{Name: "a", NIC: nics[0], Script: myripair.NewScript(ipA).Raw(mxScript() + fmt.Sprintf(mxResetHold, mxNICB)), Timeout: 15 * time.Minute}.Guest()
 	b := myripair.GuestSpec{Name: "b", NIC: nics[1], Script: myripair.NewScript(ipB).Raw(fmt.Sprintf(
 		`mxtest -audit observe peer -max-seconds 1200 &
 peer=$!
 e2e-net tcp-send -to %s -port 5001 -conns 1 -bytes %d -seed 7 -label tcp64 -timeout 6m || rc=1
 wait $peer || rc=1
-%s`, ipA, mxSize, mxDmesgDump)), Timeout: 15 * time.Minute}.Guest()
+%s%s`, ipA, mxSize, mxResetPeer, mxDmesgDump)), Timeout: 15 * time.Minute}.Guest()
 	for _, g := range []*harness.Guest{&a, &b} {
 		g.CPrograms = []string{"guestdrv/mxtest"}
 		g.GuestModules = []harness.GuestModule{{Name: "myrimx"}}
@@ -225,6 +225,8 @@ wait $peer || rc=1
 	}
 	a.Devices = append(a.Devices, vm.Device{ID: "mxa", Socket: sock["mxa"]}, vm.Device{ID: "mxe", Socket: sock["mxe"]})
 	b.Devices = append(b.Devices, vm.Device{ID: "mxb", Socket: sock["mxb"]})
+	var reset mxReset // scenario 21: A's reboot, driven by its Control
+	a.Control = func(ctx context.Context, l *harness.Live) { reset = mxResetA(ctx, l, mon, srv) }
 	runs := h.Env.RunGuests(h.Context(), a, b)
 	ra, rb := runs[0], runs[1]
 	for _, r := range runs {
@@ -375,6 +377,11 @@ wait $peer || rc=1
 
 	t.Run("device-dereg-reasons", func(t *testing.T) {
 		mxCheckDeregReasons(t, ra, devSide, deviceOf)
+	})
+
+	t.Run("21-dma-unmap", func(t *testing.T) {
+		sums["mxa"] += mxResetCheck(t, reset, ra, rb, totals, srv)
+		mxResetSkip(t, reset)
 	})
 
 	// Every violation the devices counted lies in some scenario's window.
