@@ -237,6 +237,19 @@ func (s *Server) target(args map[string]json.RawMessage) (Target, error) {
 	return t, nil
 }
 
+// targetsNamed is the device args names, or every device when the
+// optional name is absent (QEMU's query-rx-filter rule).
+func (s *Server) targetsNamed(args map[string]json.RawMessage) ([]Target, error) {
+	if _, one := args["name"]; !one {
+		return s.cfg.Targets, nil
+	}
+	t, err := s.target(args)
+	if err != nil {
+		return nil, err
+	}
+	return []Target{t}, nil
+}
+
 func (s *Server) queryVersion(*client, map[string]json.RawMessage) (any, error) {
 	major, minor, micro := parseVersion(s.cfg.Version)
 	return map[string]any{"qemu": map[string]int{"major": major, "minor": minor, "micro": micro},
@@ -371,15 +384,11 @@ func (s *Server) queryFaultLog(*client, map[string]json.RawMessage) (any, error)
 // queryDMAAudit answers the audit counters of every audited device, or of
 // the one named.
 func (s *Server) queryDMAAudit(_ *client, args map[string]json.RawMessage) (any, error) {
-	targets := s.cfg.Targets
-	_, one := args["name"]
-	if one {
-		t, err := s.target(args)
-		if err != nil {
-			return nil, err
-		}
-		targets = []Target{t}
+	targets, err := s.targetsNamed(args)
+	if err != nil {
+		return nil, err
 	}
+	_, one := args["name"] // then a device without it is an error
 	out := []map[string]any{}
 	for _, t := range targets {
 		a, ok := t.(Auditor)

@@ -28,15 +28,11 @@ type RxFilterInfo struct {
 // queryRxFilter answers query-rx-filter: the named device's filter, or
 // every device's that has one (as QEMU, whose name is optional too).
 func (s *Server) queryRxFilter(_ *client, args map[string]json.RawMessage) (any, error) {
-	targets := s.cfg.Targets
-	_, one := args["name"]
-	if one {
-		t, err := s.target(args)
-		if err != nil {
-			return nil, err
-		}
-		targets = []Target{t}
+	targets, err := s.targetsNamed(args)
+	if err != nil {
+		return nil, err
 	}
+	_, one := args["name"] // then a device without it is an error
 	out := []RxFilterInfo{}
 	for _, t := range targets {
 		f, ok := t.(RxFilterer)
