@@ -74,46 +74,61 @@ func BuildModule(ctx context.Context, r *Rootfs, srcDir, cacheDir string) (strin
 	if err != nil {
 		return "", err
 	}
-	final := filepath.Join(cacheDir, "modules", name+"-"+key)
-	ko := filepath.Join(final, name+".ko")
-	if _, err := os.Stat(ko); err == nil {
-		return ko, nil
+	return buildCached(cacheDir, "modules", name+"-"+key, name+".ko", func(work string) (string, error) {
+		if err := os.CopyFS(work, os.DirFS(srcDir)); err != nil {
+			return "", fmt.Errorf("image: copy module source: %w", err)
+		}
+		var out bytes.Buffer
+		if err := InRootfs(ctx, r, work, &out, "make", "-C", "/usr/lib/modules/"+r.KernelABI+"/build", "M=/mnt", "modules"); err != nil {
+			return "", fmt.Errorf("image: build module %s: %w\n%s", name, err, out.String())
+		}
+		return out.String(), nil
+	})
+}
+
+// buildCached returns cacheDir/kind/entry/file, building it first if the
+// cache has no such entry: build gets an empty work directory beside the
+// cache and must leave file in it (it returns its tool's output, for the
+// error when it did not). The entry is renamed into place whole or not at
+// all, so concurrent builders of one key and a build killed midway never
+// leave a half entry.
+func buildCached(cacheDir, kind, entry, file string, build func(work string) (string, error)) (string, error) {
+	final := filepath.Join(cacheDir, kind, entry)
+	product := filepath.Join(final, file)
+	if _, err := os.Stat(product); err == nil {
+		return product, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
 		return "", fmt.Errorf("image: %w", err)
 	}
-	work, err := os.MkdirTemp(filepath.Dir(final), ".build-"+name+"-")
+	work, err := os.MkdirTemp(filepath.Dir(final), ".build-"+entry+"-")
 	if err != nil {
 		return "", fmt.Errorf("image: %w", err)
 	}
 	defer os.RemoveAll(work)
-	if err := os.CopyFS(work, os.DirFS(srcDir)); err != nil {
-		return "", fmt.Errorf("image: copy module source: %w", err)
+	out, err := build(work)
+	if err != nil {
+		return "", err
 	}
-	var out bytes.Buffer
-	if err := InRootfs(ctx, r, work, &out, "make", "-C", "/usr/lib/modules/"+r.KernelABI+"/build", "M=/mnt", "modules"); err != nil {
-		return "", fmt.Errorf("image: build module %s: %w\n%s", name, err, out.String())
+	if _, err := os.Stat(filepath.Join(work, file)); err != nil {
+		return "", fmt.Errorf("image: build %s: no %s produced\n%s", entry, file, out)
 	}
-	if _, err := os.Stat(filepath.Join(work, name+".ko")); err != nil {
-		return "", fmt.Errorf("image: build module %s: no %s.ko produced\n%s", name, name, out.String())
-	}
-	// Keep only the .ko; rename makes the cache entry appear whole or not at all.
-	keep, err := os.MkdirTemp(filepath.Dir(final), ".ko-"+name+"-")
+	keep, err := os.MkdirTemp(filepath.Dir(final), ".keep-"+entry+"-")
 	if err != nil {
 		return "", fmt.Errorf("image: %w", err)
 	}
-	if err := os.Rename(filepath.Join(work, name+".ko"), filepath.Join(keep, name+".ko")); err != nil {
+	if err := os.Rename(filepath.Join(work, file), filepath.Join(keep, file)); err != nil {
 		os.RemoveAll(keep)
 		return "", fmt.Errorf("image: %w", err)
 	}
 	if err := os.Rename(keep, final); err != nil {
 		os.RemoveAll(keep)
-		if _, statErr := os.Stat(ko); statErr == nil {
-			return ko, nil // a concurrent build won the race
+		if _, statErr := os.Stat(product); statErr == nil {
+			return product, nil // a concurrent build won the race
 		}
 		return "", fmt.Errorf("image: %w", err)
 	}
-	return ko, nil
+	return product, nil
 }
 
 // inRootfsScript runs in a new private mount namespace (Go's exec makes

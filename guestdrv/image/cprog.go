@@ -37,61 +37,33 @@ func BuildC(ctx context.Context, r *Rootfs, srcDir string, includeDirs []string,
 		}
 		key = k
 	}
-	final := filepath.Join(cacheDir, "programs", name+"-"+key)
-	bin := filepath.Join(final, name)
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
-		return "", fmt.Errorf("image: %w", err)
-	}
-	work, err := os.MkdirTemp(filepath.Dir(final), ".build-"+name+"-")
-	if err != nil {
-		return "", fmt.Errorf("image: %w", err)
-	}
-	defer os.RemoveAll(work)
-	if err := os.CopyFS(filepath.Join(work, "src"), os.DirFS(srcDir)); err != nil {
-		return "", fmt.Errorf("image: copy %s: %w", srcDir, err)
-	}
-	if err := os.MkdirAll(filepath.Join(work, "include"), 0o755); err != nil {
-		return "", fmt.Errorf("image: %w", err)
-	}
-	for _, d := range includeDirs {
-		if err := copyTopFiles(d, filepath.Join(work, "include")); err != nil {
-			return "", err
+	return buildCached(cacheDir, "programs", name+"-"+key, name, func(work string) (string, error) {
+		if err := os.CopyFS(filepath.Join(work, "src"), os.DirFS(srcDir)); err != nil {
+			return "", fmt.Errorf("image: copy %s: %w", srcDir, err)
 		}
-	}
-	sources, err := filepath.Glob(filepath.Join(srcDir, "*.c"))
-	if err != nil || len(sources) == 0 {
-		return "", fmt.Errorf("image: build %s: no .c files in %s", name, srcDir)
-	}
-	argv := append([]string{"gcc"}, CFlags...)
-	argv = append(argv, "-Iinclude", "-Isrc", "-o", name)
-	for _, s := range sources {
-		argv = append(argv, "src/"+filepath.Base(s))
-	}
-	var out bytes.Buffer
-	if err := InRootfs(ctx, r, work, &out, argv...); err != nil {
-		return "", fmt.Errorf("image: build program %s: %w\n%s", name, err, out.String())
-	}
-	// Publish as BuildModule does: a directory renamed into place, whole
-	// or not at all.
-	keep, err := os.MkdirTemp(filepath.Dir(final), ".bin-"+name+"-")
-	if err != nil {
-		return "", fmt.Errorf("image: %w", err)
-	}
-	if err := os.Rename(filepath.Join(work, name), filepath.Join(keep, name)); err != nil {
-		os.RemoveAll(keep)
-		return "", fmt.Errorf("image: build program %s: %w\n%s", name, err, out.String())
-	}
-	if err := os.Rename(keep, final); err != nil {
-		os.RemoveAll(keep)
-		if _, statErr := os.Stat(bin); statErr == nil {
-			return bin, nil // a concurrent build won the race
+		if err := os.MkdirAll(filepath.Join(work, "include"), 0o755); err != nil {
+			return "", fmt.Errorf("image: %w", err)
 		}
-		return "", fmt.Errorf("image: %w", err)
-	}
-	return bin, nil
+		for _, d := range includeDirs {
+			if err := copyTopFiles(d, filepath.Join(work, "include")); err != nil {
+				return "", err
+			}
+		}
+		sources, err := filepath.Glob(filepath.Join(srcDir, "*.c"))
+		if err != nil || len(sources) == 0 {
+			return "", fmt.Errorf("image: build %s: no .c files in %s", name, srcDir)
+		}
+		argv := append([]string{"gcc"}, CFlags...)
+		argv = append(argv, "-Iinclude", "-Isrc", "-o", name)
+		for _, s := range sources {
+			argv = append(argv, "src/"+filepath.Base(s))
+		}
+		var out bytes.Buffer
+		if err := InRootfs(ctx, r, work, &out, argv...); err != nil {
+			return "", fmt.Errorf("image: build program %s: %w\n%s", name, err, out.String())
+		}
+		return out.String(), nil
+	})
 }
 
 // copyTopFiles copies the regular files at the top of dir into to.
