@@ -1,14 +1,12 @@
 package main
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/myriemu/myriemu/device/myri10ge"
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/internal/leaktest"
-	"github.com/myriemu/myriemu/internal/unixsock"
 )
 
 // sinkDevice is a device that reports errors, as a Myri-10G does.
@@ -20,23 +18,8 @@ func (s *sinkDevice) SetErrorSink(fn func(myri10ge.ErrorEvent)) { s.sink = fn }
 // by a device reach a go-qemu client as DEVICE_ERROR with their details.
 func TestDeviceErrorEvents(t *testing.T) {
 	leaktest.Check(t)
-	wire := fabric.NewSwitch(quietRoot())
-	defer wire.Close()
-	d, err := newDoors(controlConfig{Control: filepath.Join(t.TempDir(), "qmp")}, quietRoot(), wire)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dev := &sinkDevice{}
-	d.watchErrors(dev, "myri0")
-	if err := d.start(unixsock.Perm{}); err != nil {
-		t.Fatal(err)
-	}
-	mon := dialMonitor(t, d.cfg.Control, "DEVICE_ERROR")
-	defer func() {
-		mon.Disconnect()
-		d.close()
-		mon.wg.Wait()
-	}()
+	_, mon := startControl(t, "DEVICE_ERROR", func(d *doors, _ *fabric.Switch) { d.watchErrors(dev, "myri0") })
 	mon.run(t, `{"execute":"query-status"}`) // events flow from the first command on
 	dev.sink(myri10ge.ErrorEvent{Kind: "slice-halt", Slice: 1, What: "send gather", Detail: "fault injected"})
 	dev.sink(myri10ge.ErrorEvent{Kind: "guest-error", Slice: -1, What: "MTU out of range", Detail: "frame=99999"})

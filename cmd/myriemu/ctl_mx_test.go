@@ -66,6 +66,33 @@ func dialMonitor(t *testing.T, path, keep string) *monitor {
 	return m
 }
 
+// startControl starts serve's doors on a switch of their own with a
+// control socket, after setup (if any) has added targets or ports, and a
+// go-qemu monitor keeping the events named keep. The monitor, the doors
+// and the switch close when the test ends, in that order.
+func startControl(t *testing.T, keep string, setup func(d *doors, wire *fabric.Switch)) (*doors, *monitor) {
+	t.Helper()
+	wire := fabric.NewSwitch(quietRoot())
+	t.Cleanup(wire.Close)
+	d, err := newDoors(controlConfig{Control: filepath.Join(t.TempDir(), "qmp")}, quietRoot(), wire)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(d, wire)
+	}
+	if err := d.start(unixsock.Perm{}); err != nil {
+		t.Fatal(err)
+	}
+	mon := dialMonitor(t, d.cfg.Control, keep)
+	t.Cleanup(func() {
+		mon.Disconnect()
+		d.close()
+		mon.wg.Wait()
+	})
+	return d, mon
+}
+
 // run runs cmd and decodes its reply; an error reply fails the test.
 func (m *monitor) run(t *testing.T, cmd string) map[string]any {
 	t.Helper()
@@ -92,25 +119,12 @@ func TestControlDMAAudit(t *testing.T) {
 	b := mxtest.NewNIC(t, hub, mxtest.Options{Name: "mxb", Audit: dma.AuditObserve, Base: 3 << 30})
 	ea, eb := a.Open(0, 8, 10), b.Open(0, 8, 10)
 
-	wire := fabric.NewSwitch(quietRoot())
-	defer wire.Close()
-	d, err := newDoors(controlConfig{Control: filepath.Join(t.TempDir(), "qmp")}, quietRoot(), wire)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []*mxtest.NIC{a, b} {
-		d.targets = append(d.targets, &target{d: d, cfg: deviceConfig{Name: n.Dev.Name(), Kind: "myrimx"}, dev: n.Dev, fn: n.Func})
-		d.watchAudit(n.Dev)
-	}
-	if err := d.start(unixsock.Perm{}); err != nil {
-		t.Fatal(err)
-	}
-	mon := dialMonitor(t, d.cfg.Control, "DMA_AUDIT")
-	defer func() {
-		mon.Disconnect()
-		d.close()
-		mon.wg.Wait()
-	}()
+	_, mon := startControl(t, "DMA_AUDIT", func(d *doors, _ *fabric.Switch) {
+		for _, n := range []*mxtest.NIC{a, b} {
+			d.targets = append(d.targets, &target{d: d, cfg: deviceConfig{Name: n.Dev.Name(), Kind: "myrimx"}, dev: n.Dev, fn: n.Func})
+			d.watchAudit(n.Dev)
+		}
+	})
 
 	const size = 3 * 4096
 	src, dst := a.AllocBuffer(size, false), b.AllocBuffer(size, true)
@@ -208,23 +222,12 @@ func containsPage(pages []uint64, addr uint64) bool {
 // a port.
 func TestControlPorts(t *testing.T) {
 	leaktest.Check(t)
-	wire := fabric.NewSwitch(quietRoot())
-	defer wire.Close()
-	d, err := newDoors(controlConfig{Control: filepath.Join(t.TempDir(), "qmp")}, quietRoot(), wire)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.ports = link.NewSet(wire, quietRoot())
-	defer d.ports.Close()
-	if err := d.start(unixsock.Perm{}); err != nil {
-		t.Fatal(err)
-	}
-	mon := dialMonitor(t, d.cfg.Control, "")
-	defer func() {
-		mon.Disconnect()
-		d.close()
-		mon.wg.Wait()
-	}()
+	var wire *fabric.Switch
+	_, mon := startControl(t, "", func(d *doors, w *fabric.Switch) {
+		wire = w
+		d.ports = link.NewSet(w, quietRoot())
+		t.Cleanup(func() { d.ports.Close() })
+	})
 
 	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"math"
-	"path/filepath"
 	"testing"
 
 	"github.com/myriemu/myriemu/device/myrimx"
@@ -11,7 +10,6 @@ import (
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/internal/leaktest"
-	"github.com/myriemu/myriemu/internal/unixsock"
 )
 
 // TestControlDeregReasons: a myrimx NIC served through serve's control
@@ -24,22 +22,9 @@ func TestControlDeregReasons(t *testing.T) {
 	a := mxtest.NewNIC(t, hub, mxtest.Options{Name: "mxa", Audit: dma.AuditObserve})
 	ea := a.Open(0, 8, 10)
 
-	wire := fabric.NewSwitch(quietRoot())
-	defer wire.Close()
-	d, err := newDoors(controlConfig{Control: filepath.Join(t.TempDir(), "qmp")}, quietRoot(), wire)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.targets = append(d.targets, &target{d: d, cfg: deviceConfig{Name: "mxa", Kind: "myrimx"}, dev: a.Dev, fn: a.Func})
-	if err := d.start(unixsock.Perm{}); err != nil {
-		t.Fatal(err)
-	}
-	mon := dialMonitor(t, d.cfg.Control, "")
-	defer func() {
-		mon.Disconnect()
-		d.close()
-		mon.wg.Wait()
-	}()
+	_, mon := startControl(t, "", func(d *doors, _ *fabric.Switch) {
+		d.targets = append(d.targets, &target{d: d, cfg: deviceConfig{Name: "mxa", Kind: "myrimx"}, dev: a.Dev, fn: a.Func})
+	})
 
 	buf := a.AllocBuffer(2*4096, false)
 	if _, ev, err := ea.Register(3, 9, myrimx.AccessSendSrc, buf); err != nil || ev.Status != myrimx.StatusSuccess {
