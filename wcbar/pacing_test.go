@@ -38,6 +38,26 @@ func TestPacingNext(t *testing.T) {
 	}
 }
 
+// Within FineFor of the last work the sleep stays MinSleep; after it, the
+// ramp to MaxSleep and the idle tier follow as without FineFor.
+func TestPacingFineFor(t *testing.T) {
+	p := Pacing{MinSleep: 150 * time.Microsecond, FineFor: time.Minute, MaxSleep: time.Millisecond, IdleAfter: time.Second, IdleSleep: 8 * time.Millisecond}
+	recent := time.Now()
+	for s, i := time.Duration(0), 0; i < 100; i++ {
+		if s = p.next(s, recent); s != p.MinSleep {
+			t.Fatalf("sleep %d within FineFor: %v, want MinSleep", i, s)
+		}
+	}
+	p.FineFor = time.Second
+	past := time.Now().Add(-1500 * time.Millisecond)
+	if s := p.next(p.MinSleep, past); s != 2*p.MinSleep {
+		t.Errorf("past FineFor: next sleep %v, want the ramp's %v", s, 2*p.MinSleep)
+	}
+	if s := p.next(p.MaxSleep, past); s != p.IdleSleep {
+		t.Errorf("past FineFor and IdleAfter at MaxSleep: next sleep %v, want IdleSleep", s)
+	}
+}
+
 // A kick ends an idle sleep at once: the pass after it comes long before
 // IdleSleep (an hour here) is over.
 func TestPacingKickEndsIdleSleep(t *testing.T) {

@@ -28,14 +28,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// pollerStacks waits up to d for every runPoll goroutine to exit and
-// returns the stacks of those still there.
+// pollerStacks waits up to d for every runPoll and Poller goroutine to
+// exit and returns the stacks of those still there.
 func pollerStacks(d time.Duration) string {
 	deadline := time.Now().Add(d)
 	for {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
-		if !bytes.Contains(buf, []byte("wcbar.(*Window).runPoll")) {
+		if !bytes.Contains(buf, []byte("wcbar.(*Window).runPoll")) && !bytes.Contains(buf, []byte("wcbar.(*Poller).run")) {
 			return ""
 		}
 		if time.Now().After(deadline) {

@@ -114,7 +114,7 @@ func New(cfg Config) (*NIC, error) {
 		if err != nil {
 			return nil, err
 		}
-		n.pio.win, n.pio.kick = w, make(chan struct{}, 1)
+		n.pio.win = w
 		n.bar0 = w.Bytes()
 	} else {
 		n.bar0 = make([]byte, bar0Size)

@@ -164,14 +164,14 @@ func TestPIOMmapSendAndPost(t *testing.T) {
 func TestPIOMmapPollerLifetime(t *testing.T) {
 	m := newMmapRig(t)
 	m.nic.mu.Lock()
-	running := m.nic.pio.stop != nil
+	running := m.nic.pio.poller != nil
 	m.nic.mu.Unlock()
 	if !running {
 		t.Fatal("attached NIC in pio=mmap has no poller")
 	}
 	m.nic.Detach()
 	m.nic.mu.Lock()
-	running = m.nic.pio.stop != nil
+	running = m.nic.pio.poller != nil
 	m.nic.mu.Unlock()
 	if running {
 		t.Fatal("poller still running after Detach")

@@ -89,7 +89,7 @@ func (n *NIC) Deliver(frames [][]byte) {
 			n.maybeInterruptLocked(s)
 		}
 	}
-	if touched != 0 && n.pio.kick != nil {
+	if touched != 0 && n.pio.win != nil {
 		n.kickPollerLocked()
 	}
 }
