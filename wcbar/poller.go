@@ -31,6 +31,22 @@ type Poller struct {
 	mu sync.Mutex // fd against Kick racing the close in Stop
 	fd int        // eventfd; -1 once closed
 	wg sync.WaitGroup
+
+	stats PollerStats // the run goroutine's own; read after it is joined
+}
+
+// PollerStats count what a poller did, for telling where latency hides:
+// work found right after a sleep that ran its course waited for the
+// poller (up to that sleep), work found while spinning or after a kick
+// did not.
+type PollerStats struct {
+	Passes, Found uint64 // passes, and those that found work
+	// Sleeps that ran their course, in the fine tier (MinSleep within
+	// FineFor), the ramp (up to MaxSleep) and the idle tier, and the
+	// passes right after them that found work.
+	FineSleeps, RampSleeps, IdleSleeps uint64
+	FoundFine, FoundRamp, FoundIdle    uint64
+	Kicked                             uint64 // sleeps ended or skipped by a Kick
 }
 
 // StartPoller starts calling pass, which reports whether it found work.
@@ -82,6 +98,16 @@ func (pl *Poller) Stop() {
 // Wakeups counts the sleeps a Kick or Stop ended before their timeout.
 func (pl *Poller) Wakeups() uint64 { return pl.wakeups.Load() }
 
+// Stats returns the counters of a stopped poller (zero before Stop).
+func (pl *Poller) Stats() PollerStats {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.fd >= 0 {
+		return PollerStats{}
+	}
+	return pl.stats
+}
+
 // signal makes the eventfd readable.
 func (pl *Poller) signal() {
 	one := [8]byte{1} // the counter's 1, native (little) endian
@@ -95,12 +121,20 @@ func (pl *Poller) signal() {
 func (pl *Poller) run() {
 	defer pl.wg.Done()
 	p := pl.pacing
+	st := &pl.stats
 	lastWork := time.Now()
 	var sleep time.Duration // 0 while spinning
+	var slept *uint64       // the Found counter of the sleep that just ran its course
 	for !pl.stopping.Load() {
+		st.Passes++
 		if pl.pass() {
 			lastWork, sleep = time.Now(), 0
+			st.Found++
+			if slept != nil {
+				*slept++
+			}
 		}
+		slept = nil
 		if sleep == 0 && time.Since(lastWork) < p.Spin {
 			runtime.Gosched() // two cores are shared with QEMU's vCPUs
 			continue
@@ -108,6 +142,19 @@ func (pl *Poller) run() {
 		sleep = p.next(sleep, lastWork)
 		if pl.sleep(sleep) {
 			lastWork, sleep = time.Now(), 0
+			st.Kicked++
+			continue
+		}
+		switch {
+		case sleep == p.MinSleep && time.Since(lastWork) < p.FineFor+sleep:
+			st.FineSleeps++
+			slept = &st.FoundFine
+		case p.IdleSleep > p.MaxSleep && sleep == p.IdleSleep:
+			st.IdleSleeps++
+			slept = &st.FoundIdle
+		default:
+			st.RampSleeps++
+			slept = &st.FoundRamp
 		}
 	}
 }

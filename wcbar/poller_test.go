@@ -55,6 +55,9 @@ func TestPollerRunsAndStops(t *testing.T) {
 	if m := passes.Load(); m != n {
 		t.Errorf("%d passes after Stop", m-n)
 	}
+	if st := pl.Stats(); st.Passes < 1000 || st.Found < 999 {
+		t.Errorf("Stats after 1000 passes, 999 with work: %+v", st)
+	}
 	if got := openFds(t); got != fds {
 		t.Errorf("%d fds open after Stop, %d before StartPoller", got, fds)
 	}

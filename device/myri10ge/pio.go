@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/myriemu/myriemu/wcbar"
+	"github.com/sirupsen/logrus"
 )
 
 // PIO windows (issue 15). In PIOTrap mode every BAR0 store is a vfio-user
@@ -230,5 +231,11 @@ func (n *NIC) stopPoller() {
 	n.mu.Unlock()
 	if p != nil {
 		p.Stop()
+		st := p.Stats()
+		n.log.WithFields(logrus.Fields{
+			"passes": st.Passes, "found": st.Found, "kicked": st.Kicked,
+			"fine_sleeps": st.FineSleeps, "ramp_sleeps": st.RampSleeps, "idle_sleeps": st.IdleSleeps,
+			"found_after_fine": st.FoundFine, "found_after_ramp": st.FoundRamp, "found_after_idle": st.FoundIdle,
+		}).Info("ring poller stopped")
 	}
 }
