@@ -68,6 +68,10 @@ var pioPacing = wcbar.Pacing{
 type pioState struct {
 	win    *wcbar.Window
 	poller *wcbar.Poller // non-nil while the poller runs; guarded by NIC.mu
+	// lateRefills counts frames that found their buffers only by a look at
+	// the ring when they arrived (rxShortLocked): drops the poller's
+	// sleep would have caused. Guarded by NIC.mu.
+	lateRefills uint64
 }
 
 // newPIOWindow makes BAR0's memory for PIOMmap: the rings of the slices
@@ -151,20 +155,50 @@ func (n *NIC) scanLocked() bool {
 			n.transmitLocked(s)
 			work = true
 		}
-		for ri, base := range [2]uint64{smallRingOff(s.idx), bigRingOff(s.idx)} {
-			r := &s.rx[ri]
-			for r.avail()+recvGroup <= rxRingEntries {
-				g := uint64(r.posted/recvGroup) % (rxRingEntries / recvGroup)
-				if n.load32BE(base+g*recvGroup*recvDescSize+recvOffAddrLow) == recvInvalidLow {
-					n.rxOutOfOrderLocked(r, base, g)
-					break
-				}
-				r.posted += recvGroup
-				work = true
-			}
+		if n.takePostedLocked(s, ringSmall) {
+			work = true
+		}
+		if n.takePostedLocked(s, ringBig) {
+			work = true
 		}
 	}
 	return work
+}
+
+// takePostedLocked takes the receive groups the driver posted through the
+// mapping to one of slice s's rings, in posting order, and reports whether
+// there were any.
+func (n *NIC) takePostedLocked(s *slice, ring int) bool {
+	base := smallRingOff(s.idx)
+	if ring == ringBig {
+		base = bigRingOff(s.idx)
+	}
+	r := &s.rx[ring]
+	work := false
+	for r.avail()+recvGroup <= rxRingEntries {
+		g := uint64(r.posted/recvGroup) % (rxRingEntries / recvGroup)
+		if n.load32BE(base+g*recvGroup*recvDescSize+recvOffAddrLow) == recvInvalidLow {
+			n.rxOutOfOrderLocked(r, base, g)
+			break
+		}
+		r.posted += recvGroup
+		work = true
+	}
+	return work
+}
+
+// rxShortLocked is called when a frame finds fewer than need buffers in a
+// ring of slice s: in PIOMmap the driver may have posted more since the
+// poller's last pass (it refills as it takes frames, and the poller may be
+// asleep), so look before dropping, as firmware reading its SRAM would
+// have seen them.
+func (n *NIC) rxShortLocked(s *slice, ring int, need uint32) {
+	if n.pio.win == nil || s.halted {
+		return
+	}
+	if n.takePostedLocked(s, ring) && s.rx[ring].avail() >= need {
+		n.pio.lateRefills++
+	}
 }
 
 // markUsedLocked marks the receive groups wholly used by consuming
@@ -228,12 +262,14 @@ func (n *NIC) stopPoller() {
 	n.mu.Lock()
 	p := n.pio.poller
 	n.pio.poller = nil
+	late := n.pio.lateRefills
 	n.mu.Unlock()
 	if p != nil {
 		p.Stop()
 		st := p.Stats()
 		n.log.WithFields(logrus.Fields{
-			"passes": st.Passes, "found": st.Found, "kicked": st.Kicked,
+			"late_refills": late,
+			"passes":       st.Passes, "found": st.Found, "kicked": st.Kicked,
 			"fine_sleeps": st.FineSleeps, "ramp_sleeps": st.RampSleeps, "idle_sleeps": st.IdleSleeps,
 			"found_after_fine": st.FoundFine, "found_after_ramp": st.FoundRamp, "found_after_idle": st.FoundIdle,
 		}).Info("ring poller stopped")

@@ -160,6 +160,9 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 	r := &s.rx[ringIdx]
 	need := uint32((len(f) + rxPad + chunk - 1) / chunk)
 	if r.avail() < need {
+		n.rxShortLocked(s, ringIdx, need) // pio.go: postings the poller has not taken yet
+	}
+	if r.avail() < need {
 		if ringIdx == ringSmall {
 			n.drops.noSmall++
 		} else {
