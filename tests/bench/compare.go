@@ -25,7 +25,7 @@ func compare(ctx context.Context, env *harness.Env, dir string, args []string) e
 	size := fs.Int64("bytes", 16<<20, "bytes of the TCP stream (the same for every kind)")
 	pings := fs.Int("pings", 50, "pings before the stream")
 	interval := fs.String("interval", "0.05", "seconds between pings (busybox ping -i)")
-	raw := fs.Int64("raw-bytes", 64<<20, "bytes of a second, unchecked TCP stream of zeros (busybox dd through nc; 0: none)")
+	raw := fs.Int64("raw-bytes", 256<<20, "bytes of a second, unchecked TCP stream of zeros (busybox dd through nc; 0: none): long enough to leave slow start behind")
 	parse(fs, args)
 
 	var order []string
