@@ -46,23 +46,23 @@ func (m PIOMode) String() string {
 }
 
 // pioPacing paces the ring poller (wcbar.Poller): flat out for 50 µs after
-// the last work found (a driver posts in bursts); then sleeps of 50 µs
-// (about 100 µs with the thread's timer slack) for 100 ms, so that a send
+// the last work found (a driver posts in bursts); then sleeps of 150 µs
+// (about 200 µs with the thread's timer slack) for 100 ms, so that a send
 // the driver posts outside NAPI (a ping, a delayed ACK, a write from
-// process context once the window opens) waits less than a trapped
+// process context once the window opens) waits about as long as a trapped
 // store's round trip; then sleeps doubling up to 1 ms; after a second
 // without work, 8 ms at a time, so that an idle NIC costs the host little.
-// Every wakeup costs this process 20-30 µs of CPU on the project's VM
-// (BenchmarkPollerSleep): the fine tier costs up to a quarter of a core
-// while it lasts, taken from the vCPUs of a two-core host for 100 ms after
-// each burst of activity (1.6% of a core for an idle NIC, against 1.2%
-// with 150 µs sleeps; docs/speed.md). Whatever says the driver is active
-// wakes the poller at once: a trapped access (a claim, a command) or a
-// frame delivered to the NIC (the driver will repost the buffer and,
+// Every wakeup costs this process 20-40 µs of CPU on the project's VM
+// (BenchmarkPollerSleep), taken from the vCPUs of a two-core host: the
+// fine tier costs up to 15% of a core while it lasts. Finer sleeps were
+// tried: 50 and 100 µs won little on pings and lost 10-15% of a TCP
+// stream's rate to the vCPUs (docs/speed.md). Whatever says the driver is
+// active wakes the poller at once: a trapped access (a claim, a command)
+// or a frame delivered to the NIC (the driver will repost the buffer and,
 // likely, answer). What stays slow is a first send after a second of
 // silence: up to 8 ms, as a ping -i 1 shows.
 var pioPacing = wcbar.Pacing{
-	Spin: 50 * time.Microsecond, MinSleep: 50 * time.Microsecond, FineFor: 100 * time.Millisecond,
+	Spin: 50 * time.Microsecond, MinSleep: 150 * time.Microsecond, FineFor: 100 * time.Millisecond,
 	MaxSleep: time.Millisecond, IdleAfter: time.Second, IdleSleep: 8 * time.Millisecond,
 }
 
