@@ -2,7 +2,6 @@ package myri10ge
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/myriemu/myriemu/dma"
@@ -32,22 +31,42 @@ func (d sendDesc) rdmaCount() int   { return int(d[sendOffRDMACount]) }
 func (d sendDesc) cksumOffset() int { return int(d[sendOffCksumOffset]) }
 func (d sendDesc) flags() uint8     { return d[sendOffFlags] }
 
-// A malformed chain is consumed and dropped; take says why with one of
-// these (errors.Is), or with a wrapped *dma.Error when a DMA failed.
-var (
-	errSendRing           = errors.New("send ring is not a whole number of descriptors")
-	errSendNotFirst       = errors.New("descriptor at the ring head lacks FIRST")
-	errSendNotPosted      = errors.New("continuation descriptor not posted")
-	errSendTooManyDescs   = errors.New("too many descriptors in the chain")
-	errSendLength         = errors.New("frame length out of range")
-	errSendCksumOffset    = errors.New("checksum offsets outside the frame")
-	errTSOMSS             = errors.New("TSO chain with MSS 0")
-	errTSONoPayload       = errors.New("TSO chain without payload")
-	errTSONoLast          = errors.New("TSO chain does not end with TSO_LAST")
-	errTSOHeader          = errors.New("TSO headers not Ethernet/IP/TCP")
-	errTSOSegmentTooLong  = errors.New("TSO segment longer than the largest frame")
-	errTSOTooManySegments = errors.New("TSO chain expands to too many segment bytes")
+// A malformed chain is consumed and dropped; take says why with a
+// sendFault (errors.Is), or with a wrapped *dma.Error when a DMA failed.
+// Like syscall.Errno, a sendFault is a number whose text is in a table.
+type sendFault uint8
+
+const (
+	errSendRing sendFault = iota + 1
+	errSendNotFirst
+	errSendNotPosted
+	errSendTooManyDescs
+	errSendLength
+	errSendCksumOffset
+	errTSOMSS
+	errTSONoPayload
+	errTSONoLast
+	errTSOHeader
+	errTSOSegmentTooLong
+	errTSOTooManySegments
 )
+
+var sendFaultText = [...]string{
+	errSendRing:           "send ring is not a whole number of descriptors",
+	errSendNotFirst:       "descriptor at the ring head lacks FIRST",
+	errSendNotPosted:      "continuation descriptor not posted",
+	errSendTooManyDescs:   "too many descriptors in the chain",
+	errSendLength:         "frame length out of range",
+	errSendCksumOffset:    "checksum offsets outside the frame",
+	errTSOMSS:             "TSO chain with MSS 0",
+	errTSONoPayload:       "TSO chain without payload",
+	errTSONoLast:          "TSO chain does not end with TSO_LAST",
+	errTSOHeader:          "TSO headers not Ethernet/IP/TCP",
+	errTSOSegmentTooLong:  "TSO segment longer than the largest frame",
+	errTSOTooManySegments: "TSO chain expands to too many segment bytes",
+}
+
+func (f sendFault) Error() string { return sendFaultText[f] }
 
 // sender gathers packets from one slice's send ring. Its buffers are reused
 // from packet to packet; frames returned by take stay valid until the next
