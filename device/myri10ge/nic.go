@@ -159,52 +159,51 @@ func (n *NIC) Spec() pci.Spec {
 // ReadBAR implements pci.Device. BAR0 reads have memory semantics; the
 // data path never reads it (§2.3).
 func (n *NIC) ReadBAR(bar int, off uint64, p []byte) error {
-	switch bar {
-	case 0:
-		if err := checkBAR0("read", off, len(p)); err != nil {
-			return err
-		}
-		n.mu.Lock()
-		copy(p, n.bar0[off:])
-		n.mu.Unlock()
-		return nil
-	case 2:
-		// BAR2 outside the MSI-X table and PBA reads as zero.
-		clear(p)
+	if err := checkBAR(bar, "read", off, len(p)); err != nil {
+		return err
+	}
+	if bar == 2 {
+		clear(p) // BAR2 outside the MSI-X table and PBA reads as zero
 		return nil
 	}
-	return fmt.Errorf("myri10ge: read of absent BAR %d", bar)
-}
-
-// checkBAR0 fails an access of n bytes at off that does not lie in BAR0.
-func checkBAR0(op string, off uint64, n int) error {
-	if off > bar0Size || uint64(n) > bar0Size-off {
-		return fmt.Errorf("myri10ge: BAR0 %s %d@%#x: out of range", op, n, off)
-	}
+	n.mu.Lock()
+	copy(p, n.bar0[off:])
+	n.mu.Unlock()
 	return nil
 }
 
 // WriteBAR implements pci.Device: the bytes are stored, then a write that
 // completes a trigger runs it (§2.4).
 func (n *NIC) WriteBAR(bar int, off uint64, p []byte) error {
-	switch bar {
-	case 0:
-		if err := checkBAR0("write", off, len(p)); err != nil {
-			return err
-		}
-		n.mu.Lock()
-		copy(n.bar0[off:], p)
-		if n.pio.win != nil {
-			n.pioTrappedLocked(off, len(p))
-		} else {
-			n.bar0WrittenLocked(off, len(p))
-		}
-		n.mu.Unlock()
-		return nil
-	case 2:
+	if err := checkBAR(bar, "write", off, len(p)); err != nil {
+		return err
+	}
+	if bar == 2 {
 		return nil // nothing but the MSI-X table lives in BAR2
 	}
-	return fmt.Errorf("myri10ge: write of absent BAR %d", bar)
+	n.mu.Lock()
+	copy(n.bar0[off:], p)
+	if n.pio.win != nil {
+		n.pioTrappedLocked(off, len(p))
+	} else {
+		n.bar0WrittenLocked(off, len(p))
+	}
+	n.mu.Unlock()
+	return nil
+}
+
+// checkBAR fails an access of n bytes at off that is not in BAR0 or BAR2
+// (the MSI-X BAR: what the table and PBA do not claim reaches the device).
+func checkBAR(bar int, op string, off uint64, n int) error {
+	switch {
+	case bar == 2:
+		return nil
+	case bar != 0:
+		return fmt.Errorf("myri10ge: %s of absent BAR %d", op, bar)
+	case off > bar0Size || uint64(n) > bar0Size-off:
+		return fmt.Errorf("myri10ge: BAR0 %s %d@%#x: out of range", op, n, off)
+	}
+	return nil
 }
 
 // Attach implements pci.Device: the NIC joins the wire.
