@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/myriemu/myriemu/device/myri10ge"
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/device/myri10ge/myritest"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/dma/dmatest"
@@ -133,7 +134,7 @@ func (z *bar0Fuzz) mem(addr uint64, n int) []byte {
 
 func (z *bar0Fuzz) write(off uint64, p []byte) { z.nic.WriteBAR(0, off, p) } // errors: out of range, ignored
 
-func (z *bar0Fuzz) cmd(c myri10ge.Cmd, d0, d1, d2 uint32, resp uint64) myri10ge.Status {
+func (z *bar0Fuzz) cmd(c abi.Cmd, d0, d1, d2 uint32, resp uint64) abi.Status {
 	if resp >= fzBase && resp+8 <= fzBase+fzSize {
 		binary.BigEndian.PutUint32(z.mem(resp+4, 4), 0xFFFFFFFF)
 	}
@@ -142,9 +143,9 @@ func (z *bar0Fuzz) cmd(c myri10ge.Cmd, d0, d1, d2 uint32, resp uint64) myri10ge.
 		z.write(bar0Cmd+uint64(i), blk[i:i+8])
 	}
 	if resp >= fzBase && resp+8 <= fzBase+fzSize {
-		return myri10ge.Status(binary.BigEndian.Uint32(z.mem(resp+4, 4)))
+		return abi.Status(binary.BigEndian.Uint32(z.mem(resp+4, 4)))
 	}
-	return myri10ge.StatusNoResponse
+	return abi.StatusNoResponse
 }
 
 // postRx posts group grp of a ring of slice s the driver's way.
@@ -169,20 +170,20 @@ func (z *bar0Fuzz) bringUp() {
 	z.t.Helper()
 	clear(z.mem(fzRxDone, 0x2000))
 	steps := []struct {
-		c          myri10ge.Cmd
+		c          abi.Cmd
 		d0, d1, d2 uint32
 	}{
-		{myri10ge.CmdReset, 0, 0, 0},
-		{myri10ge.CmdSetIntrqSize, 4096, 0, 0},
-		{myri10ge.CmdSetIntrqDMA, fzRxDone & 0xFFFFFFFF, fzRxDone >> 32, 0},
-		{myri10ge.CmdSetStatsDMAV2, fzStats & 0xFFFFFFFF, fzStats >> 32, 64},
-		{myri10ge.CmdSetMTU, 9018, 0, 0},
-		{myri10ge.CmdSetSmallBufferSize, 126, 0, 0},
-		{myri10ge.CmdSetBigBufferSize, 4096, 0, 0},
-		{myri10ge.CmdEthernetUp, 0, 0, 0},
+		{abi.CmdReset, 0, 0, 0},
+		{abi.CmdSetIntrqSize, 4096, 0, 0},
+		{abi.CmdSetIntrqDMA, fzRxDone & 0xFFFFFFFF, fzRxDone >> 32, 0},
+		{abi.CmdSetStatsDMAV2, fzStats & 0xFFFFFFFF, fzStats >> 32, 64},
+		{abi.CmdSetMTU, 9018, 0, 0},
+		{abi.CmdSetSmallBufferSize, 126, 0, 0},
+		{abi.CmdSetBigBufferSize, 4096, 0, 0},
+		{abi.CmdEthernetUp, 0, 0, 0},
 	}
 	for _, st := range steps {
-		if s := z.cmd(st.c, st.d0, st.d1, st.d2, fzResp); s != myri10ge.StatusOK {
+		if s := z.cmd(st.c, st.d0, st.d1, st.d2, fzResp); s != abi.StatusOK {
 			z.t.Fatalf("bring-up: %s: %s", st.c, s)
 		}
 	}
@@ -263,7 +264,7 @@ func (z *bar0Fuzz) run(in []byte) {
 			off := w.base + uint64(r.u32())%w.size
 			z.write(off, r.bytes(int(r.u8())%72))
 		case opCmd:
-			c := myri10ge.Cmd(r.u8() % 72)
+			c := abi.Cmd(r.u8() % 72)
 			d0, d1, d2 := r.u32(), r.u32(), r.u32()
 			resp := uint64(fzResp)
 			if r.u8()%4 == 0 {
@@ -427,7 +428,7 @@ func bar0Seeds() []bar0Seed {
 	}
 	hostile := (&bar0Enc{}).
 		u8(opStore, 0).u32(0x3F).u8(1, 0xFF). // mailbox trigger with a stale block
-		u8(opCmd, byte(myri10ge.CmdGetSendRingSize)).u32(0).u32(0).u32(0).u8(0).u8(7).u32(7).u32(0).
+		u8(opCmd, byte(abi.CmdGetSendRingSize)).u32(0).u32(0).u32(0).u8(0).u8(7).u32(7).u32(0).
 		u8(opPostRx, 0).u8(1).u8(7).u32(7).u32(0).frame(100, true).
 		send(0, desc(fzBase, 100, 0, 1, 0, fNoTSO|fFirst)).
 		u8(opSend, 0).u16(1).u8(7).u32(7).u32(0).u16(100).u16(0).u8(1, 0, fNoTSO|fFirst). // outside RAM: halts

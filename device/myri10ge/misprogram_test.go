@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/myriemu/myriemu/device/myri10ge"
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/device/myri10ge/myritest"
 	"github.com/myriemu/myriemu/internal/leaktest"
 	"github.com/sirupsen/logrus"
@@ -145,23 +146,23 @@ func TestStackMisprogramming(t *testing.T) {
 		before := m.nic.Stats()
 		steps := []struct {
 			name           string
-			cmd            myri10ge.Cmd
+			cmd            abi.Cmd
 			d0, d1, d2     uint32
-			want           myri10ge.Status
+			want           abi.Status
 			guestErr, dmas uint64
 		}{
-			{"reset", myri10ge.CmdReset, 0, 0, 0, myri10ge.StatusOK, 0, 0},
-			{"up before SET_INTRQ_DMA", myri10ge.CmdEthernetUp, 0, 0, 0, myri10ge.StatusErrorBusy, 1, 0},
-			{"rx_done of an absent slice", myri10ge.CmdSetIntrqDMA, uint32(g.rxDone), 1, 5, myri10ge.StatusErrorRange, 1, 0},
-			{"rx_done", myri10ge.CmdSetIntrqDMA, uint32(g.rxDone), 1, 0, myri10ge.StatusOK, 0, 0},
-			{"up before SET_STATS_DMA", myri10ge.CmdEthernetUp, 0, 0, 0, myri10ge.StatusErrorBusy, 1, 0},
-			{"interrupt block of 16 bytes", myri10ge.CmdSetStatsDMAV2, uint32(g.stats), 1, 16, myri10ge.StatusErrorRange, 1, 0},
-			{"big buffers of 3000 bytes", myri10ge.CmdSetBigBufferSize, 3000, 0, 0, myri10ge.StatusErrorRange, 1, 0},
-			{"MTU 20000", myri10ge.CmdSetMTU, 20000, 0, 0, myri10ge.StatusErrorRange, 1, 0},
-			{"interrupt queue of 1000 bytes", myri10ge.CmdSetIntrqSize, 1000, 0, 0, myri10ge.StatusErrorRange, 1, 0},
-			{"DMA test outside RAM", myri10ge.CmdDMATest, uint32(outsideRAM & 0xFFFFFFFF), outsideRAM >> 32, 4096 << 16, myri10ge.StatusErrorRange, 0, 1},
-			{"DMA test of 64 KiB", myri10ge.CmdDMATest, uint32(g.txBuf), 1, 0xFFFF, myri10ge.StatusErrorRange, 1, 0},
-			{"join a unicast group", myri10ge.CmdJoinMulticastGroup, 0x0260dd00, 0x00010000, 0, myri10ge.StatusErrorMulticast, 1, 0},
+			{"reset", abi.CmdReset, 0, 0, 0, abi.StatusOK, 0, 0},
+			{"up before SET_INTRQ_DMA", abi.CmdEthernetUp, 0, 0, 0, abi.StatusErrorBusy, 1, 0},
+			{"rx_done of an absent slice", abi.CmdSetIntrqDMA, uint32(g.rxDone), 1, 5, abi.StatusErrorRange, 1, 0},
+			{"rx_done", abi.CmdSetIntrqDMA, uint32(g.rxDone), 1, 0, abi.StatusOK, 0, 0},
+			{"up before SET_STATS_DMA", abi.CmdEthernetUp, 0, 0, 0, abi.StatusErrorBusy, 1, 0},
+			{"interrupt block of 16 bytes", abi.CmdSetStatsDMAV2, uint32(g.stats), 1, 16, abi.StatusErrorRange, 1, 0},
+			{"big buffers of 3000 bytes", abi.CmdSetBigBufferSize, 3000, 0, 0, abi.StatusErrorRange, 1, 0},
+			{"MTU 20000", abi.CmdSetMTU, 20000, 0, 0, abi.StatusErrorRange, 1, 0},
+			{"interrupt queue of 1000 bytes", abi.CmdSetIntrqSize, 1000, 0, 0, abi.StatusErrorRange, 1, 0},
+			{"DMA test outside RAM", abi.CmdDMATest, uint32(outsideRAM & 0xFFFFFFFF), outsideRAM >> 32, 4096 << 16, abi.StatusErrorRange, 0, 1},
+			{"DMA test of 64 KiB", abi.CmdDMATest, uint32(g.txBuf), 1, 0xFFFF, abi.StatusErrorRange, 1, 0},
+			{"join a unicast group", abi.CmdJoinMulticastGroup, 0x0260dd00, 0x00010000, 0, abi.StatusErrorMulticast, 1, 0},
 		}
 		for _, st := range steps {
 			gb := m.nic.Stats()
@@ -178,18 +179,18 @@ func TestStackMisprogramming(t *testing.T) {
 		// says so; the next command is answered.
 		gb := m.nic.Stats()
 		mark = m.logs.mark()
-		if v, st := g.cmdAt(outsideRAM, myri10ge.CmdGetSendRingSize, 0, 0, 0); st != myri10ge.StatusNoResponse || v != 0 {
+		if v, st := g.cmdAt(outsideRAM, abi.CmdGetSendRingSize, 0, 0, 0); st != abi.StatusNoResponse || v != 0 {
 			t.Errorf("response outside RAM: the guest's buffer holds %#x, %s; want it untouched", v, st)
 		}
 		// Half in: data lands in the last word of RAM, the result past it.
-		if _, st := g.cmdAt(stackIOVA+stackRAM-4, myri10ge.CmdGetSendRingSize, 0, 0, 0); st != myri10ge.StatusNoResponse {
+		if _, st := g.cmdAt(stackIOVA+stackRAM-4, abi.CmdGetSendRingSize, 0, 0, 0); st != abi.StatusNoResponse {
 			t.Errorf("response straddling the end of RAM: %s", st)
 		}
 		if d := statsDelta(gb, m.nic.Stats()); d.DMAErrors != 2 || d.Commands != 2 {
 			t.Errorf("responses outside RAM: %d commands, %d DMA errors; want 2 and 2", d.Commands, d.DMAErrors)
 		}
 		wantLog(t, m, mark, logrus.WarnLevel, "DMA failed", map[string]string{"dma": "command response"})
-		if v, st := g.cmd(myri10ge.CmdGetSendRingSize, 0, 0, 0); st != myri10ge.StatusOK || v != 16384 {
+		if v, st := g.cmd(abi.CmdGetSendRingSize, 0, 0, 0); st != abi.StatusOK || v != 16384 {
 			t.Errorf("the next command: %#x, %s", v, st)
 		}
 
@@ -202,7 +203,7 @@ func TestStackMisprogramming(t *testing.T) {
 			t.Fatal(err)
 		}
 		gb = m.nic.Stats()
-		if _, st := g.cmd(myri10ge.CmdGetSendRingSize, 0, 0, 0); st != myri10ge.StatusNoResponse {
+		if _, st := g.cmd(abi.CmdGetSendRingSize, 0, 0, 0); st != abi.StatusNoResponse {
 			t.Errorf("bus mastering off: %s, want no response", st)
 		}
 		if d := statsDelta(gb, m.nic.Stats()); d.DMAErrors != 1 {
@@ -213,7 +214,7 @@ func TestStackMisprogramming(t *testing.T) {
 		}
 		failed := uint64(0)
 		for _, st := range steps {
-			if st.want != myri10ge.StatusOK {
+			if st.want != abi.StatusOK {
 				failed++
 			}
 		}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"sync"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/fault"
 	"github.com/myriemu/myriemu/internal/ratelog"
@@ -24,14 +25,11 @@ import (
 
 // PCI identity (§1.1).
 const (
-	VendorID    = 0x14C1 // Myricom
-	DeviceID    = 0x0008 // Z8E
 	classEthNIC = 0x020000
 	revision    = 0x01 // "Myri10G-PCIE-8B"
 )
 
 const (
-	bar0Size = 16 << 20 // the driver hard-codes PIO targets up to 0xFC0200 (§1.2)
 	// BAR2 holds the MSI-X table (at 0) and PBA (at msixPBAOff), as on real
 	// boards; never in the write-combined BAR0.
 	msixBARSize = 8 << 10
@@ -117,7 +115,7 @@ func New(cfg Config) (*NIC, error) {
 		n.pio.win, n.pio.kick = w, make(chan struct{}, 1)
 		n.bar0 = w.Bytes()
 	} else {
-		n.bar0 = make([]byte, bar0Size)
+		n.bar0 = make([]byte, abi.BAR0Size)
 	}
 	n.slices = make([]*slice, cfg.Slices)
 	for i := range n.slices {
@@ -132,11 +130,11 @@ func New(cfg Config) (*NIC, error) {
 // Spec implements pci.Device (§1).
 func (n *NIC) Spec() pci.Spec {
 	var s pci.Spec
-	s.VendorID, s.DeviceID = VendorID, DeviceID
-	s.SubsystemVendorID, s.SubsystemID = VendorID, DeviceID
+	s.VendorID, s.DeviceID = abi.VendorID, abi.DeviceID
+	s.SubsystemVendorID, s.SubsystemID = abi.VendorID, abi.DeviceID
 	s.Revision = revision
 	s.Class = classEthNIC
-	s.BARs[0] = pci.BAR{Size: bar0Size, Flags: pci.BARMem64 | pci.BARPrefetch}
+	s.BARs[0] = pci.BAR{Size: abi.BAR0Size, Flags: pci.BARMem64 | pci.BARPrefetch}
 	if n.pio.win != nil {
 		s.BARs[0].Window = n.pio.win
 	}
@@ -200,7 +198,7 @@ func checkBAR(bar int, op string, off uint64, n int) error {
 		return nil
 	case bar != 0:
 		return fmt.Errorf("myri10ge: %s of absent BAR %d", op, bar)
-	case off > bar0Size || uint64(n) > bar0Size-off:
+	case off > abi.BAR0Size || uint64(n) > abi.BAR0Size-off:
 		return fmt.Errorf("myri10ge: BAR0 %s %d@%#x: out of range", op, n, off)
 	}
 	return nil

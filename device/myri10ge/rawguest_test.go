@@ -10,7 +10,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/myriemu/myriemu/device/myri10ge"
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/device/myri10ge/myritest"
 )
 
@@ -109,7 +109,7 @@ func (g *rawGuest) sync() {
 }
 
 // cmdBlock is the 64-byte mailbox block of a command (mcp_cmd, §4.1).
-func cmdBlock(c myri10ge.Cmd, d0, d1, d2 uint32, resp uint64) [64]byte {
+func cmdBlock(c abi.Cmd, d0, d1, d2 uint32, resp uint64) [64]byte {
 	var blk [64]byte
 	be := binary.BigEndian
 	for i, w := range []uint32{uint32(c), d0, d1, d2, uint32(resp >> 32), uint32(resp)} {
@@ -121,7 +121,7 @@ func cmdBlock(c myri10ge.Cmd, d0, d1, d2 uint32, resp uint64) [64]byte {
 // cmdAt sends a command whose response goes to resp and returns what the
 // guest's response buffer holds once the device handled the store (the
 // device answers before the store completes: no waiting).
-func (g *rawGuest) cmdAt(resp uint64, c myri10ge.Cmd, d0, d1, d2 uint32) (uint32, myri10ge.Status) {
+func (g *rawGuest) cmdAt(resp uint64, c abi.Cmd, d0, d1, d2 uint32) (uint32, abi.Status) {
 	g.t.Helper()
 	atomic.StoreUint32(g.word(g.resp), 0)
 	atomic.StoreUint32(g.word(g.resp+4), 0xFFFFFFFF)
@@ -130,19 +130,19 @@ func (g *rawGuest) cmdAt(resp uint64, c myri10ge.Cmd, d0, d1, d2 uint32) (uint32
 		g.store(bar0Cmd+uint64(i), blk[i:i+8])
 	}
 	g.sync()
-	return g.load32(g.resp), myri10ge.Status(g.load32(g.resp + 4))
+	return g.load32(g.resp), abi.Status(g.load32(g.resp + 4))
 }
 
-func (g *rawGuest) cmd(c myri10ge.Cmd, d0, d1, d2 uint32) (uint32, myri10ge.Status) {
+func (g *rawGuest) cmd(c abi.Cmd, d0, d1, d2 uint32) (uint32, abi.Status) {
 	g.t.Helper()
 	return g.cmdAt(g.resp, c, d0, d1, d2)
 }
 
 // mustCmd sends a command that must succeed.
-func (g *rawGuest) mustCmd(c myri10ge.Cmd, d0, d1, d2 uint32) uint32 {
+func (g *rawGuest) mustCmd(c abi.Cmd, d0, d1, d2 uint32) uint32 {
 	g.t.Helper()
 	v, st := g.cmd(c, d0, d1, d2)
-	if st != myri10ge.StatusOK {
+	if st != abi.StatusOK {
 		g.t.Fatalf("%s: %s", c, st)
 	}
 	return v
@@ -157,14 +157,14 @@ func (g *rawGuest) setup(statsAt, rxDoneAt uint64) {
 	clear(g.bytesAt(g.stats, 64))
 	g.txIdx, g.slot = 0, 0
 	g.drainIRQ()
-	g.mustCmd(myri10ge.CmdReset, 0, 0, 0)
-	g.mustCmd(myri10ge.CmdSetIntrqSize, rawSlots*4, 0, 0)
-	g.mustCmd(myri10ge.CmdSetIntrqDMA, uint32(rxDoneAt), uint32(rxDoneAt>>32), 0)
-	g.mustCmd(myri10ge.CmdSetStatsDMAV2, uint32(statsAt), uint32(statsAt>>32), 64)
-	g.mustCmd(myri10ge.CmdSetMTU, 1518, 0, 0)
-	g.mustCmd(myri10ge.CmdSetSmallBufferSize, 126, 0, 0)
-	g.mustCmd(myri10ge.CmdSetBigBufferSize, 2048, 0, 0)
-	g.mustCmd(myri10ge.CmdEthernetUp, 0, 0, 0)
+	g.mustCmd(abi.CmdReset, 0, 0, 0)
+	g.mustCmd(abi.CmdSetIntrqSize, rawSlots*4, 0, 0)
+	g.mustCmd(abi.CmdSetIntrqDMA, uint32(rxDoneAt), uint32(rxDoneAt>>32), 0)
+	g.mustCmd(abi.CmdSetStatsDMAV2, uint32(statsAt), uint32(statsAt>>32), 64)
+	g.mustCmd(abi.CmdSetMTU, 1518, 0, 0)
+	g.mustCmd(abi.CmdSetSmallBufferSize, 126, 0, 0)
+	g.mustCmd(abi.CmdSetBigBufferSize, 2048, 0, 0)
+	g.mustCmd(abi.CmdEthernetUp, 0, 0, 0)
 	if statsAt == g.stats {
 		blk := g.intr()
 		if l := binary.BigEndian.Uint32(blk[blkLinkUp:]); l != 1 {
