@@ -151,11 +151,14 @@ var cmdNames = [...]string{
 	CmdGetDCAOffset:           "GET_DCA_OFFSET",
 }
 
-func (c Cmd) String() string {
-	if c < Cmd(len(cmdNames)) {
-		return cmdNames[c]
+func (c Cmd) String() string { return name(cmdNames[:], c, "CMD_%d") }
+
+// name is v's entry in table, or v printed with format past the table's end.
+func name[T ~uint32](table []string, v T, format string) string {
+	if uint64(v) < uint64(len(table)) {
+		return table[v]
 	}
-	return fmt.Sprintf("CMD_%d", uint32(c))
+	return fmt.Sprintf(format, uint32(v))
 }
 
 // Status is a command's result word (§4.2).
@@ -176,7 +179,8 @@ const (
 	StatusNoResponse     Status = 0xFFFFFFFF // the driver's "not answered yet"
 )
 
-// statusNames are the firmware's names of the Status words (MXGEFW_CMD_*).
+// statusNames are the firmware's names of the Status words (MXGEFW_CMD_*),
+// one for each up to the last.
 var statusNames = [...]string{
 	StatusOK:             "OK",
 	StatusUnknown:        "UNKNOWN",
@@ -191,12 +195,7 @@ var statusNames = [...]string{
 	StatusErrorUnaligned: "ERROR_UNALIGNED",
 }
 
-func (s Status) String() string {
-	if s < Status(len(statusNames)) && statusNames[s] != "" {
-		return statusNames[s]
-	}
-	return fmt.Sprintf("Status(%d)", uint32(s))
-}
+func (s Status) String() string { return name(statusNames[:], s, "Status(%d)") }
 
 // Mailbox block layout (mcp_cmd, §4.1); all words big-endian.
 const (
