@@ -57,8 +57,8 @@ func (c *card) WriteConfig(off uint64, p []byte) error {
 // VFIOUser is a Bus and Interrupts over a vfio-user connection, making
 // the messages QEMU's vfio-user-pci makes for a guest running the driver:
 // BAR0 stores as posted REGION_WRITEs (NO_REPLY), loads as REGION_READs,
-// config space and interrupts as card describes. The client checks every
-// reply; see c.Err.
+// config space as region 7, and interrupts through eventfds handed over
+// with SET_IRQS. The client checks every reply; see c.Err.
 type VFIOUser struct {
 	card
 	c *vfiousertest.Client
