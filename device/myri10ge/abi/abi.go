@@ -129,7 +129,7 @@ var cmdNames = [...]string{
 	CmdAlwaysUseNBigBuffers:   "ALWAYS_USE_N_BIG_BUFFERS",
 	CmdGetMaxRSSQueues:        "GET_MAX_RSS_QUEUES",
 	CmdEnableRSSQueues:        "ENABLE_RSS_QUEUES",
-	CmdGetRSSSharedIntrMask:   "GET_RSS_SHARED_INTERRUPT_MASK",
+	CmdGetRSSSharedIntrMask:   "GET_RSS_SHARED_INTERRUPT_MASK_OFFSET",
 	CmdSetRSSSharedIntrDMA:    "SET_RSS_SHARED_INTERRUPT_DMA",
 	CmdGetRSSTableOffset:      "GET_RSS_TABLE_OFFSET",
 	CmdSetRSSTableSize:        "SET_RSS_TABLE_SIZE",
@@ -146,7 +146,7 @@ var cmdNames = [...]string{
 	CmdResetVpump:             "RESET_VPUMP",
 	CmdSetRSSMCPSlotType:      "SET_RSS_MCP_SLOT_TYPE",
 	CmdSetThrottleFactor:      "SET_THROTTLE_FACTOR",
-	CmdVpumpUpdate:            "VPUMP_UPDATE",
+	CmdVpumpUpdate:            "VPUMP_UP",
 	CmdGetVpumpClk:            "GET_VPUMP_CLK",
 	CmdGetDCAOffset:           "GET_DCA_OFFSET",
 }
