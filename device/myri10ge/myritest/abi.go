@@ -3,8 +3,10 @@ package myritest
 import "fmt"
 
 // The firmware ABI as the driver uses it (myri10ge_mcp.h, ABI 1.4),
-// mirrored from device/myri10ge/mcp.go, whose names are unexported. Section
-// numbers (§) refer to shared/reference/myri10ge-device-interface.md.
+// transcribed from the header on purpose rather than imported from
+// device/myri10ge/abi: the oracle keeps its own copy so that a wrong number
+// in the model's table fails a test instead of being shared by both sides.
+// Section numbers (§) refer to shared/reference/myri10ge-device-interface.md.
 
 // Fixed BAR0 offsets the driver hard-codes (§2.1).
 const (
