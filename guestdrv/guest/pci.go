@@ -197,17 +197,13 @@ const (
 	ConfigCapPointer int64 = 0x34
 )
 
-// COMMAND register bits (PCI 3.0, 6.2.2), typed as the 16-bit register
-// SetCommand takes.
+// COMMAND and STATUS register bits (PCI 3.0, 6.2.2 and 6.2.3).
 const (
-	CommandMemory  uint16 = 1 << 1
-	CommandMaster  uint16 = 1 << 2
-	CommandINTxOff uint16 = 1 << 10
+	CommandMemory  = 1 << 1
+	CommandMaster  = 1 << 2
+	CommandINTxOff = 1 << 10
+	StatusCapList  = 1 << 4
 )
-
-// StatusCapList is the STATUS bit that says a capability list is present
-// (PCI 3.0, 6.2.3).
-const StatusCapList = 1 << 4
 
 // Capability IDs (PCI Code and ID Assignment, section 2), typed as
 // Cap.ID holds them.
