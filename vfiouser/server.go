@@ -96,9 +96,13 @@ type Server struct {
 
 	limitRefusals atomic.Uint64 // DMA_MAPs refused by a limit
 
+	// stopping is set once, by stop under mu (Close called or ctx done):
+	// accept no more. Atomic so that the accept loop and the client's
+	// reader can read it without mu.
+	stopping atomic.Bool
+
 	mu        sync.Mutex
 	serving   bool
-	stopping  bool // Close called or ctx done: accept no more
 	closed    bool
 	conn      *conn // current client, nil between clients
 	serveDone chan struct{}
@@ -241,7 +245,7 @@ func (s *Server) Path() string { return s.cfg.Path }
 func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	switch {
-	case s.closed || s.stopping:
+	case s.closed || s.stopping.Load():
 		s.mu.Unlock()
 		return ErrServerClosed
 	case s.serving:
@@ -260,7 +264,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	for {
 		nfd, _, err := unix.Accept4(s.lfd, unix.SOCK_CLOEXEC)
 		if err != nil {
-			if s.isStopping() {
+			if s.stopping.Load() {
 				break
 			}
 			switch err {
@@ -276,7 +280,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			continue
 		}
 		s.mu.Lock()
-		if s.stopping {
+		if s.stopping.Load() {
 			s.mu.Unlock()
 			unix.Close(nfd)
 			break
@@ -302,22 +306,15 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopping {
+	if s.stopping.Swap(true) {
 		return
 	}
-	s.stopping = true
 	// shutdown wakes a blocked accept (EINVAL); the fd stays open until
 	// Close, so no other goroutine can get its number meanwhile.
 	unix.Shutdown(s.lfd, unix.SHUT_RDWR)
 	if s.conn != nil {
 		s.conn.shutdown()
 	}
-}
-
-func (s *Server) isStopping() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stopping
 }
 
 // Close stops accepting, drops the current client, waits for Serve to
