@@ -81,6 +81,9 @@ func newMappedRAM(tb testing.TB, mapRAM func(*dmatest.RAM, uint64) error, size i
 	return ram
 }
 
+// quietLog logs nothing, for servers whose logs no test reads.
+var quietLog, _ = testLogger()
+
 // listenQuiet listens at path for fake, logging nothing.
 func listenQuiet(tb testing.TB, path string, fake *vfiouser.FakeFunction) *vfiouser.Server {
 	tb.Helper()
