@@ -46,9 +46,9 @@ func (d *Device) doorbellLocked() (warning, bool) {
 		return warning{msg: "guest rang the DMA doorbell while busy",
 			fields: logrus.Fields{"op": abi.Op(r.op)}}, true
 	}
-	j := &job{gen: d.gen.Load(), op: abi.Op(r.op), src: r.src, dst: r.dst, length: r.length, pattern: r.pattern}
+	j := &job{gen: d.gen.Load(), op: abi.Op(r.op), src: wide(r.srcLo, r.srcHi), dst: wide(r.dstLo, r.dstHi), length: r.length, pattern: r.pattern}
 	r.status = abi.StatusBusy
-	r.result, r.fail, r.doneBytes = 0, 0, 0
+	r.result, r.failLo, r.failHi, r.doneBytes = 0, 0, 0, 0
 	if d.kick == nil {
 		// No engine runs without a client: the op fails as its first DMA
 		// would, before any byte moves.
@@ -109,7 +109,7 @@ func (d *Device) completeLocked(j *job, out outcome) (warning, bool) {
 		r.cntOps++
 	} else {
 		r.status |= abi.StatusError | uint32(out.cause)<<abi.StatusCauseShift
-		r.fail = out.fail
+		r.failLo, r.failHi = uint32(out.fail), uint32(out.fail>>32)
 		if out.faultWrite {
 			r.status |= abi.StatusFaultWrite
 		}
