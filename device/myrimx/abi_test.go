@@ -248,6 +248,9 @@ func TestABILayout(t *testing.T) {
 	if EvReason >= EventSize || CmdRegPageList+8 > CmdSize || CmdSendMatch+8 > CmdSize || CmdRecvMask+8 > CmdSize {
 		t.Error("a field lies outside its 64-byte entry")
 	}
+	if EPEqOrder-EPEqBase != EPCmdqOrder-EPCmdqBase {
+		t.Error("the rings' ORDER registers are not at the same offset from their BASE")
+	}
 	if EPStatus+4 > PageSize {
 		t.Error("endpoint registers exceed their page")
 	}
