@@ -186,18 +186,52 @@ const (
 	OpGuestToWindow Op = 5
 )
 
-// opNames are the Op codes' names in logs and errors.
-var opNames = [...]string{
-	OpCopy:          "copy",
-	OpFill:          "fill",
-	OpChecksum:      "checksum",
-	OpWindowToGuest: "window-to-guest",
-	OpGuestToWindow: "guest-to-window",
+// Space is the address space an op's SRC or DST register points into.
+type Space uint8
+
+const (
+	// SpaceNone: the op does not use the register. FILL's bytes come from
+	// DMAPattern; CHECKSUM writes nothing.
+	SpaceNone Space = iota
+	// SpaceGuest: a guest IOVA. The range must not wrap past 2^64
+	// (CauseBadLength).
+	SpaceGuest
+	// SpaceWindow: an offset into the window; the range must lie inside it
+	// and the register's HI half must be 0 (CauseWindowRange).
+	SpaceWindow
+)
+
+// opInfo is what the ABI says of an op: its name in logs and errors, and
+// where its SRC and DST registers point.
+type opInfo struct {
+	name     string
+	src, dst Space
+}
+
+var ops = [...]opInfo{
+	OpCopy:          {"copy", SpaceGuest, SpaceGuest},
+	OpFill:          {"fill", SpaceNone, SpaceGuest},
+	OpChecksum:      {"checksum", SpaceGuest, SpaceNone},
+	OpWindowToGuest: {"window-to-guest", SpaceWindow, SpaceGuest},
+	OpGuestToWindow: {"guest-to-window", SpaceGuest, SpaceWindow},
+}
+
+// Valid reports whether o is one of the Op codes; any other value fails
+// with CauseBadOp.
+func (o Op) Valid() bool { return o < Op(len(ops)) && ops[o].name != "" }
+
+// Spaces returns where o's SRC and DST registers point (SpaceNone for both
+// if o is not valid).
+func (o Op) Spaces() (src, dst Space) {
+	if !o.Valid() {
+		return SpaceNone, SpaceNone
+	}
+	return ops[o].src, ops[o].dst
 }
 
 func (o Op) String() string {
-	if o < Op(len(opNames)) && opNames[o] != "" {
-		return opNames[o]
+	if o.Valid() {
+		return ops[o].name
 	}
 	return fmt.Sprintf("Op(%d)", uint32(o))
 }
