@@ -236,20 +236,20 @@ func (o Op) String() string {
 	return fmt.Sprintf("Op(%d)", uint32(o))
 }
 
-// RegDMAStatus bits.
+// RegDMAStatus bits, from bit 0 up.
 const (
 	// StatusBusy: an op is running.
-	StatusBusy = 1 << 0
+	StatusBusy = 1 << iota
 	// StatusDone: the last op ended (with or without error).
-	StatusDone = 1 << 1
+	StatusDone
 	// StatusError: the last op failed; bits 15:8 hold its Cause.
-	StatusError = 1 << 2
+	StatusError
 	// StatusFaultWrite: the failing access was a device write into guest
 	// memory (DMAFail* is in the destination), not a read.
-	StatusFaultWrite = 1 << 3
+	StatusFaultWrite
 	// StatusOverrun: a doorbell was rejected because the engine was busy.
 	// Cleared by the next accepted doorbell.
-	StatusOverrun = 1 << 4
+	StatusOverrun
 
 	// StatusCauseShift and StatusCauseMask locate the Cause in DMAStatus.
 	StatusCauseShift = 8
