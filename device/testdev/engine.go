@@ -2,9 +2,10 @@ package testdev
 
 import (
 	"errors"
-	"github.com/myriemu/myriemu/device/testdev/abi"
 	"hash/crc32"
 	"sync/atomic"
+
+	"github.com/myriemu/myriemu/device/testdev/abi"
 
 	"github.com/myriemu/myriemu/dma"
 	"github.com/sirupsen/logrus"

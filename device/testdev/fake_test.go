@@ -4,12 +4,13 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"github.com/myriemu/myriemu/device/testdev/abi"
 	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/myriemu/myriemu/device/testdev/abi"
 
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/internal/leaktest"

@@ -3,6 +3,7 @@ package testdev
 import (
 	"encoding/binary"
 	"fmt"
+
 	"github.com/myriemu/myriemu/device/testdev/abi"
 
 	"github.com/sirupsen/logrus"

@@ -2,9 +2,10 @@ package testdev
 
 import (
 	"fmt"
-	"github.com/myriemu/myriemu/device/testdev/abi"
 	"sync"
 	"sync/atomic"
+
+	"github.com/myriemu/myriemu/device/testdev/abi"
 
 	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/myriemu/myriemu/pci"

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"github.com/myriemu/myriemu/device/testdev/abi"
 	"hash/crc32"
 	"testing"
 	"time"
+
+	"github.com/myriemu/myriemu/device/testdev/abi"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma"
