@@ -10,7 +10,7 @@ import (
 )
 
 // bigTransfer starts a 16 MiB SEND from a to b and returns once the
-// transfer is matched and moving. dstIn, if set, is where b's buffer lives.
+// transfer is matched and moving; dst is b's receive buffer (16 MiB at least).
 func bigTransfer(t *testing.T, p *pair, dst mxtest.Buffer) (sendSeq, recvSeq uint32) {
 	t.Helper()
 	const size = 16 << 20
