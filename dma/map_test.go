@@ -333,8 +333,7 @@ func TestAccess(t *testing.T) {
 		name     string
 		op       Op
 		addr     uint64
-		n        int
-		wantN    int
+		n, wantN int    // bytes asked for, bytes done
 		wantErr  error  // nil: success
 		wantAddr uint64 // *Error.Addr
 		// where the bytes live, as (file offset, length) pieces; -1 offset:

@@ -35,12 +35,11 @@ const (
 	Write               // device writes guest memory
 )
 
+var opNames = [...]string{Read: "read", Write: "write"}
+
 func (o Op) String() string {
-	switch o {
-	case Read:
-		return "read"
-	case Write:
-		return "write"
+	if o >= Read && int(o) < len(opNames) {
+		return opNames[o]
 	}
 	return fmt.Sprintf("Op(%d)", uint8(o))
 }

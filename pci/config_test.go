@@ -2,69 +2,90 @@ package pci
 
 import (
 	"bytes"
-	"errors"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"golang.org/x/sys/unix"
 )
 
+// validateCase breaks one thing in a full Spec; want is a substring of
+// NewFunction's error, "" for a Spec that must stay valid.
+type validateCase struct {
+	name string
+	edit func(*Spec)
+	want string
+}
+
+// TestValidate's cases are grouped by the part of the Spec they break, as
+// the subtests are named (MSI-X/overlap).
 func TestValidate(t *testing.T) {
-	tests := []struct {
-		name string
-		edit func(*Spec)
-		want string // substring of the error; "" means valid
+	groups := []struct {
+		part  string
+		cases []validateCase
 	}{
-		{"full", func(*Spec) {}, ""},
-		{"no caps", func(s *Spec) { *s = minimalSpec() }, ""},
-		{"BAR not power of two", func(s *Spec) { s.BARs[4].Size = 12288 }, "BAR4 size 0x3000 is not a power of two"},
-		{"BAR below 4 KiB", func(s *Spec) { s.BARs[4].Size = 2048 }, "below 4 KiB"},
-		{"64-bit BAR5", func(s *Spec) { s.BARs[5] = BAR{Size: 4096, Flags: BARMem64} }, "64-bit BAR5 has no upper half"},
-		{"upper half used", func(s *Spec) { s.BARs[1] = BAR{Size: 4096} }, "BAR1 is the upper half of 64-bit BAR0"},
-		{"absent BAR with flags", func(s *Spec) { s.BARs[4] = BAR{Flags: BARPrefetch} }, "BAR4 has size 0"},
-		{"I/O BAR too big", func(s *Spec) { s.BARs[5].Size = 512 }, "I/O BAR5 size 0x200"},
-		{"I/O BAR 64-bit", func(s *Spec) { s.BARs[5].Flags |= BARMem64 }, "I/O BAR with memory flags"},
-		{"unknown BAR flag", func(s *Spec) { s.BARs[4].Flags = 0x80 }, "unknown flags"},
-		{"32-bit BAR 4 GiB", func(s *Spec) { s.BARs[4].Size = 1 << 32 }, "does not fit a 32-bit address space"},
-		{"class too wide", func(s *Spec) { s.Class = 1 << 24 }, "wider than 24 bits"},
-		{"pin 5", func(s *Spec) { s.InterruptPin = 5 }, "interrupt pin 5"},
-		{"MSI 3 vectors", func(s *Spec) { s.MSI.Vectors = 3 }, "MSI vectors 3"},
-		{"MSI 64 vectors", func(s *Spec) { s.MSI.Vectors = 64 }, "MSI vectors 64"},
-		{"MSI-X 0 vectors", func(s *Spec) { s.MSIX.Vectors = 0 }, "MSI-X vectors 0"},
-		{"MSI-X 2049 vectors", func(s *Spec) { s.MSIX.Vectors = 2049 }, "MSI-X vectors 2049"},
-		{"MSI-X 2048 vectors", func(s *Spec) {
-			s.BARs[2].Size = 64 << 10
-			s.MSIX.PBAOffset = 0x8000
-			s.MSIX.Vectors = 2048
-		}, ""},
-		{"MSI-X table past BAR", func(s *Spec) { s.MSIX.TableOffset = 0x1ff8 }, "MSI-X table [0x1ff8, 0x2028) does not fit in BAR2"},
-		{"MSI-X PBA past BAR", func(s *Spec) { s.MSIX.PBAOffset = 0x2000 }, "MSI-X PBA [0x2000, 0x2008) does not fit"},
-		{"MSI-X overlap", func(s *Spec) { s.MSIX.PBAOffset = 0x20 }, "overlap"},
-		{"MSI-X misaligned", func(s *Spec) { s.MSIX.PBAOffset = 0x1004 }, "not 8-byte aligned"},
-		{"MSI-X in absent BAR", func(s *Spec) { s.MSIX.TableBAR = 3 }, "not a memory BAR"},
-		{"MSI-X in I/O BAR", func(s *Spec) { s.MSIX.PBABAR = 5 }, "not a memory BAR"},
-		{"MSI-X BAR 6", func(s *Spec) { s.MSIX.TableBAR = 6 }, "BAR 6 does not exist"},
-		{"PCIe payload", func(s *Spec) { s.PCIe.MaxPayload = 100 }, "max payload 100"},
-		{"PCIe width", func(s *Spec) { s.PCIe.LinkWidth = 3 }, "link width x3"},
-		{"PCIe speed", func(s *Spec) { s.PCIe.LinkSpeed = 0 }, "link speed 0"},
-		{"vendor too short", func(s *Spec) { s.Vendor.Length = 2 }, "shorter than its 3-byte header"},
-		{"vendor too long", func(s *Spec) { s.Vendor.Length = 0xa0 }, "capabilities need"},
+		{"spec", []validateCase{
+			{"full", func(*Spec) {}, ""},
+			{"no caps", func(s *Spec) { *s = minimalSpec() }, ""},
+			{"class too wide", func(s *Spec) { s.Class = 1 << 24 }, "wider than 24 bits"},
+			{"pin 5", func(s *Spec) { s.InterruptPin = 5 }, "interrupt pin 5"},
+		}},
+		{"BAR", []validateCase{
+			{"not power of two", func(s *Spec) { s.BARs[4].Size = 12288 }, "BAR4 size 0x3000 is not a power of two"},
+			{"below 4 KiB", func(s *Spec) { s.BARs[4].Size = 2048 }, "below 4 KiB"},
+			{"64-bit BAR5", func(s *Spec) { s.BARs[5] = BAR{Size: 4096, Flags: BARMem64} }, "64-bit BAR5 has no upper half"},
+			{"upper half used", func(s *Spec) { s.BARs[1] = BAR{Size: 4096} }, "BAR1 is the upper half of 64-bit BAR0"},
+			{"absent BAR with flags", func(s *Spec) { s.BARs[4] = BAR{Flags: BARPrefetch} }, "BAR4 has size 0"},
+			{"I/O BAR too big", func(s *Spec) { s.BARs[5].Size = 512 }, "I/O BAR5 size 0x200"},
+			{"I/O BAR 64-bit", func(s *Spec) { s.BARs[5].Flags |= BARMem64 }, "I/O BAR with memory flags"},
+			{"unknown BAR flag", func(s *Spec) { s.BARs[4].Flags = 0x80 }, "unknown flags"},
+			{"32-bit BAR 4 GiB", func(s *Spec) { s.BARs[4].Size = 1 << 32 }, "does not fit a 32-bit address space"},
+		}},
+		{"MSI", []validateCase{
+			{"3 vectors", func(s *Spec) { s.MSI.Vectors = 3 }, "MSI vectors 3"},
+			{"64 vectors", func(s *Spec) { s.MSI.Vectors = 64 }, "MSI vectors 64"},
+		}},
+		{"MSI-X", []validateCase{
+			{"0 vectors", func(s *Spec) { s.MSIX.Vectors = 0 }, "MSI-X vectors 0"},
+			{"2049 vectors", func(s *Spec) { s.MSIX.Vectors = 2049 }, "MSI-X vectors 2049"},
+			{"2048 vectors", func(s *Spec) {
+				s.BARs[2].Size = 64 << 10
+				s.MSIX.PBAOffset = 0x8000
+				s.MSIX.Vectors = 2048
+			}, ""},
+			{"table past BAR", func(s *Spec) { s.MSIX.TableOffset = 0x1ff8 }, "MSI-X table [0x1ff8, 0x2028) does not fit in BAR2"},
+			{"PBA past BAR", func(s *Spec) { s.MSIX.PBAOffset = 0x2000 }, "MSI-X PBA [0x2000, 0x2008) does not fit"},
+			{"overlap", func(s *Spec) { s.MSIX.PBAOffset = 0x20 }, "overlap"},
+			{"misaligned", func(s *Spec) { s.MSIX.PBAOffset = 0x1004 }, "not 8-byte aligned"},
+			{"in absent BAR", func(s *Spec) { s.MSIX.TableBAR = 3 }, "not a memory BAR"},
+			{"in I/O BAR", func(s *Spec) { s.MSIX.PBABAR = 5 }, "not a memory BAR"},
+			{"BAR 6", func(s *Spec) { s.MSIX.TableBAR = 6 }, "BAR 6 does not exist"},
+		}},
+		{"PCIe", []validateCase{
+			{"payload", func(s *Spec) { s.PCIe.MaxPayload = 100 }, "max payload 100"},
+			{"width", func(s *Spec) { s.PCIe.LinkWidth = 3 }, "link width x3"},
+			{"speed", func(s *Spec) { s.PCIe.LinkSpeed = 0 }, "link speed 0"},
+		}},
+		{"vendor", []validateCase{
+			{"too short", func(s *Spec) { s.Vendor.Length = 2 }, "shorter than its 3-byte header"},
+			{"too long", func(s *Spec) { s.Vendor.Length = 0xa0 }, "capabilities need"},
+		}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := fullSpec()
-			tt.edit(&s)
-			_, err := NewFunction(newFakeDevice(s), testLog())
-			switch {
-			case tt.want == "" && err != nil:
-				t.Fatalf("NewFunction: %v", err)
-			case tt.want != "" && err == nil:
-				t.Fatalf("NewFunction succeeded, want error containing %q", tt.want)
-			case tt.want != "" && !strings.Contains(err.Error(), tt.want):
-				t.Fatalf("NewFunction error %q, want it to contain %q", err, tt.want)
-			}
-		})
+	for _, g := range groups {
+		for _, tt := range g.cases {
+			t.Run(g.part+"/"+tt.name, func(t *testing.T) {
+				s := fullSpec()
+				tt.edit(&s)
+				_, err := NewFunction(newFakeDevice(s), testLog())
+				switch {
+				case tt.want == "" && err != nil:
+					t.Fatalf("NewFunction: %v", err)
+				case tt.want != "" && err == nil:
+					t.Fatalf("NewFunction succeeded, want error containing %q", tt.want)
+				case tt.want != "" && !strings.Contains(err.Error(), tt.want):
+					t.Fatalf("NewFunction error %q, want it to contain %q", err, tt.want)
+				}
+			})
+		}
 	}
 }
 
@@ -428,31 +449,25 @@ func TestReadConsistency(t *testing.T) {
 	}
 }
 
+// TestConfigOutOfRange makes every access that leaves config space fail,
+// for both sizes of it (PCIe 4096 bytes, PCI 256).
 func TestConfigOutOfRange(t *testing.T) {
-	tests := []struct {
-		name string
-		spec Spec
-		off  uint64
-		n    int
-	}{
-		{"past 4096", fullSpec(), 4096, 1},
-		{"straddle 4096", fullSpec(), 4095, 2},
-		{"too long", fullSpec(), 0, 4097},
-		{"past 256", minimalSpec(), 256, 4},
-		{"huge offset", fullSpec(), 1<<64 - 1, 2},
-		{"empty", fullSpec(), 0, 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f, _ := newTestFunction(t, tt.spec)
-			p := make([]byte, tt.n)
-			if err := f.ReadRegion(RegionConfig, tt.off, p); !errors.Is(err, unix.EINVAL) {
-				t.Errorf("read: %v, want EINVAL", err)
-			}
-			if err := f.WriteRegion(RegionConfig, tt.off, p); !errors.Is(err, unix.EINVAL) {
-				t.Errorf("write: %v, want EINVAL", err)
-			}
-		})
+	for name, spec := range map[string]Spec{"PCIe": fullSpec(), "PCI": minimalSpec()} {
+		f, _ := newTestFunction(t, spec)
+		ri, err := f.RegionInfo(RegionConfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end := ri.Size
+		for what, a := range map[string]access{
+			"past the end":          {RegionConfig, end, 1},
+			"straddles the end":     {RegionConfig, end - 1, 2},
+			"longer than the space": {RegionConfig, 0, int(end) + 1},
+			"huge offset":           {RegionConfig, 1<<64 - 1, 2},
+			"empty":                 {RegionConfig, 0, 0},
+		} {
+			t.Run(name+"/"+what, func(t *testing.T) { wantRefused(t, f, a) })
+		}
 	}
 }
 

@@ -133,34 +133,39 @@ func TestBARAccess(t *testing.T) {
 	}
 }
 
+// access is a region access of n bytes at off.
+type access struct {
+	index uint32
+	off   uint64
+	n     int
+}
+
+// wantRefused makes sure a read and a write of a both fail with EINVAL.
+func wantRefused(t *testing.T, f *Function, a access) {
+	t.Helper()
+	p := make([]byte, a.n)
+	if err := f.ReadRegion(a.index, a.off, p); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("read %+v: %v, want EINVAL", a, err)
+	}
+	if err := f.WriteRegion(a.index, a.off, p); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("write %+v: %v, want EINVAL", a, err)
+	}
+}
+
 func TestBAROutOfRange(t *testing.T) {
 	f, d := newTestFunction(t, fullSpec())
-	tests := []struct {
-		name  string
-		index uint32
-		off   uint64
-		n     int
-	}{
-		{"past end", 0, 16 << 20, 1},
-		{"straddles end", 2, 8190, 4},
-		{"upper half of 64-bit", 1, 0, 4},
-		{"absent", 3, 0, 4},
-		{"ROM", RegionROM, 0, 4},
-		{"VGA", RegionVGA, 0, 4},
-		{"no such region", 9, 0, 4},
-		{"wraps", 0, 1<<64 - 2, 4},
-		{"empty", 0, 0, 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := make([]byte, tt.n)
-			if err := f.ReadRegion(tt.index, tt.off, p); !errors.Is(err, unix.EINVAL) {
-				t.Errorf("read: %v, want EINVAL", err)
-			}
-			if err := f.WriteRegion(tt.index, tt.off, p); !errors.Is(err, unix.EINVAL) {
-				t.Errorf("write: %v, want EINVAL", err)
-			}
-		})
+	for name, a := range map[string]access{
+		"past end":             {0, 16 << 20, 1},
+		"straddles end":        {2, 8190, 4},
+		"upper half of 64-bit": {1, 0, 4},
+		"absent":               {3, 0, 4},
+		"ROM":                  {RegionROM, 0, 4},
+		"VGA":                  {RegionVGA, 0, 4},
+		"no such region":       {9, 0, 4},
+		"wraps":                {0, 1<<64 - 2, 4},
+		"empty":                {0, 0, 0},
+	} {
+		t.Run(name, func(t *testing.T) { wantRefused(t, f, a) })
 	}
 	if a := d.takeAccesses(); a != nil {
 		t.Errorf("device saw %v for out-of-range accesses", a)

@@ -10,15 +10,6 @@ const (
 	NumRegions = 9
 )
 
-// RegionFlags are VFIO region info flags.
-type RegionFlags uint32
-
-const (
-	RegionRead  RegionFlags = 1 << 0
-	RegionWrite RegionFlags = 1 << 1
-	RegionMmap  RegionFlags = 1 << 2
-)
-
 // RegionInfo answers GET_REGION_INFO for one region.
 type RegionInfo struct {
 	Size  uint64
@@ -33,6 +24,25 @@ type RegionInfo struct {
 	Sparse []Area
 }
 
+// RegionFlags are VFIO region info flags.
+type RegionFlags uint32
+
+const (
+	RegionRead  RegionFlags = 1 << 0
+	RegionWrite RegionFlags = 1 << 1
+	RegionMmap  RegionFlags = 1 << 2
+)
+
+// NumIRQIndexes is the number of VFIO IRQ indexes a function reports
+// (INTx, MSI, MSI-X, ERR, REQ).
+const NumIRQIndexes = 5
+
+// IRQInfo answers GET_IRQ_INFO for one index.
+type IRQInfo struct {
+	Count uint32
+	Flags IRQFlags
+}
+
 // IRQFlags are VFIO IRQ info flags.
 type IRQFlags uint32
 
@@ -42,13 +52,3 @@ const (
 	IRQAutomasked IRQFlags = 1 << 2
 	IRQNoResize   IRQFlags = 1 << 3
 )
-
-// IRQInfo answers GET_IRQ_INFO for one index.
-type IRQInfo struct {
-	Count uint32
-	Flags IRQFlags
-}
-
-// NumIRQIndexes is the number of VFIO IRQ indexes a function reports
-// (INTx, MSI, MSI-X, ERR, REQ).
-const NumIRQIndexes = 5

@@ -185,30 +185,28 @@ func echoPair(b *testing.B) *rawConn {
 	return newRawConn(fds[0])
 }
 
-func benchRoundTrip(b *testing.B, r *rawConn) {
-	msg := readMsg(1)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		le.PutUint16(msg, uint16(i))
-		r.send(b, msg)
-		if h := r.recv(b); h.Size != 36 || h.IsError() {
-			b.Fatalf("reply %v", h)
-		}
-	}
-}
-
-func benchPosted(b *testing.B, r *rawConn) {
-	msg := postedWriteMsg(1)
+// benchSend sends msg b.N times, each with its own ID. A read waits for
+// each reply; posted writes have none, so one read after the last proves
+// every write before it was handled.
+func benchSend(b *testing.B, r *rawConn, msg []byte, posted bool) {
 	sync := readMsg(0)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
 		le.PutUint16(msg, uint16(i))
 		r.send(b, msg)
+		if !posted {
+			r.recvReadReply(b)
+		}
 	}
-	// One synchronous read: every posted write before it was handled.
-	r.send(b, sync)
+	if posted {
+		r.send(b, sync)
+		r.recvReadReply(b)
+	}
+}
+
+// recvReadReply takes the reply to a 4-byte read and fails on any other.
+func (r *rawConn) recvReadReply(b *testing.B) {
 	if h := r.recv(b); h.Size != 36 || h.IsError() {
 		b.Fatalf("reply %v", h)
 	}
@@ -216,8 +214,8 @@ func benchPosted(b *testing.B, r *rawConn) {
 
 func BenchmarkRegionRead4(b *testing.B) {
 	// The raw baseline first: benchstat -col /impl compares against it.
-	b.Run("impl=socketpair", func(b *testing.B) { benchRoundTrip(b, echoPair(b)) })
-	b.Run("impl=server", func(b *testing.B) { benchRoundTrip(b, serverConn(b)) })
+	b.Run("impl=socketpair", func(b *testing.B) { benchSend(b, echoPair(b), readMsg(1), false) })
+	b.Run("impl=server", func(b *testing.B) { benchSend(b, serverConn(b), readMsg(1), false) })
 	b.Run("impl=vfiousertest", func(b *testing.B) {
 		s := startServer(b, "benchc")
 		c, err := vfiousertest.Dial(context.Background(), s.Path)
@@ -240,6 +238,6 @@ func BenchmarkRegionRead4(b *testing.B) {
 }
 
 func BenchmarkPostedWrite4(b *testing.B) {
-	b.Run("impl=socketpair", func(b *testing.B) { benchPosted(b, echoPair(b)) })
-	b.Run("impl=server", func(b *testing.B) { benchPosted(b, serverConn(b)) })
+	b.Run("impl=socketpair", func(b *testing.B) { benchSend(b, echoPair(b), postedWriteMsg(1), true) })
+	b.Run("impl=server", func(b *testing.B) { benchSend(b, serverConn(b), postedWriteMsg(1), true) })
 }

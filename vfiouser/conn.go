@@ -222,11 +222,7 @@ func (c *conn) runReader() {
 	}
 }
 
-func (c *conn) isShutdown() bool {
-	c.s.mu.Lock()
-	defer c.s.mu.Unlock()
-	return c.s.stopping
-}
+func (c *conn) isShutdown() bool { return c.s.stopping.Load() }
 
 // handle handles one message; false drops the connection.
 func (c *conn) handle(m *message) bool {

@@ -148,8 +148,7 @@ func (c *conn) cmdGetRegionInfo(p []byte, _ []int) error {
 
 // cmdGetIRQInfo: argsz 16, flags, index, count.
 func (c *conn) cmdGetIRQInfo(p []byte, _ []int) error {
-	v := irqInfoReq(p)
-	index := v.index()
+	index := irqInfoReq(p).index()
 	if index >= c.numIRQs {
 		return badRequest("GET_IRQ_INFO: index %d of %d", index, c.numIRQs)
 	}

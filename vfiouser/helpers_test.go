@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myriemu/myriemu/dma/dmatest"
 	"github.com/myriemu/myriemu/vfiouser"
 	"github.com/myriemu/myriemu/vfiouser/vfiousertest"
 	"github.com/sirupsen/logrus"
@@ -67,6 +68,38 @@ func startServerWith(tb testing.TB, name string, fake *vfiouser.FakeFunction, ma
 	}
 	vfiousertest.Serve(tb, s)
 	return &testServer{Server: s, Path: path, Fake: fake, Log: hook}
+}
+
+// newMappedRAM makes size bytes of guest RAM and maps them at iova with
+// mapRAM: a client's MapRAM (shared memory) or MapRAMNoFD (message DMA).
+func newMappedRAM(tb testing.TB, mapRAM func(*dmatest.RAM, uint64) error, size int, iova uint64) *dmatest.RAM {
+	tb.Helper()
+	ram := dmatest.NewRAM(tb, size)
+	if err := mapRAM(ram, iova); err != nil {
+		tb.Fatal(err)
+	}
+	return ram
+}
+
+// quietLog logs nothing, for servers whose logs no test reads.
+var quietLog, _ = testLogger()
+
+// listenQuiet listens at path for fake, logging nothing.
+func listenQuiet(tb testing.TB, path string, fake *vfiouser.FakeFunction) *vfiouser.Server {
+	tb.Helper()
+	s, err := vfiouser.Listen(vfiouser.Config{Path: path, Function: fake, Log: quietLog})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// startNegotiated starts a server on a fake function and connects a
+// negotiated client to it.
+func startNegotiated(tb testing.TB, name string) (*testServer, *vfiousertest.Client) {
+	tb.Helper()
+	s := startServer(tb, name)
+	return s, negotiated(tb, s.Path)
 }
 
 // dial and negotiated connect a client that must see no protocol

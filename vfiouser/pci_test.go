@@ -24,13 +24,31 @@ import (
 // trapped registers, BAR2 the MSI-X table and PBA, BAR4 a 64-bit
 // prefetchable window whose last page is trapped.
 type miniDevice struct {
-	win *wcbar.Window
+	win  *wcbar.Window // BAR4
+	regs miniRegs      // BAR0 and BAR2 (they share it)
 
 	mu       sync.Mutex
-	regs     [4096]byte
 	host     pci.Host
 	attached bool
 	resets   int
+}
+
+// miniRegs is register storage with the ReadAt/WriteAt of a wcbar.Window.
+type miniRegs struct {
+	mu sync.Mutex
+	b  [4096]byte
+}
+
+func (r *miniRegs) ReadAt(p []byte, off uint64) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return copy(p, r.b[off:]), nil
+}
+
+func (r *miniRegs) WriteAt(p []byte, off uint64) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return copy(r.b[off:], p), nil
 }
 
 func (d *miniDevice) Spec() pci.Spec {
@@ -48,26 +66,25 @@ func (d *miniDevice) Spec() pci.Spec {
 	}
 }
 
-func (d *miniDevice) ReadBAR(bar int, off uint64, p []byte) error {
-	if bar == 4 {
-		_, err := d.win.ReadAt(p, off)
-		return err
+// bar is what backs a BAR's trapped accesses.
+func (d *miniDevice) bar(i int) interface {
+	ReadAt(p []byte, off uint64) (int, error)
+	WriteAt(p []byte, off uint64) (int, error)
+} {
+	if i == 4 {
+		return d.win
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	copy(p, d.regs[off:])
-	return nil
+	return &d.regs
+}
+
+func (d *miniDevice) ReadBAR(bar int, off uint64, p []byte) error {
+	_, err := d.bar(bar).ReadAt(p, off)
+	return err
 }
 
 func (d *miniDevice) WriteBAR(bar int, off uint64, p []byte) error {
-	if bar == 4 {
-		_, err := d.win.WriteAt(p, off)
-		return err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	copy(d.regs[off:], p)
-	return nil
+	_, err := d.bar(bar).WriteAt(p, off)
+	return err
 }
 
 func (d *miniDevice) Attach(h pci.Host) error {
@@ -87,7 +104,9 @@ func (d *miniDevice) Reset() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.resets++
-	d.regs = [4096]byte{}
+	d.regs.mu.Lock()
+	d.regs.b = [4096]byte{}
+	d.regs.mu.Unlock()
 }
 
 func (d *miniDevice) Host() (pci.Host, bool) {
@@ -130,22 +149,14 @@ func TestPCIFunctionLikeQEMU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(context.Background()) }()
-	t.Cleanup(func() {
-		s.Close()
-		<-served
-	})
+	vfiousertest.Serve(t, s)
 
 	c := dial(t, path)
 	if err := c.Negotiate(); err != nil {
 		t.Fatal(err)
 	}
 	// Realize: maps first (guest RAM with fd, BIOS without), then info.
-	ram := dmatest.NewRAM(t, 1<<20)
-	if err := c.MapRAM(ram, 0); err != nil {
-		t.Fatal(err)
-	}
+	ram := newMappedRAM(t, c.MapRAM, 1<<20, 0)
 	bios := dmatest.NewRAM(t, 0x40000)
 	if err := c.MapRAMNoFD(bios, 0xfffc0000); err != nil {
 		t.Fatal(err)

@@ -177,14 +177,15 @@ func (m irqInfoReq) Valid() bool   { return len(m) == irqInfoSize && m.argsz() >
 func (m irqInfoReq) argsz() uint32 { return le.Uint32(m[0:]) }
 func (m irqInfoReq) index() uint32 { return le.Uint32(m[8:]) }
 
-// SET_IRQS flags (notes 5.2).
+// SET_IRQS flags (notes 5.2), typed as the 32-bit flags field they are
+// written to.
 const (
-	IRQDataNone      = 1 << 0
-	IRQDataBool      = 1 << 1
-	IRQDataEventfd   = 1 << 2
-	IRQActionMask    = 1 << 3
-	IRQActionUnmask  = 1 << 4
-	IRQActionTrigger = 1 << 5
+	IRQDataNone      uint32 = 1 << 0
+	IRQDataBool      uint32 = 1 << 1
+	IRQDataEventfd   uint32 = 1 << 2
+	IRQActionMask    uint32 = 1 << 3
+	IRQActionUnmask  uint32 = 1 << 4
+	IRQActionTrigger uint32 = 1 << 5
 
 	irqDataMask   = IRQDataNone | IRQDataBool | IRQDataEventfd
 	irqActionMask = IRQActionMask | IRQActionUnmask | IRQActionTrigger

@@ -6,10 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,9 +92,13 @@ type Server struct {
 
 	limitRefusals atomic.Uint64 // DMA_MAPs refused by a limit
 
+	// stopping is set once, by stop under mu (Close called or ctx done):
+	// accept no more. Atomic so that the accept loop and the client's
+	// reader can read it without mu.
+	stopping atomic.Bool
+
 	mu        sync.Mutex
 	serving   bool
-	stopping  bool // Close called or ctx done: accept no more
 	closed    bool
 	conn      *conn // current client, nil between clients
 	serveDone chan struct{}
@@ -176,59 +176,6 @@ func newServer(cfg Config, log *logrus.Entry, lfd int, sockID fileID) *Server {
 	}
 }
 
-// explainInUse tells a live listener from a stale socket file. It looks
-// in /proc/net/unix first: probing by connecting would make a live server
-// accept a phantom client (and attach and detach its device).
-func explainInUse(path string) error {
-	fi, err := os.Lstat(path)
-	if err == nil && fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("vfiouser: listen %s: path exists and is not a socket", path)
-	}
-	live, known := listening(path)
-	if !known {
-		live = probeConnect(path)
-	}
-	if live {
-		return fmt.Errorf("vfiouser: listen %s: socket in use by a running server: %w", path, unix.EADDRINUSE)
-	}
-	return fmt.Errorf("vfiouser: listen %s: stale socket file (no server is listening on it); remove it: rm %s: %w",
-		path, path, unix.EADDRINUSE)
-}
-
-// listening reports whether a listening AF_UNIX socket is bound to path
-// in this network namespace; known is false if /proc/net/unix is unreadable.
-func listening(path string) (live, known bool) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return false, false
-	}
-	b, err := os.ReadFile("/proc/net/unix")
-	if err != nil {
-		return false, false
-	}
-	const acceptCon = 0x10000 // __SO_ACCEPTCON: a listening socket
-	for _, line := range strings.Split(string(b), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 8 || f[7] != abs {
-			continue
-		}
-		if flags, err := strconv.ParseUint(f[3], 16, 32); err == nil && flags&acceptCon != 0 {
-			return true, true
-		}
-	}
-	return false, true
-}
-
-func probeConnect(path string) bool {
-	probe, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return false
-	}
-	defer unix.Close(probe)
-	err = unix.Connect(probe, &unix.SockaddrUnix{Name: path})
-	return err == nil || errors.Is(err, unix.EAGAIN)
-}
-
 // Path returns the socket path.
 func (s *Server) Path() string { return s.cfg.Path }
 
@@ -241,7 +188,7 @@ func (s *Server) Path() string { return s.cfg.Path }
 func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	switch {
-	case s.closed || s.stopping:
+	case s.closed || s.stopping.Load():
 		s.mu.Unlock()
 		return ErrServerClosed
 	case s.serving:
@@ -260,7 +207,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	for {
 		nfd, _, err := unix.Accept4(s.lfd, unix.SOCK_CLOEXEC)
 		if err != nil {
-			if s.isStopping() {
+			if s.stopping.Load() {
 				break
 			}
 			switch err {
@@ -276,7 +223,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			continue
 		}
 		s.mu.Lock()
-		if s.stopping {
+		if s.stopping.Load() {
 			s.mu.Unlock()
 			unix.Close(nfd)
 			break
@@ -302,22 +249,15 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopping {
+	if s.stopping.Swap(true) {
 		return
 	}
-	s.stopping = true
 	// shutdown wakes a blocked accept (EINVAL); the fd stays open until
 	// Close, so no other goroutine can get its number meanwhile.
 	unix.Shutdown(s.lfd, unix.SHUT_RDWR)
 	if s.conn != nil {
 		s.conn.shutdown()
 	}
-}
-
-func (s *Server) isStopping() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stopping
 }
 
 // Close stops accepting, drops the current client, waits for Serve to

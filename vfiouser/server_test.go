@@ -7,9 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,7 +15,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma"
-	"github.com/myriemu/myriemu/dma/dmatest"
 	"github.com/myriemu/myriemu/vfiouser"
 	"github.com/myriemu/myriemu/vfiouser/vfiousertest"
 	"github.com/sirupsen/logrus"
@@ -29,8 +25,7 @@ var le = binary.LittleEndian
 
 func TestNegotiate(t *testing.T) {
 	leaktest.Check(t)
-	s := startServer(t, "neg")
-	c := negotiated(t, s.Path)
+	s, c := startNegotiated(t, "neg")
 	caps := c.Caps()
 	want := `{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true}}`
 	if diff := cmp.Diff(want, caps.JSON); diff != "" {
@@ -115,8 +110,7 @@ func TestCommandsBeforeVersion(t *testing.T) {
 
 func TestDeviceInfo(t *testing.T) {
 	leaktest.Check(t)
-	s := startServer(t, "info")
-	c := negotiated(t, s.Path)
+	_, c := startNegotiated(t, "info")
 	di, err := c.DeviceInfo()
 	if err != nil {
 		t.Fatal(err)
@@ -129,8 +123,7 @@ func TestDeviceInfo(t *testing.T) {
 
 func TestRegionInfo(t *testing.T) {
 	leaktest.Check(t)
-	s := startServer(t, "rinfo")
-	c := negotiated(t, s.Path)
+	s, c := startNegotiated(t, "rinfo")
 
 	// BAR2 has a sparse cap: QEMU's first try (argsz 32) gets the bare
 	// struct with the argsz it needs and no fd.
@@ -191,8 +184,7 @@ func sameFile(t *testing.T, a, b int) bool {
 
 func TestIRQInfo(t *testing.T) {
 	leaktest.Check(t)
-	s := startServer(t, "iinfo")
-	c := negotiated(t, s.Path)
+	_, c := startNegotiated(t, "iinfo")
 	tests := []struct {
 		index uint32
 		want  vfiousertest.IRQInfo
@@ -223,8 +215,7 @@ func TestIRQInfo(t *testing.T) {
 
 func TestRegionReadWrite(t *testing.T) {
 	leaktest.Check(t)
-	s := startServer(t, "rw")
-	c := negotiated(t, s.Path)
+	s, c := startNegotiated(t, "rw")
 
 	// QEMU's first read: the whole config region in one message.
 	cfg, err := c.ReadConfig(0, 256)
@@ -302,8 +293,7 @@ func TestRegionReadWrite(t *testing.T) {
 
 func TestWriteMulti(t *testing.T) {
 	leaktest.Check(t)
-	s := startServer(t, "multi")
-	c := negotiated(t, s.Path)
+	_, c := startNegotiated(t, "multi")
 	var ws []vfiousertest.Write
 	for i := range 250 { // two messages: 200 + 50
 		ws = append(ws, vfiousertest.Write{Region: 0, Offset: uint64(8 * i), Data: []byte{byte(i), byte(i >> 8), 0xaa}})
@@ -333,8 +323,7 @@ func TestWriteMulti(t *testing.T) {
 
 func TestSetIRQs(t *testing.T) {
 	leaktest.Check(t)
-	s := startServer(t, "irqs")
-	c := negotiated(t, s.Path)
+	s, c := startNegotiated(t, "irqs")
 	evs, err := c.EnableMSIX(t, 4)
 	if err != nil {
 		t.Fatal(err)
@@ -393,12 +382,8 @@ func TestSetIRQs(t *testing.T) {
 
 func TestDMAMapShared(t *testing.T) {
 	leaktest.Check(t)
-	s := startServer(t, "dmamap")
-	c := negotiated(t, s.Path)
-	ram := dmatest.NewRAM(t, 1<<20)
-	if err := c.MapRAM(ram, 0x100000); err != nil {
-		t.Fatal(err)
-	}
+	s, c := startNegotiated(t, "dmamap")
+	ram := newMappedRAM(t, c.MapRAM, 1<<20, 0x100000)
 	mem := s.Fake.Mem()
 	if _, err := mem.WriteAt([]byte("hello"), 0x100010); err != nil {
 		t.Fatal(err)
@@ -467,10 +452,7 @@ func TestMessageDMA(t *testing.T) {
 	if err := c.NegotiateJSON(`{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":4096,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true}}`); err != nil {
 		t.Fatal(err)
 	}
-	ram := dmatest.NewRAM(t, 64<<10)
-	if err := c.MapRAMNoFD(ram, 0x40000); err != nil {
-		t.Fatal(err)
-	}
+	ram := newMappedRAM(t, c.MapRAMNoFD, 64<<10, 0x40000)
 	mem := fake.Mem()
 	// A device worker (not the reader) may use message DMA.
 	src := bytes.Repeat([]byte("0123456789abcdef"), 1024) // 16 KiB
@@ -525,12 +507,8 @@ func TestMessageDMA(t *testing.T) {
 // own waiter.
 func TestMessageDMAConcurrent(t *testing.T) {
 	leaktest.Check(t)
-	s := startServer(t, "dmaconc")
-	c := negotiated(t, s.Path)
-	ram := dmatest.NewRAM(t, 64<<10)
-	if err := c.MapRAMNoFD(ram, 0); err != nil {
-		t.Fatal(err)
-	}
+	s, c := startNegotiated(t, "dmaconc")
+	newMappedRAM(t, c.MapRAMNoFD, 64<<10, 0)
 	mem := s.Fake.Mem()
 	const workers, rounds = 4, 50
 	errs := make(chan error, workers)
@@ -661,12 +639,8 @@ func TestMessageDMAFailsOnDisconnect(t *testing.T) {
 
 func TestReset(t *testing.T) {
 	leaktest.Check(t)
-	s := startServer(t, "reset")
-	c := negotiated(t, s.Path)
-	ram := dmatest.NewRAM(t, 4096)
-	if err := c.MapRAM(ram, 0); err != nil {
-		t.Fatal(err)
-	}
+	s, c := startNegotiated(t, "reset")
+	newMappedRAM(t, c.MapRAM, 4096, 0)
 	if err := c.Reset(); err != nil {
 		t.Fatal(err)
 	}
@@ -682,8 +656,7 @@ func TestReset(t *testing.T) {
 // no reply (notes 1.1); the client proves it with a following Sync.
 func TestNoReplyIsNeverAnswered(t *testing.T) {
 	leaktest.Check(t)
-	s := startServer(t, "noreply")
-	c := negotiated(t, s.Path)
+	_, c := startNegotiated(t, "noreply")
 	read := make([]byte, 16)
 	le.PutUint64(read[0:], 0)
 	le.PutUint32(read[8:], 7)
@@ -755,10 +728,7 @@ func TestDisconnectDetachesAndClosesMap(t *testing.T) {
 	s := startServer(t, "detach")
 	for i := 1; i <= 3; i++ {
 		c := negotiated(t, s.Path)
-		ram := dmatest.NewRAM(t, 1<<16)
-		if err := c.MapRAM(ram, 0); err != nil {
-			t.Fatal(err)
-		}
+		newMappedRAM(t, c.MapRAM, 1<<16, 0)
 		mem := s.Fake.Mem()
 		if err := c.Close(); err != nil {
 			t.Fatal(err)
@@ -782,144 +752,6 @@ func TestAttachError(t *testing.T) {
 	}
 }
 
-func TestListenErrors(t *testing.T) {
-	leaktest.Check(t)
-	fake := newFake(t)
-	dir := socketDir(t)
-
-	// Stale: a socket file nobody listens on.
-	stale := filepath.Join(dir, "stale.sock")
-	fd, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: stale}); err != nil {
-		t.Fatal(err)
-	}
-	unix.Close(fd)
-	_, err := vfiouser.Listen(vfiouser.Config{Path: stale, Function: fake})
-	if err == nil || !strings.Contains(err.Error(), "rm "+stale) || !strings.Contains(err.Error(), "stale") {
-		t.Errorf("stale socket: %v, want an error naming `rm %s`", err, stale)
-	}
-
-	// Live: another server listens.
-	live := startServerWith(t, "live", fake, 0)
-	_, err = vfiouser.Listen(vfiouser.Config{Path: live.Path, Function: fake})
-	if err == nil || !strings.Contains(err.Error(), "in use") {
-		t.Errorf("live socket: %v, want \"in use\"", err)
-	}
-	// Telling live from stale must not connect to the live server: a
-	// phantom client would be accepted before ours (one at a time, in
-	// order) and attach the function.
-	lc := negotiated(t, live.Path)
-	if a, _, _ := fake.Counts(); a != 1 {
-		t.Errorf("function attached %d times for one client: the probe connected", a)
-	}
-	lc.Close()
-
-	// Not a socket.
-	plain := filepath.Join(dir, "plain")
-	os.WriteFile(plain, nil, 0o600)
-	if _, err = vfiouser.Listen(vfiouser.Config{Path: plain, Function: fake}); err == nil || !strings.Contains(err.Error(), "not a socket") {
-		t.Errorf("plain file: %v", err)
-	}
-	long := filepath.Join(dir, strings.Repeat("x", 120))
-	if _, err = vfiouser.Listen(vfiouser.Config{Path: long, Function: fake}); err == nil {
-		t.Error("over-long path accepted")
-	}
-	for _, x := range []int{100, 1 << 30} {
-		if _, err = vfiouser.Listen(vfiouser.Config{Path: filepath.Join(dir, "x"), Function: fake, MaxDataXfer: x}); err == nil {
-			t.Errorf("MaxDataXfer %d accepted", x)
-		}
-	}
-	if _, err = vfiouser.Listen(vfiouser.Config{Path: filepath.Join(dir, "x")}); err == nil {
-		t.Error("nil Function accepted")
-	}
-}
-
-func TestCloseAndServeLifecycle(t *testing.T) {
-	leaktest.Check(t)
-	fake := newFake(t)
-	path := filepath.Join(socketDir(t), "life.sock")
-
-	// Close without Serve unlinks; idempotent.
-	s, err := vfiouser.Listen(vfiouser.Config{Path: path, Function: fake, Log: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(path); !os.IsNotExist(err) {
-		t.Errorf("socket file after Close: %v", err)
-	}
-	if err := s.Serve(context.Background()); !errors.Is(err, vfiouser.ErrServerClosed) {
-		t.Errorf("Serve after Close: %v", err)
-	}
-
-	// ctx cancellation ends Serve and drops the client; Close still cleans up.
-	s, err = vfiouser.Listen(vfiouser.Config{Path: path, Function: fake, Log: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer s.Close() // joins Serve also after a t.Fatal; idempotent
-	c := negotiated(t, path)
-	if err := s.Serve(ctx); err == nil || errors.Is(err, vfiouser.ErrServerClosed) {
-		t.Errorf("second Serve: %v", err)
-	}
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Serve after cancel: %v", err)
-	}
-	<-c.Done()
-	if a, d, _ := fake.Counts(); a != d {
-		t.Errorf("attaches %d detaches %d after Serve returned", a, d)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	// Close while a client is connected and a Serve is blocked.
-	s, err = vfiouser.Listen(vfiouser.Config{Path: path, Function: fake, Log: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { done <- s.Serve(context.Background()) }()
-	defer s.Close()
-	c = negotiated(t, path)
-	// A replaced socket file is not ours to remove.
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; !errors.Is(err, vfiouser.ErrServerClosed) {
-		t.Errorf("Serve after Close: %v", err)
-	}
-	<-c.Done()
-}
-
-func TestCloseLeavesForeignSocketFile(t *testing.T) {
-	leaktest.Check(t)
-	fake := newFake(t)
-	path := filepath.Join(socketDir(t), "f.sock")
-	s, err := vfiouser.Listen(vfiouser.Config{Path: path, Function: fake, Log: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Remove(path)
-	os.WriteFile(path, []byte("someone else's"), 0o600)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := os.ReadFile(path); err != nil || string(b) != "someone else's" {
-		t.Errorf("Close removed or changed a file it did not create: %q, %v", b, err)
-	}
-}
-
-var quietLog, _ = testLogger()
-
 func TestErrno(t *testing.T) {
 	tests := []struct {
 		err  error
@@ -942,8 +774,7 @@ func TestErrno(t *testing.T) {
 // writes). Commands are handled and answered strictly in arrival order.
 func TestPipelinedInOrder(t *testing.T) {
 	leaktest.Check(t)
-	s := startServer(t, "pipe")
-	c := negotiated(t, s.Path)
+	s, c := startNegotiated(t, "pipe")
 	for i := range 2000 {
 		var v [4]byte
 		le.PutUint32(v[:], uint32(i))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -22,11 +21,13 @@ import (
 	"github.com/myriemu/myriemu/internal/leaktest"
 	"github.com/myriemu/myriemu/internal/unixsock"
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 )
 
+// quietRoot is a root logger that drops every line: these tests assert on
+// replies and events, not on logs.
 func quietRoot() *logrus.Entry {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
+	l, _ := logtest.NewNullLogger()
 	return logrus.NewEntry(l)
 }
 

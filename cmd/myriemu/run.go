@@ -16,6 +16,7 @@ import (
 	"github.com/myriemu/myriemu/device/myri10ge"
 	"github.com/myriemu/myriemu/device/testdev"
 	"github.com/myriemu/myriemu/fabric"
+	"github.com/myriemu/myriemu/internal/devkey"
 	"github.com/myriemu/myriemu/internal/unixsock"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/myriemu/myriemu/vfiouser"
@@ -81,7 +82,7 @@ func deviceKinds() map[string]deviceKind {
 		},
 		"myri10ge": {
 			help: "Myricom Myri-10G NIC 14c1:0008 for the unmodified Linux myri10ge driver, on the process's switch (device/myri10ge/README.md)",
-			keys: keysOf(myri10ge.Keys, func(k myri10ge.Key) deviceKey { return deviceKey(k) }),
+			keys: keysOf(myri10ge.Keys, func(k devkey.Key) deviceKey { return deviceKey(k) }),
 			check: func(opts map[string]string) error {
 				_, err := myri10ge.ParseOptions("check", opts)
 				return err

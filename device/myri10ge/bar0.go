@@ -3,18 +3,18 @@ package myri10ge
 import (
 	"encoding/binary"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/sirupsen/logrus"
 )
 
 // BAR0 is 16 MiB of SRAM and PIO windows (§2). Stores are kept as memory;
 // the stores listed in bar0Triggers also have a side effect (§2.4). This
-// file is the whole map: every BAR0 offset the device knows is here, and
-// README.md's BAR0 table lists bar0Triggers row by row.
+// file is the whole map: every BAR0 offset the device knows is here or,
+// for the few the driver hard-codes (§2.1), in package abi; README.md's
+// BAR0 table lists bar0Triggers row by row.
 
-// Offsets the driver hard-codes (§2.1) and the layout the device hands it
-// by command (§2.2). Every per-slice area is spaced for MaxSlices slices.
+// The layout the device hands the driver by command (§2.2). Every per-slice area is spaced for MaxSlices slices.
 const (
-	offHeaderPtr     = 0x00003C // BE32 offset of the firmware header
 	offHeader        = 0x000100 // where the running firmware's header lives
 	offFWStaging     = 0x100000 // firmware file staging area (plain RAM)
 	offEEPROMStrings = 0x1DFE00 // header.string_specs: the driver's "sram_size" (§12.3)
@@ -33,16 +33,12 @@ const (
 	irqDeassertOff = 0x3E0400
 	intrCoalOff    = 0x3E0408
 	rssTableOff    = 0x3E0800
-	rssTableMax    = 256      // SET_RSS_TABLE_SIZE's limit
-	offCmd         = 0xF80000 // command mailbox
-	offBootHandoff = 0xFC0000 // firmware handoff block
-	offDummyRDMA   = 0xFC01C0 // dummy RDMA block
-	blockSize      = 64       // mailbox, handoff and dummy RDMA blocks
+	rssTableMax    = 256 // SET_RSS_TABLE_SIZE's limit
 
 	sendRingEntries = 1024 // GET_SEND_RING_SIZE = 16 KiB
 	rxRingEntries   = 512  // GET_RX_RING_SIZE = 4 KiB; both rings
-	sendRingBytes   = sendRingEntries * sendDescSize
-	rxRingBytes     = rxRingEntries * recvDescSize
+	sendRingBytes   = sendRingEntries * abi.SendDescSize
+	rxRingBytes     = rxRingEntries * abi.RecvDescSize
 )
 
 func sendRingOff(s int) uint64  { return sendRingBase + uint64(s)*sendRingStride }
@@ -84,9 +80,9 @@ var bar0Triggers = [...]trigger{
 	{irqDeassertOff, 4, 1, 0, "INTx deassert", (*NIC).deassertLocked},
 	{intrCoalOff, 4, 1, 0, "interrupt coalescing delay", (*NIC).coalDelayWrittenLocked},
 	{rssTableOff, rssTableMax, 1, fireAny, "RSS indirection table", nil},
-	{offCmd, blockSize, 1, blockSize - 1, "command mailbox", (*NIC).commandLocked},
-	{offBootHandoff, blockSize, 1, blockSize - 1, "firmware handoff", (*NIC).handoffLocked},
-	{offDummyRDMA, blockSize, 1, blockSize - 1, "dummy RDMA", (*NIC).dummyRDMALocked},
+	{abi.OffCmd, abi.BlockSize, 1, abi.BlockSize - 1, "command mailbox", (*NIC).commandLocked},
+	{abi.OffHandoff, abi.BlockSize, 1, abi.BlockSize - 1, "firmware handoff", (*NIC).handoffLocked},
+	{abi.OffDummyRDMA, abi.BlockSize, 1, abi.BlockSize - 1, "dummy RDMA", (*NIC).dummyRDMALocked},
 }
 
 // covers reports whether a write of n bytes at off touches byte b.

@@ -1,6 +1,10 @@
 package myri10ge
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
+)
 
 // Every store into BAR0 is either owned by a row of the BAR0 map or
 // counted as unclaimed; stores into plain memory and the first stores of
@@ -14,8 +18,8 @@ func TestBAR0UnclaimedWrites(t *testing.T) {
 		unclaimed bool
 	}{
 		{"firmware staging", offFWStaging, 8, false},
-		{"LED pattern in the header", offHeader + hdrOffLEDPattern, 4, false},
-		{"mailbox, not its last qword", offCmd, 8, false},
+		{"LED pattern in the header", offHeader + abi.HdrOffLEDPattern, 4, false},
+		{"mailbox, not its last qword", abi.OffCmd, 8, false},
 		{"send ring of slice 0", sendRingOff(0), 8, false},
 		{"send ring of an absent slice", sendRingOff(1), 8, true},
 		{"big ring of an absent slice", bigRingOff(3), 4, true},
@@ -24,8 +28,8 @@ func TestBAR0UnclaimedWrites(t *testing.T) {
 		{"claim word 1 of an absent slice", irqAckBase + irqAckStride + 4, 4, true},
 		{"between deassert and coalescing", irqDeassertOff + 4, 4, true},
 		{"RSS table", rssTableOff + 3, 1, false},
-		{"past the dummy RDMA block", offDummyRDMA + blockSize, 8, true},
-		{"last byte of BAR0", bar0Size - 1, 1, true},
+		{"past the dummy RDMA block", abi.OffDummyRDMA + abi.BlockSize, 8, true},
+		{"last byte of BAR0", abi.BAR0Size - 1, 1, true},
 	}
 	for _, tt := range tests {
 		before := r.nic.Stats().UnclaimedWrites
@@ -46,7 +50,7 @@ func TestBAR0MapOrdered(t *testing.T) {
 			t.Errorf("%s at %#x overlaps the row before (ends %#x)", tr.name, tr.base, end)
 		}
 		end = tr.base + uint64(tr.count)*tr.stride
-		if end > bar0Size {
+		if end > abi.BAR0Size {
 			t.Errorf("%s ends at %#x, past BAR0", tr.name, end)
 		}
 		if tr.fire != fireAny && (tr.fire < 0 || uint64(tr.fire) >= tr.stride) {

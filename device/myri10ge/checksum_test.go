@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/dma"
 )
 
@@ -43,8 +44,8 @@ var (
 )
 
 const (
-	SendMaxSendDesc    = maxSendDesc
-	SendMaxSendDescTSO = maxSendDescTSO
+	SendMaxSendDesc    = abi.MaxSendDesc
+	SendMaxSendDescTSO = abi.MaxSendDescTSO
 	SendMaxTSOBytes    = maxTSOBytes
 )
 

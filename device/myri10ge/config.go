@@ -10,9 +10,6 @@ import (
 	"github.com/myriemu/myriemu/internal/devkey"
 )
 
-// Key is a --device key of the Myri-10G and its help text.
-type Key = devkey.Key
-
 // Keys are the keys ParseOptions takes, in the order help lists them.
 var Keys = keyTable.Keys()
 

@@ -3,6 +3,8 @@ package myri10ge
 import (
 	"encoding/binary"
 	"time"
+
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 )
 
 // defaultCoalDelay is the driver's default, until it writes its own.
@@ -49,7 +51,7 @@ type fwState struct {
 func (n *NIC) resetFirmwareLocked() {
 	n.fw = fwState{
 		maxFrame:   1518,
-		smallBytes: 128 - rxPad,
+		smallBytes: 128 - abi.RxPad,
 		bigBytes:   4096,
 		intrqSlots: 2 * rxRingEntries,
 		numSlices:  1,

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/dma"
 )
 
@@ -65,14 +66,14 @@ func TestOffloadChecksumZero(t *testing.T) {
 
 			mem := make(byteSpace, 0x2000)
 			copy(mem[0x1000:], f)
-			ring := make([]byte, 4*sendDescSize)
-			d := ring[:sendDescSize]
-			binary.BigEndian.PutUint32(d[sendOffAddrLow:], 0x1000)
-			binary.BigEndian.PutUint16(d[sendOffPseudoHdrOff:], uint16(pos))
-			binary.BigEndian.PutUint16(d[sendOffLength:], n)
-			d[sendOffRDMACount] = 1
-			d[sendOffCksumOffset] = l4
-			d[sendOffFlags] = flagFirst | flagNoTSO | flagCksum | flagSmall
+			ring := make([]byte, 4*abi.SendDescSize)
+			d := ring[:abi.SendDescSize]
+			binary.BigEndian.PutUint32(d[abi.SendOffAddrLow:], 0x1000)
+			binary.BigEndian.PutUint16(d[abi.SendOffPseudoHdrOff:], uint16(pos))
+			binary.BigEndian.PutUint16(d[abi.SendOffLength:], n)
+			d[abi.SendOffRDMACount] = 1
+			d[abi.SendOffCksumOffset] = l4
+			d[abi.SendOffFlags] = abi.FlagFirst | abi.FlagNoTSO | abi.FlagCksum | abi.FlagSmall
 
 			cnt, frames, err := newSender().take(ring, 0, mem)
 			if err != nil || cnt != 1 || len(frames) != 1 {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/device/myri10ge"
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/device/myri10ge/myritest"
 	"github.com/myriemu/myriemu/fabric/fabrictest"
 	"github.com/myriemu/myriemu/internal/leaktest"
@@ -113,19 +114,19 @@ func TestStackPCIFunction(t *testing.T) {
 	}
 }
 
-type cmds = []myri10ge.Cmd
+type cmds = []abi.Cmd
 
 // The driver's command sequences (§4.4), single slice, no firmware file.
 var (
-	seqResetHead = cmds{myri10ge.CmdReset, myri10ge.CmdDMATest, myri10ge.CmdDMATest, myri10ge.CmdDMATest,
-		myri10ge.CmdSetRSSMCPSlotType, myri10ge.CmdSetIntrqSize, myri10ge.CmdSetIntrqDMA, myri10ge.CmdGetIRQAckOffset,
-		myri10ge.CmdGetIRQDeassertOffset, myri10ge.CmdGetIntrCoalDelayOffset}
-	seqResetTail = cmds{myri10ge.CmdSetMACAddress, myri10ge.CmdEnableFlowControl}
-	seqRxMode    = cmds{myri10ge.CmdDisablePromisc, myri10ge.CmdEnableAllMulti, myri10ge.CmdLeaveAllMulticast,
-		myri10ge.CmdJoinMulticastGroup, myri10ge.CmdJoinMulticastGroup, myri10ge.CmdJoinMulticastGroup, myri10ge.CmdDisableAllMulti}
-	seqRings = cmds{myri10ge.CmdGetSendOffset, myri10ge.CmdGetSmallRxOffset, myri10ge.CmdGetBigRxOffset,
-		myri10ge.CmdGetSendRingSize, myri10ge.CmdGetRxRingSize, myri10ge.CmdSetStatsDMAV2, myri10ge.CmdSetMTU,
-		myri10ge.CmdSetSmallBufferSize, myri10ge.CmdSetBigBufferSize, myri10ge.CmdSetTSOMode, myri10ge.CmdEthernetUp}
+	seqResetHead = cmds{abi.CmdReset, abi.CmdDMATest, abi.CmdDMATest, abi.CmdDMATest,
+		abi.CmdSetRSSMCPSlotType, abi.CmdSetIntrqSize, abi.CmdSetIntrqDMA, abi.CmdGetIRQAckOffset,
+		abi.CmdGetIRQDeassertOffset, abi.CmdGetIntrCoalDelayOffset}
+	seqResetTail = cmds{abi.CmdSetMACAddress, abi.CmdEnableFlowControl}
+	seqRxMode    = cmds{abi.CmdDisablePromisc, abi.CmdEnableAllMulti, abi.CmdLeaveAllMulticast,
+		abi.CmdJoinMulticastGroup, abi.CmdJoinMulticastGroup, abi.CmdJoinMulticastGroup, abi.CmdDisableAllMulti}
+	seqRings = cmds{abi.CmdGetSendOffset, abi.CmdGetSmallRxOffset, abi.CmdGetBigRxOffset,
+		abi.CmdGetSendRingSize, abi.CmdGetRxRingSize, abi.CmdSetStatsDMAV2, abi.CmdSetMTU,
+		abi.CmdSetSmallBufferSize, abi.CmdSetBigBufferSize, abi.CmdSetTSOMode, abi.CmdEthernetUp}
 )
 
 func names(cs ...cmds) []string {
@@ -161,7 +162,7 @@ func TestStackLifecycle(t *testing.T) {
 			n := newNode(t, newSwitch(t), "myri0", macA, nodeOpts{drv: tt.opts})
 			reset := slices.Concat(seqResetHead, seqResetTail)
 			if tt.opts.DCA {
-				reset = slices.Concat(seqResetHead, cmds{myri10ge.CmdGetDCAOffset}, seqResetTail)
+				reset = slices.Concat(seqResetHead, cmds{abi.CmdGetDCAOffset}, seqResetTail)
 			}
 			steps := []struct {
 				name string
@@ -169,13 +170,13 @@ func TestStackLifecycle(t *testing.T) {
 				want []string
 			}{
 				{"probe", func() error { return n.drv.Probe(ctx) },
-					names(cmds{myri10ge.CmdGetMaxTSO6HdrSize, myri10ge.CmdGetRxRingSize}, reset, cmds{myri10ge.CmdDisablePromisc})},
+					names(cmds{abi.CmdGetMaxTSO6HdrSize, abi.CmdGetRxRingSize}, reset, cmds{abi.CmdDisablePromisc})},
 				{"open", func() error { return n.drv.Open(ctx) },
-					names(reset, cmds{myri10ge.CmdDisablePromisc}, seqRings, seqRxMode)},
-				{"close", func() error { return n.drv.Close(ctx) }, names(cmds{myri10ge.CmdEthernetDown})},
+					names(reset, cmds{abi.CmdDisablePromisc}, seqRings, seqRxMode)},
+				{"close", func() error { return n.drv.Close(ctx) }, names(cmds{abi.CmdEthernetDown})},
 				// From the second open on, the reset runs the whole rx mode.
 				{"reopen", func() error { return n.drv.Open(ctx) }, names(reset, seqRxMode, seqRings, seqRxMode)},
-				{"close again", func() error { return n.drv.Close(ctx) }, names(cmds{myri10ge.CmdEthernetDown})},
+				{"close again", func() error { return n.drv.Close(ctx) }, names(cmds{abi.CmdEthernetDown})},
 				{"remove", func() error { return n.drv.Remove(ctx) }, nil},
 			}
 			for _, st := range steps {
@@ -191,7 +192,7 @@ func TestStackLifecycle(t *testing.T) {
 				after, dAfter := n.nic.Stats(), n.drv.Stats()
 				unknown := 0
 				for _, c := range got {
-					if c == myri10ge.CmdGetMaxTSO6HdrSize.String() || c == myri10ge.CmdGetDCAOffset.String() {
+					if c == abi.CmdGetMaxTSO6HdrSize.String() || c == abi.CmdGetDCAOffset.String() {
 						unknown++
 					}
 				}
@@ -210,9 +211,9 @@ func TestStackLifecycle(t *testing.T) {
 			}
 			// The buffer sizes the driver asked for, from the device's log.
 			for _, c := range []struct {
-				cmd  myri10ge.Cmd
+				cmd  abi.Cmd
 				want uint32
-			}{{myri10ge.CmdSetMTU, tt.mtu}, {myri10ge.CmdSetSmallBufferSize, tt.small}, {myri10ge.CmdSetBigBufferSize, tt.big}} {
+			}{{abi.CmdSetMTU, tt.mtu}, {abi.CmdSetSmallBufferSize, tt.small}, {abi.CmdSetBigBufferSize, tt.big}} {
 				var last any
 				for _, l := range n.logs.since(0) {
 					if l.Msg == "command" && l.Fields["cmd"] == c.cmd.String() {
@@ -245,66 +246,66 @@ func TestStackEveryCommand(t *testing.T) {
 	leaktest.Check(t)
 	const slices = 2
 	type answer struct {
-		status myri10ge.Status
+		status abi.Status
 		data   uint32 // checked when status is OK and data is not 0
 	}
-	ok := func(d uint32) answer { return answer{myri10ge.StatusOK, d} }
+	ok := func(d uint32) answer { return answer{abi.StatusOK, d} }
 	var (
-		okAny   = answer{status: myri10ge.StatusOK}
-		unknown = answer{status: myri10ge.StatusUnknown}
-		rng     = answer{status: myri10ge.StatusErrorRange}
-		busy    = answer{status: myri10ge.StatusErrorBusy}
-		mcast   = answer{status: myri10ge.StatusErrorMulticast}
+		okAny   = answer{status: abi.StatusOK}
+		unknown = answer{status: abi.StatusUnknown}
+		rng     = answer{status: abi.StatusErrorRange}
+		busy    = answer{status: abi.StatusErrorBusy}
+		mcast   = answer{status: abi.StatusErrorMulticast}
 	)
 	// By data word: garbage, then zero. What both share is in common.
-	common := map[myri10ge.Cmd]answer{
-		myri10ge.CmdReset:                  ok(4096),
-		myri10ge.CmdSetBigBufferSize:       rng,
-		myri10ge.CmdSetSmallBufferSize:     rng,
-		myri10ge.CmdGetIRQAckOffset:        ok(0x3E0000),
-		myri10ge.CmdGetIRQDeassertOffset:   ok(0x3E0400),
-		myri10ge.CmdGetSendRingSize:        ok(16384),
-		myri10ge.CmdGetRxRingSize:          ok(4096),
-		myri10ge.CmdSetIntrqSize:           rng,
-		myri10ge.CmdEthernetUp:             busy, // before SET_STATS_DMA: commands out of order
-		myri10ge.CmdEthernetDown:           okAny,
-		myri10ge.CmdSetMTU:                 rng,
-		myri10ge.CmdGetIntrCoalDelayOffset: ok(0x3E0408),
-		myri10ge.CmdSetStatsDMAObsolete:    okAny,
-		myri10ge.CmdEnablePromisc:          okAny,
-		myri10ge.CmdDisablePromisc:         okAny,
-		myri10ge.CmdSetMACAddress:          okAny,
-		myri10ge.CmdEnableFlowControl:      okAny,
-		myri10ge.CmdDisableFlowControl:     okAny,
-		myri10ge.CmdDMATest:                rng,
-		myri10ge.CmdEnableAllMulti:         okAny,
-		myri10ge.CmdDisableAllMulti:        okAny,
-		myri10ge.CmdJoinMulticastGroup:     mcast, // 0xDE.. and 00.. are unicast
-		myri10ge.CmdLeaveMulticastGroup:    okAny,
-		myri10ge.CmdLeaveAllMulticast:      okAny,
-		myri10ge.CmdSetStatsDMAV2:          rng, // slice 0xDEAD, or a 0-byte block
-		myri10ge.CmdUnalignedTest:          rng,
-		myri10ge.CmdGetMaxRSSQueues:        ok(slices),
-		myri10ge.CmdEnableRSSQueues:        rng,
-		myri10ge.CmdGetRSSTableOffset:      ok(0x3E0800),
-		myri10ge.CmdSetRSSTableSize:        rng,
-		myri10ge.CmdSetRSSEnable:           okAny,
-		myri10ge.CmdSetTSOMode:             okAny,
+	common := map[abi.Cmd]answer{
+		abi.CmdReset:                  ok(4096),
+		abi.CmdSetBigBufferSize:       rng,
+		abi.CmdSetSmallBufferSize:     rng,
+		abi.CmdGetIRQAckOffset:        ok(0x3E0000),
+		abi.CmdGetIRQDeassertOffset:   ok(0x3E0400),
+		abi.CmdGetSendRingSize:        ok(16384),
+		abi.CmdGetRxRingSize:          ok(4096),
+		abi.CmdSetIntrqSize:           rng,
+		abi.CmdEthernetUp:             busy, // before SET_STATS_DMA: commands out of order
+		abi.CmdEthernetDown:           okAny,
+		abi.CmdSetMTU:                 rng,
+		abi.CmdGetIntrCoalDelayOffset: ok(0x3E0408),
+		abi.CmdSetStatsDMAObsolete:    okAny,
+		abi.CmdEnablePromisc:          okAny,
+		abi.CmdDisablePromisc:         okAny,
+		abi.CmdSetMACAddress:          okAny,
+		abi.CmdEnableFlowControl:      okAny,
+		abi.CmdDisableFlowControl:     okAny,
+		abi.CmdDMATest:                rng,
+		abi.CmdEnableAllMulti:         okAny,
+		abi.CmdDisableAllMulti:        okAny,
+		abi.CmdJoinMulticastGroup:     mcast, // 0xDE.. and 00.. are unicast
+		abi.CmdLeaveMulticastGroup:    okAny,
+		abi.CmdLeaveAllMulticast:      okAny,
+		abi.CmdSetStatsDMAV2:          rng, // slice 0xDEAD, or a 0-byte block
+		abi.CmdUnalignedTest:          rng,
+		abi.CmdGetMaxRSSQueues:        ok(slices),
+		abi.CmdEnableRSSQueues:        rng,
+		abi.CmdGetRSSTableOffset:      ok(0x3E0800),
+		abi.CmdSetRSSTableSize:        rng,
+		abi.CmdSetRSSEnable:           okAny,
+		abi.CmdSetTSOMode:             okAny,
 	}
-	byData := map[uint32]map[myri10ge.Cmd]answer{
+	byData := map[uint32]map[abi.Cmd]answer{
 		myritest.Garbage: {
-			myri10ge.CmdSetIntrqDMA:       rng, // slice 0xDEADBEEF
-			myri10ge.CmdGetSendOffset:     rng,
-			myri10ge.CmdGetSmallRxOffset:  rng,
-			myri10ge.CmdGetBigRxOffset:    rng,
-			myri10ge.CmdSetRSSMCPSlotType: rng,
+			abi.CmdSetIntrqDMA:       rng, // slice 0xDEADBEEF
+			abi.CmdGetSendOffset:     rng,
+			abi.CmdGetSmallRxOffset:  rng,
+			abi.CmdGetBigRxOffset:    rng,
+			abi.CmdSetRSSMCPSlotType: rng,
 		},
 		0: {
-			myri10ge.CmdSetIntrqDMA:       okAny,
-			myri10ge.CmdGetSendOffset:     ok(0x200000),
-			myri10ge.CmdGetSmallRxOffset:  ok(0x300000),
-			myri10ge.CmdGetBigRxOffset:    ok(0x340000),
-			myri10ge.CmdSetRSSMCPSlotType: okAny,
+			abi.CmdSetIntrqDMA:       okAny,
+			abi.CmdGetSendOffset:     ok(0x200000),
+			abi.CmdGetSmallRxOffset:  ok(0x300000),
+			abi.CmdGetBigRxOffset:    ok(0x340000),
+			abi.CmdSetRSSMCPSlotType: okAny,
 		},
 	}
 	for _, data := range []uint32{myritest.Garbage, 0} {
@@ -316,7 +317,7 @@ func TestStackEveryCommand(t *testing.T) {
 			}
 			before := n.nic.Stats()
 			var wantUnknown, wantFailed uint64
-			for c := myri10ge.Cmd(0); c <= 70; c++ {
+			for c := abi.Cmd(0); c <= 70; c++ {
 				want, found := byData[data][c]
 				if !found {
 					want, found = common[c]
@@ -325,8 +326,8 @@ func TestStackEveryCommand(t *testing.T) {
 					want = unknown
 				}
 				switch want.status {
-				case myri10ge.StatusOK:
-				case myri10ge.StatusUnknown:
+				case abi.StatusOK:
+				case abi.StatusUnknown:
 					wantUnknown++
 				default:
 					wantFailed++
@@ -336,8 +337,8 @@ func TestStackEveryCommand(t *testing.T) {
 					t.Errorf("%s: %v", c, err) // NO_RESPONSE
 					continue
 				}
-				if myri10ge.Status(status) != want.status || (want.data != 0 && got != want.data) {
-					t.Errorf("%s (%d): %s, data %#x; want %s, data %#x", c, uint32(c), myri10ge.Status(status), got, want.status, want.data)
+				if abi.Status(status) != want.status || (want.data != 0 && got != want.data) {
+					t.Errorf("%s (%d): %s, data %#x; want %s, data %#x", c, uint32(c), abi.Status(status), got, want.status, want.data)
 				}
 			}
 			st := n.nic.Stats()

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"time"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fault"
 )
@@ -30,9 +31,9 @@ func (n *NIC) stopSlowLocked() {
 func (n *NIC) commandFaultLocked(c *command) bool {
 	point := "cmd"
 	switch c.cmd {
-	case CmdDMATest, CmdUnalignedTest:
+	case abi.CmdDMATest, abi.CmdUnalignedTest:
 		point = "dmatest"
-	case CmdGetSendRingSize, CmdGetRxRingSize, CmdGetMaxRSSQueues:
+	case abi.CmdGetSendRingSize, abi.CmdGetRxRingSize, abi.CmdGetMaxRSSQueues:
 		point = "caps"
 	}
 	act, ok := n.host.Fault.Eval(fault.FW, &fault.Op{Point: point, Device: n.cfg.Name,
@@ -48,21 +49,21 @@ func (n *NIC) commandFaultLocked(c *command) bool {
 		n.stats.FailedCmds++
 		return true
 	case fault.FWCmdError:
-		status := map[string]Status{"unknown": StatusUnknown, "unaligned": StatusErrorUnaligned,
-			"range": StatusErrorRange, "other": StatusErrorBusy}[act.Arg("code")]
+		status := map[string]abi.Status{"unknown": abi.StatusUnknown, "unaligned": abi.StatusErrorUnaligned,
+			"range": abi.StatusErrorRange, "other": abi.StatusErrorBusy}[act.Arg("code")]
 		n.stats.FailedCmds++
 		n.respondLocked(addr, 0, status)
 		return true
 	case fault.FWDMATestFail:
-		if c.cmd != CmdDMATest && c.cmd != CmdUnalignedTest {
+		if c.cmd != abi.CmdDMATest && c.cmd != abi.CmdUnalignedTest {
 			return false
 		}
 		n.stats.FailedCmds++
-		n.respondLocked(addr, 0, StatusErrorBusy)
+		n.respondLocked(addr, 0, abi.StatusErrorBusy)
 		return true
 	case fault.FWCapsLie:
 		switch c.cmd {
-		case CmdGetSendRingSize, CmdGetRxRingSize, CmdGetMaxRSSQueues:
+		case abi.CmdGetSendRingSize, abi.CmdGetRxRingSize, abi.CmdGetMaxRSSQueues:
 		default:
 			return false
 		}
@@ -74,8 +75,8 @@ func (n *NIC) commandFaultLocked(c *command) bool {
 		// from firmware that is slow to answer (the driver waits 15 ms,
 		// 1 ms for atomic callers). A response after the driver gave up
 		// lands in the buffer of its next command, as on hardware.
-		status := StatusUnknown
-		if c.cmd < Cmd(len(commands)) && commands[c.cmd] != nil {
+		status := abi.StatusUnknown
+		if c.cmd < abi.Cmd(len(commands)) && commands[c.cmd] != nil {
 			status = commands[c.cmd](n, c)
 		}
 		n.stopSlowLocked()
@@ -138,7 +139,7 @@ const mcpTypeBad = 0x42414421 // "BAD!"
 func (n *NIC) headerFaultLocked() {
 	act, ok := n.host.Fault.Eval(fault.FW, &fault.Op{Point: "header", Device: n.cfg.Name, Slice: -1})
 	if ok && act.Kind == fault.FWHeaderBad {
-		binary.BigEndian.PutUint32(n.bar0[offHeader+hdrOffType:], mcpTypeBad)
+		binary.BigEndian.PutUint32(n.bar0[offHeader+abi.HdrOffType:], mcpTypeBad)
 		n.log.Debug("firmware header made bad (fault)")
 	}
 }

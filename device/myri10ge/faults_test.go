@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fault"
 	"github.com/myriemu/myriemu/fault/faulttest"
@@ -22,42 +23,46 @@ func (r *rig) armFaults(rules ...string) *fault.Set {
 }
 
 // cmdMayTimeOut issues a command as rig.cmd does but accepts no response.
-func (r *rig) cmdMayTimeOut(c Cmd) (uint32, Status) {
+func (r *rig) cmdMayTimeOut(c abi.Cmd) (uint32, abi.Status) {
 	r.t.Helper()
-	binary.BigEndian.PutUint32(r.ram.Bytes()[respAddr+4:], uint32(StatusNoResponse))
-	var blk [blockSize]byte
-	binary.BigEndian.PutUint32(blk[cmdOffCmd:], uint32(c))
-	binary.BigEndian.PutUint32(blk[cmdOffRespLo:], respAddr)
-	for i := 0; i < blockSize; i += 8 {
-		r.write(offCmd+uint64(i), blk[i:i+8])
+	binary.BigEndian.PutUint32(r.ram.Bytes()[respAddr+4:], uint32(abi.StatusNoResponse))
+	var blk [abi.BlockSize]byte
+	binary.BigEndian.PutUint32(blk[abi.CmdOffCmd:], uint32(c))
+	binary.BigEndian.PutUint32(blk[abi.CmdOffRespLo:], respAddr)
+	for i := 0; i < abi.BlockSize; i += 8 {
+		r.write(abi.OffCmd+uint64(i), blk[i:i+8])
 	}
-	return r.ramBE32(respAddr), Status(r.ramBE32(respAddr + 4))
+	return r.ramBE32(respAddr), abi.Status(r.ramBE32(respAddr + 4))
 }
 
 func TestFWDoorCommands(t *testing.T) {
 	tests := []struct {
-		rule       string
-		cmd        Cmd
-		wantStatus Status
-		wantReply  uint32
-		checkReply bool
+		rule   string
+		cmd    abi.Cmd
+		status abi.Status
+		reply  uint32 // checked when status is OK
+		fires  bool   // the rule matches the command
 	}{
-		{"r: fw.cmd=timeout; opcode=GET_RX_RING_SIZE", CmdGetRxRingSize, StatusNoResponse, 0, false},
-		{"r: fw.cmd=error(range); opcode=MXGEFW_CMD_GET_RX_RING_SIZE", CmdGetRxRingSize, StatusErrorRange, 0, false},
-		{"r: fw.cmd=error(unknown)", CmdGetRxRingSize, StatusUnknown, 0, false},
-		{"r: fw.caps=lie(value=512)", CmdGetRxRingSize, StatusOK, 512, true},
-		{"r: fw.dmatest=fail", CmdDMATest, StatusErrorBusy, 0, false},
-		{"r: fw.cmd=timeout; opcode=SET_MTU", CmdGetRxRingSize, StatusOK, rxRingBytes, true}, // no match
+		{"r: fw.cmd=timeout; opcode=GET_RX_RING_SIZE", abi.CmdGetRxRingSize, abi.StatusNoResponse, 0, true},
+		{"r: fw.cmd=error(range); opcode=MXGEFW_CMD_GET_RX_RING_SIZE", abi.CmdGetRxRingSize, abi.StatusErrorRange, 0, true},
+		{"r: fw.cmd=error(unknown)", abi.CmdGetRxRingSize, abi.StatusUnknown, 0, true},
+		{"r: fw.caps=lie(value=512)", abi.CmdGetRxRingSize, abi.StatusOK, 512, true},
+		{"r: fw.dmatest=fail", abi.CmdDMATest, abi.StatusErrorBusy, 0, true},
+		{"r: fw.cmd=timeout; opcode=SET_MTU", abi.CmdGetRxRingSize, abi.StatusOK, rxRingBytes, false},
 	}
 	for _, tt := range tests {
 		r := newRig(t, 1)
 		set := r.armFaults(tt.rule)
 		reply, status := r.cmdMayTimeOut(tt.cmd)
-		if status != tt.wantStatus || tt.checkReply && reply != tt.wantReply {
-			t.Errorf("%s: %v reply %d, want %v reply %d", tt.rule, status, reply, tt.wantStatus, tt.wantReply)
+		if status != tt.status || status == abi.StatusOK && reply != tt.reply {
+			t.Errorf("%s: %v reply %d, want %v reply %d", tt.rule, status, reply, tt.status, tt.reply)
 		}
-		if _, total := set.Recent(); (total == 1) == (tt.rule == "r: fw.cmd=timeout; opcode=SET_MTU") {
-			t.Errorf("%s: %d firings", tt.rule, total)
+		want := uint64(0)
+		if tt.fires {
+			want = 1
+		}
+		if _, total := set.Recent(); total != want {
+			t.Errorf("%s: %d firings, want %d", tt.rule, total, want)
 		}
 	}
 }
@@ -66,14 +71,14 @@ func TestFWDoorCommands(t *testing.T) {
 func TestFWDoorSlowCommand(t *testing.T) {
 	r := newRig(t, 1)
 	r.armFaults("r: fw.cmd=slow(delay=50ms); once")
-	if _, status := r.cmdMayTimeOut(CmdGetRxRingSize); status != StatusNoResponse {
+	if _, status := r.cmdMayTimeOut(abi.CmdGetRxRingSize); status != abi.StatusNoResponse {
 		t.Fatalf("immediate status %v, want no response yet", status)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for Status(r.ramBE32(respAddr+4)) == StatusNoResponse && time.Now().Before(deadline) {
+	for abi.Status(r.ramBE32(respAddr+4)) == abi.StatusNoResponse && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if s, d := Status(r.ramBE32(respAddr+4)), r.ramBE32(respAddr); s != StatusOK || d != rxRingBytes {
+	if s, d := abi.Status(r.ramBE32(respAddr+4)), r.ramBE32(respAddr); s != abi.StatusOK || d != rxRingBytes {
 		t.Errorf("late response %v %d, want OK %d", s, d, rxRingBytes)
 	}
 }
@@ -82,10 +87,10 @@ func TestFWDoorSlowCommand(t *testing.T) {
 func TestFWDoorSlowCancelledByDetach(t *testing.T) {
 	r := newRig(t, 1)
 	r.armFaults("r: fw.cmd=slow(delay=30ms); once")
-	r.cmdMayTimeOut(CmdGetRxRingSize)
+	r.cmdMayTimeOut(abi.CmdGetRxRingSize)
 	r.nic.Detach()
 	time.Sleep(100 * time.Millisecond)
-	if s := Status(r.ramBE32(respAddr + 4)); s != StatusNoResponse {
+	if s := abi.Status(r.ramBE32(respAddr + 4)); s != abi.StatusNoResponse {
 		t.Errorf("response %v landed after detach", s)
 	}
 }
@@ -99,12 +104,12 @@ func TestDMADoorConfirmMissing(t *testing.T) {
 		}
 		const confirm = 0x3000
 		binary.BigEndian.PutUint32(r.ram.Bytes()[confirm:], 0)
-		var blk [blockSize]byte
+		var blk [abi.BlockSize]byte
 		binary.BigEndian.PutUint32(blk[0:], 0)       // address high
 		binary.BigEndian.PutUint32(blk[4:], confirm) // address low
 		binary.BigEndian.PutUint32(blk[8:], 0xffffffff)
-		for i := 0; i < blockSize; i += 8 {
-			r.write(offDummyRDMA+uint64(i), blk[i:i+8])
+		for i := 0; i < abi.BlockSize; i += 8 {
+			r.write(abi.OffDummyRDMA+uint64(i), blk[i:i+8])
 		}
 		got := r.ramBE32(confirm)
 		if armed && got != 0 || !armed && got != 0xffffffff {
@@ -133,7 +138,7 @@ func TestDMADoorRxDoneDrop(t *testing.T) {
 	if _, l := r.slot(0, 1); l != 200 {
 		t.Errorf("slot 1 length %d, want 200", l)
 	}
-	if got := r.ram.Bytes()[bufAddr(0, false, 0)+rxPad+14]; got != testFrame(testMAC, 100)[14] {
+	if got := r.ram.Bytes()[bufAddr(0, false, 0)+abi.RxPad+14]; got != testFrame(testMAC, 100)[14] {
 		t.Errorf("the first frame's data did not land")
 	}
 	want := []fault.RuleStatus{
@@ -197,15 +202,15 @@ func TestCountersPerSlice(t *testing.T) {
 func TestFWDoorHeaderBad(t *testing.T) {
 	r := newRig(t, 1)
 	set := r.armFaults("r: fw.header=bad; once")
-	if got := r.read32(offHeader + hdrOffType); got != mcpTypeETH {
+	if got := r.read32(offHeader + abi.HdrOffType); got != abi.MCPTypeETH {
 		t.Fatalf("mcp_type %#x before any power-on, want ETH", got)
 	}
 	r.nic.Reset()
-	if got := r.read32(offHeader + hdrOffType); got != mcpTypeBad {
+	if got := r.read32(offHeader + abi.HdrOffType); got != mcpTypeBad {
 		t.Errorf("mcp_type %#x after the power-on, want %#x", got, mcpTypeBad)
 	}
 	r.nic.Reset()
-	if got := r.read32(offHeader + hdrOffType); got != mcpTypeETH {
+	if got := r.read32(offHeader + abi.HdrOffType); got != abi.MCPTypeETH {
 		t.Errorf("mcp_type %#x after the next power-on, want ETH", got)
 	}
 	if _, total := set.Recent(); total != 1 {

@@ -3,8 +3,10 @@ package myri10ge
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/myriemu/myriemu/fault"
 	"net"
+
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
+	"github.com/myriemu/myriemu/fault"
 )
 
 // The "firmware" the driver sees is just the SRAM image at power-on: a
@@ -12,6 +14,9 @@ import (
 // EEPROM strings it parses for the MAC (§3.3), at the offsets bar0.go
 // lists. Everything else the real firmware does is the Go code of this
 // package.
+// fwVersion is the version string of the running firmware's header.
+const fwVersion = "1.4.57 -- myriemu"
+
 // FirmwareNames are the files the driver asks for (§3.4). With a file
 // present the driver loads it instead of adopting the running firmware;
 // the multi-slice (RSS) mode only works that way (§1.4, §9).
@@ -22,16 +27,16 @@ var FirmwareNames = []string{
 	"myri10ge_rss_ethp_z8e.dat",
 }
 
-// putHeader writes a valid mcp_gen_header at b[0:hdrSize].
+// putHeader writes a valid mcp_gen_header at b[0:abi.HdrSize].
 func putHeader(b []byte) {
 	be := binary.BigEndian
-	clear(b[:hdrSize])
-	be.PutUint32(b[hdrOffLength:], hdrSize)
-	be.PutUint32(b[hdrOffType:], mcpTypeETH)
-	copy(b[hdrOffVersion:hdrOffVersion+hdrVersionLen-1], fwVersion)
-	be.PutUint32(b[hdrOffSRAMSize:], sramSize)
-	be.PutUint32(b[hdrOffStringSpecs:], offEEPROMStrings)
-	be.PutUint32(b[hdrOffStringLen:], eepromStringsSize)
+	clear(b[:abi.HdrSize])
+	be.PutUint32(b[abi.HdrOffLength:], abi.HdrSize)
+	be.PutUint32(b[abi.HdrOffType:], abi.MCPTypeETH)
+	copy(b[abi.HdrOffVersion:abi.HdrOffVersion+abi.HdrVersionLen-1], fwVersion)
+	be.PutUint32(b[abi.HdrOffSRAMSize:], sramSize)
+	be.PutUint32(b[abi.HdrOffStringSpecs:], offEEPROMStrings)
+	be.PutUint32(b[abi.HdrOffStringLen:], abi.EEPROMStringsSize)
 }
 
 // eepromStrings returns the 256-byte EEPROM string block: serial number,
@@ -39,7 +44,7 @@ func putHeader(b []byte) {
 // zero-filled (the driver's parser may run one string past the end).
 // MAC= is not last, so the parser's look-ahead stays in the block.
 func eepromStrings(mac net.HardwareAddr, serial uint32) []byte {
-	b := make([]byte, eepromStringsSize)
+	b := make([]byte, abi.EEPROMStringsSize)
 	s := fmt.Sprintf("SN=%d\x00MAC=%s\x00PC=10G-PCIE-8B-S\x00\x00", serial, mac)
 	copy(b, s)
 	return b
@@ -47,7 +52,7 @@ func eepromStrings(mac net.HardwareAddr, serial uint32) []byte {
 
 // putSRAMImage lays the power-on SRAM contents into bar0.
 func putSRAMImage(bar0 []byte, mac net.HardwareAddr, serial uint32) {
-	binary.BigEndian.PutUint32(bar0[offHeaderPtr:], offHeader)
+	binary.BigEndian.PutUint32(bar0[abi.OffHeaderPtr:], offHeader)
 	putHeader(bar0[offHeader:])
 	copy(bar0[offEEPROMStrings:], eepromStrings(mac, serial))
 }
@@ -60,7 +65,7 @@ func putSRAMImage(bar0 []byte, mac net.HardwareAddr, serial uint32) {
 func FirmwareImage() []byte {
 	const hdrOff = 0x40
 	b := make([]byte, 256)
-	binary.BigEndian.PutUint32(b[offHeaderPtr:], hdrOff)
+	binary.BigEndian.PutUint32(b[abi.OffHeaderPtr:], hdrOff)
 	putHeader(b[hdrOff:])
 	return b
 }
@@ -83,13 +88,13 @@ func (n *NIC) confirmLocked(block uint64, what string) {
 func (n *NIC) handoffLocked(int, uint64, int) {
 	n.stats.Handoffs++
 	n.resetFirmwareLocked()
-	n.confirmLocked(offBootHandoff, "handoff confirm")
-	n.log.WithField("length", n.be32(offBootHandoff+0x10)).Info("firmware handoff")
+	n.confirmLocked(abi.OffHandoff, "handoff confirm")
+	n.log.WithField("length", n.be32(abi.OffHandoff+0x10)).Info("firmware handoff")
 }
 
 // dummyRDMALocked acknowledges the dummy RDMA switch (§3.7), on or off
 // alike: the periodic host reads it would enable exist to work around
 // chipsets we do not have.
 func (n *NIC) dummyRDMALocked(int, uint64, int) {
-	n.confirmLocked(offDummyRDMA, "dummy RDMA confirm")
+	n.confirmLocked(abi.OffDummyRDMA, "dummy RDMA confirm")
 }

@@ -2,8 +2,10 @@ package myri10ge
 
 import (
 	"encoding/binary"
-	"github.com/myriemu/myriemu/fault"
 	"time"
+
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
+	"github.com/myriemu/myriemu/fault"
 )
 
 // Interrupts (§6): the per-slice interrupt block with its two tokens, the
@@ -24,9 +26,9 @@ const (
 // the wire has carrier.
 func (n *NIC) linkStateLocked() uint32 {
 	if n.fw.running && n.cfg.Port.LinkUp() {
-		return linkUp
+		return abi.LinkUp
 	}
-	return linkDown
+	return abi.LinkDown
 }
 
 // maybeInterruptLocked reports what the driver has not seen yet, if the
@@ -73,35 +75,35 @@ func (n *NIC) maybeInterruptLocked(s *slice) {
 	b := s.block[:]
 	clear(b)
 	be := binary.BigEndian
-	be.PutUint32(b[irqOffSendDoneCount:], s.sendDone)
-	be.PutUint32(b[irqOffLinkUp:], n.linkStateLocked())
-	be.PutUint32(b[irqOffRDMATags:], rdmaTagsAvailable)
+	be.PutUint32(b[abi.IRQOffSendDoneCount:], s.sendDone)
+	be.PutUint32(b[abi.IRQOffLinkUp:], n.linkStateLocked())
+	be.PutUint32(b[abi.IRQOffRDMATags:], abi.RDMATagsAvailable)
 	d := &n.drops
-	be.PutUint32(b[irqOffDroppedPause:], d.pause)
-	be.PutUint32(b[irqOffDroppedUnicast:], d.unicastFiltered)
-	be.PutUint32(b[irqOffDroppedMulticast:], d.multicastFiltered)
-	be.PutUint32(b[irqOffDroppedLinkError:], d.linkError)
-	be.PutUint32(b[irqOffDroppedRunt:], d.runt)
-	be.PutUint32(b[irqOffDroppedOverrun:], d.overrun)
-	be.PutUint32(b[irqOffDroppedNoSmall:], d.noSmall)
-	be.PutUint32(b[irqOffDroppedNoBig:], d.noBig)
+	be.PutUint32(b[abi.IRQOffDroppedPause:], d.pause)
+	be.PutUint32(b[abi.IRQOffDroppedUnicast:], d.unicastFiltered)
+	be.PutUint32(b[abi.IRQOffDroppedMulticast:], d.multicastFiltered)
+	be.PutUint32(b[abi.IRQOffDroppedLinkError:], d.linkError)
+	be.PutUint32(b[abi.IRQOffDroppedRunt:], d.runt)
+	be.PutUint32(b[abi.IRQOffDroppedOverrun:], d.overrun)
+	be.PutUint32(b[abi.IRQOffDroppedNoSmall:], d.noSmall)
+	be.PutUint32(b[abi.IRQOffDroppedNoBig:], d.noBig)
 	if link && n.fw.linkEvent == linkEventDown {
-		b[irqOffFlagsWord+1] = 1 // link_down: the one report ETHERNET_DOWN waits for
+		b[abi.IRQOffFlagsWord+1] = 1 // link_down: the one report ETHERNET_DOWN waits for
 	}
-	b[irqOffFlagsWord+2] = 1 // stats_updated
+	b[abi.IRQOffFlagsWord+2] = 1 // stats_updated
 	if passRx {
-		b[irqOffFlagsWord+3] = 0x01 // valid, RX token passed
+		b[abi.IRQOffFlagsWord+3] = 0x01 // valid, RX token passed
 	} else {
-		b[irqOffFlagsWord+3] = 0x02 // valid, no RX token (§12.4)
+		b[abi.IRQOffFlagsWord+3] = 0x02 // valid, no RX token (§12.4)
 	}
 
 	// The legacy block starts at send_done_count; either way the word
 	// holding valid goes last, as one store.
-	body := b[s.statsOff:irqOffFlagsWord]
-	flagsAddr := s.statsAddr + uint64(irqOffFlagsWord-s.statsOff)
+	body := b[s.statsOff:abi.IRQOffFlagsWord]
+	flagsAddr := s.statsAddr + uint64(abi.IRQOffFlagsWord-s.statsOff)
 	frozen := n.host.Fault.Armed(fault.DMA) && n.statsFrozenLocked(s)
 	if !frozen && !n.dmaWriteLocked(s, "interrupt block", s.statsAddr, body) ||
-		!n.dmaStoreLocked(s, "interrupt block", flagsAddr, [4]byte(b[irqOffFlagsWord:])) {
+		!n.dmaStoreLocked(s, "interrupt block", flagsAddr, [4]byte(b[abi.IRQOffFlagsWord:])) {
 		return
 	}
 
@@ -149,7 +151,7 @@ func (n *NIC) deassertLocked(int, uint64, int) {
 	if !s.statsSet {
 		return
 	}
-	addr := s.statsAddr + uint64(irqOffFlagsWord+3-s.statsOff)
+	addr := s.statsAddr + uint64(abi.IRQOffFlagsWord+3-s.statsOff)
 	n.dmaWriteLocked(nil, "deassert valid clear", addr, []byte{0})
 }
 

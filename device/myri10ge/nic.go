@@ -15,6 +15,7 @@ import (
 	"net"
 	"sync"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/fault"
 	"github.com/myriemu/myriemu/internal/ratelog"
@@ -24,14 +25,11 @@ import (
 
 // PCI identity (§1.1).
 const (
-	VendorID    = 0x14C1 // Myricom
-	DeviceID    = 0x0008 // Z8E
 	classEthNIC = 0x020000
 	revision    = 0x01 // "Myri10G-PCIE-8B"
 )
 
 const (
-	bar0Size = 16 << 20 // the driver hard-codes PIO targets up to 0xFC0200 (§1.2)
 	// BAR2 holds the MSI-X table (at 0) and PBA (at msixPBAOff), as on real
 	// boards; never in the write-combined BAR0.
 	msixBARSize = 8 << 10
@@ -117,7 +115,7 @@ func New(cfg Config) (*NIC, error) {
 		n.pio.win = w
 		n.bar0 = w.Bytes()
 	} else {
-		n.bar0 = make([]byte, bar0Size)
+		n.bar0 = make([]byte, abi.BAR0Size)
 	}
 	n.slices = make([]*slice, cfg.Slices)
 	for i := range n.slices {
@@ -132,11 +130,11 @@ func New(cfg Config) (*NIC, error) {
 // Spec implements pci.Device (§1).
 func (n *NIC) Spec() pci.Spec {
 	var s pci.Spec
-	s.VendorID, s.DeviceID = VendorID, DeviceID
-	s.SubsystemVendorID, s.SubsystemID = VendorID, DeviceID
+	s.VendorID, s.DeviceID = abi.VendorID, abi.DeviceID
+	s.SubsystemVendorID, s.SubsystemID = abi.VendorID, abi.DeviceID
 	s.Revision = revision
 	s.Class = classEthNIC
-	s.BARs[0] = pci.BAR{Size: bar0Size, Flags: pci.BARMem64 | pci.BARPrefetch}
+	s.BARs[0] = pci.BAR{Size: abi.BAR0Size, Flags: pci.BARMem64 | pci.BARPrefetch}
 	if n.pio.win != nil {
 		s.BARs[0].Window = n.pio.win
 	}
@@ -159,52 +157,51 @@ func (n *NIC) Spec() pci.Spec {
 // ReadBAR implements pci.Device. BAR0 reads have memory semantics; the
 // data path never reads it (§2.3).
 func (n *NIC) ReadBAR(bar int, off uint64, p []byte) error {
-	switch bar {
-	case 0:
-		if err := checkBAR0("read", off, len(p)); err != nil {
-			return err
-		}
-		n.mu.Lock()
-		copy(p, n.bar0[off:])
-		n.mu.Unlock()
-		return nil
-	case 2:
-		// BAR2 outside the MSI-X table and PBA reads as zero.
-		clear(p)
+	if err := checkBAR(bar, "read", off, len(p)); err != nil {
+		return err
+	}
+	if bar == 2 {
+		clear(p) // BAR2 outside the MSI-X table and PBA reads as zero
 		return nil
 	}
-	return fmt.Errorf("myri10ge: read of absent BAR %d", bar)
-}
-
-// checkBAR0 fails an access of n bytes at off that does not lie in BAR0.
-func checkBAR0(op string, off uint64, n int) error {
-	if off > bar0Size || uint64(n) > bar0Size-off {
-		return fmt.Errorf("myri10ge: BAR0 %s %d@%#x: out of range", op, n, off)
-	}
+	n.mu.Lock()
+	copy(p, n.bar0[off:])
+	n.mu.Unlock()
 	return nil
 }
 
 // WriteBAR implements pci.Device: the bytes are stored, then a write that
 // completes a trigger runs it (§2.4).
 func (n *NIC) WriteBAR(bar int, off uint64, p []byte) error {
-	switch bar {
-	case 0:
-		if err := checkBAR0("write", off, len(p)); err != nil {
-			return err
-		}
-		n.mu.Lock()
-		copy(n.bar0[off:], p)
-		if n.pio.win != nil {
-			n.pioTrappedLocked(off, len(p))
-		} else {
-			n.bar0WrittenLocked(off, len(p))
-		}
-		n.mu.Unlock()
-		return nil
-	case 2:
+	if err := checkBAR(bar, "write", off, len(p)); err != nil {
+		return err
+	}
+	if bar == 2 {
 		return nil // nothing but the MSI-X table lives in BAR2
 	}
-	return fmt.Errorf("myri10ge: write of absent BAR %d", bar)
+	n.mu.Lock()
+	copy(n.bar0[off:], p)
+	if n.pio.win != nil {
+		n.pioTrappedLocked(off, len(p))
+	} else {
+		n.bar0WrittenLocked(off, len(p))
+	}
+	n.mu.Unlock()
+	return nil
+}
+
+// checkBAR fails an access of n bytes at off that is not in BAR0 or BAR2
+// (the MSI-X BAR: what the table and PBA do not claim reaches the device).
+func checkBAR(bar int, op string, off uint64, n int) error {
+	switch {
+	case bar == 2:
+		return nil
+	case bar != 0:
+		return fmt.Errorf("myri10ge: %s of absent BAR %d", op, bar)
+	case off > abi.BAR0Size || uint64(n) > abi.BAR0Size-off:
+		return fmt.Errorf("myri10ge: BAR0 %s %d@%#x: out of range", op, n, off)
+	}
+	return nil
 }
 
 // Attach implements pci.Device: the NIC joins the wire.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/dma/dmatest"
 	"github.com/myriemu/myriemu/fabric"
@@ -111,30 +112,30 @@ func (r *rig) ramBE32(addr uint64) uint32 { return binary.BigEndian.Uint32(r.ram
 
 // cmd issues a mailbox command the way the driver does: preset result to
 // NO_RESPONSE, copy the 64-byte block in 8-byte stores, read the response.
-func (r *rig) cmd(c Cmd, d0, d1, d2 uint32) (uint32, Status) {
+func (r *rig) cmd(c abi.Cmd, d0, d1, d2 uint32) (uint32, abi.Status) {
 	r.t.Helper()
-	binary.BigEndian.PutUint32(r.ram.Bytes()[respAddr+4:], uint32(StatusNoResponse))
-	var blk [blockSize]byte
+	binary.BigEndian.PutUint32(r.ram.Bytes()[respAddr+4:], uint32(abi.StatusNoResponse))
+	var blk [abi.BlockSize]byte
 	be := binary.BigEndian
-	be.PutUint32(blk[cmdOffCmd:], uint32(c))
-	be.PutUint32(blk[cmdOffData0:], d0)
-	be.PutUint32(blk[cmdOffData1:], d1)
-	be.PutUint32(blk[cmdOffData2:], d2)
-	be.PutUint32(blk[cmdOffRespLo:], respAddr)
-	for i := 0; i < blockSize; i += 8 {
-		r.write(offCmd+uint64(i), blk[i:i+8])
+	be.PutUint32(blk[abi.CmdOffCmd:], uint32(c))
+	be.PutUint32(blk[abi.CmdOffData0:], d0)
+	be.PutUint32(blk[abi.CmdOffData1:], d1)
+	be.PutUint32(blk[abi.CmdOffData2:], d2)
+	be.PutUint32(blk[abi.CmdOffRespLo:], respAddr)
+	for i := 0; i < abi.BlockSize; i += 8 {
+		r.write(abi.OffCmd+uint64(i), blk[i:i+8])
 	}
-	st := Status(r.ramBE32(respAddr + 4))
-	if st == StatusNoResponse {
+	st := abi.Status(r.ramBE32(respAddr + 4))
+	if st == abi.StatusNoResponse {
 		r.t.Fatalf("command %v: no response", c)
 	}
 	return r.ramBE32(respAddr), st
 }
 
-func (r *rig) mustCmd(c Cmd, d0, d1, d2 uint32) uint32 {
+func (r *rig) mustCmd(c abi.Cmd, d0, d1, d2 uint32) uint32 {
 	r.t.Helper()
 	data, st := r.cmd(c, d0, d1, d2)
-	if st != StatusOK {
+	if st != abi.StatusOK {
 		r.t.Fatalf("command %v(%#x, %#x, %#x) = %v, want OK", c, d0, d1, d2, st)
 	}
 	return data
@@ -145,29 +146,29 @@ func (r *rig) mustCmd(c Cmd, d0, d1, d2 uint32) uint32 {
 // interrupt, with its tokens handed back.
 func (r *rig) open(mtu int) {
 	r.t.Helper()
-	r.mustCmd(CmdReset, 0, 0, 0)
+	r.mustCmd(abi.CmdReset, 0, 0, 0)
 	// The driver writes its coalescing delay right after reset; no delay
 	// keeps these tests free of timing (TestCoalescingDelay sets its own).
 	r.put32(intrCoalOff, 0)
-	r.mustCmd(CmdSetIntrqSize, 2*rxRingEntries*slotSize, 0, 0)
-	r.mustCmd(CmdSetIntrqDMA, rxDoneAddr0, 0, 0)
-	r.mustCmd(CmdSetStatsDMAV2, statsAddr0, 0, irqDataSize)
-	r.mustCmd(CmdSetMTU, uint32(mtu+18), 0, 0)
-	small, big := 128-rxPad, 2048
+	r.mustCmd(abi.CmdSetIntrqSize, 2*rxRingEntries*abi.SlotSize, 0, 0)
+	r.mustCmd(abi.CmdSetIntrqDMA, rxDoneAddr0, 0, 0)
+	r.mustCmd(abi.CmdSetStatsDMAV2, statsAddr0, 0, abi.IRQDataSize)
+	r.mustCmd(abi.CmdSetMTU, uint32(mtu+18), 0, 0)
+	small, big := 128-abi.RxPad, 2048
 	if mtu > 1500 {
 		small, big = 1518, 4096
 	}
-	r.mustCmd(CmdSetSmallBufferSize, uint32(small), 0, 0)
-	r.mustCmd(CmdSetBigBufferSize, uint32(big), 0, 0)
-	for g := 0; g < rxRingEntries/recvGroup; g++ {
+	r.mustCmd(abi.CmdSetSmallBufferSize, uint32(small), 0, 0)
+	r.mustCmd(abi.CmdSetBigBufferSize, uint32(big), 0, 0)
+	for g := 0; g < rxRingEntries/abi.RecvGroup; g++ {
 		r.postGroup(0, false, g)
 		r.postGroup(0, true, g)
 	}
-	r.mustCmd(CmdEthernetUp, 0, 0, 0)
+	r.mustCmd(abi.CmdEthernetUp, 0, 0, 0)
 	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		r.t.Fatalf("after ETHERNET_UP raised %v, want [0]", got)
 	}
-	if got := r.block(0).linkUp; got != linkUp {
+	if got := r.block(0).linkUp; got != abi.LinkUp {
 		r.t.Fatalf("link-up block has link_up %d", got)
 	}
 	r.claim(0, true)
@@ -191,14 +192,14 @@ func (r *rig) postGroup(slice int, big bool, g int) {
 	if big {
 		base = bigRingOff(slice)
 	}
-	var grp [recvGroup * recvDescSize]byte
-	for i := 0; i < recvGroup; i++ {
-		a := bufAddr(slice, big, g*recvGroup+i)
+	var grp [abi.RecvGroup * abi.RecvDescSize]byte
+	for i := 0; i < abi.RecvGroup; i++ {
+		a := bufAddr(slice, big, g*abi.RecvGroup+i)
 		binary.BigEndian.PutUint32(grp[i*8:], uint32(a>>32))
 		binary.BigEndian.PutUint32(grp[i*8+4:], uint32(a))
 	}
 	real := binary.BigEndian.Uint32(grp[4:])
-	binary.BigEndian.PutUint32(grp[4:], recvInvalidLow)
+	binary.BigEndian.PutUint32(grp[4:], abi.RecvInvalidLow)
 	off := base + uint64(g)*uint64(len(grp))
 	for i := 0; i < len(grp); i += 8 {
 		r.write(off+uint64(i), grp[i:i+8])
@@ -221,12 +222,12 @@ type irqBlock struct {
 
 func (r *rig) block(slice int) irqBlock {
 	a := uint64(statsAddr0 + 0x100*slice)
-	b := r.ram.Bytes()[a : a+irqDataSize]
+	b := r.ram.Bytes()[a : a+abi.IRQDataSize]
 	be := binary.BigEndian
 	return irqBlock{
-		sendDone: be.Uint32(b[irqOffSendDoneCount:]), linkUp: be.Uint32(b[irqOffLinkUp:]),
-		rdmaTags: be.Uint32(b[irqOffRDMATags:]), noSmall: be.Uint32(b[irqOffDroppedNoSmall:]),
-		noBig: be.Uint32(b[irqOffDroppedNoBig:]), unicastFiltered: be.Uint32(b[irqOffDroppedUnicast:]),
+		sendDone: be.Uint32(b[abi.IRQOffSendDoneCount:]), linkUp: be.Uint32(b[abi.IRQOffLinkUp:]),
+		rdmaTags: be.Uint32(b[abi.IRQOffRDMATags:]), noSmall: be.Uint32(b[abi.IRQOffDroppedNoSmall:]),
+		noBig: be.Uint32(b[abi.IRQOffDroppedNoBig:]), unicastFiltered: be.Uint32(b[abi.IRQOffDroppedUnicast:]),
 		linkDown: b[0x3D], statsUpdated: b[0x3E], valid: b[0x3F],
 	}
 }
@@ -252,23 +253,23 @@ func testFrame(dst string, n int) []byte {
 
 func TestSRAMImage(t *testing.T) {
 	r := newRig(t, 1)
-	hdr := uint64(r.read32(offHeaderPtr) & 0xFFFFC)
+	hdr := uint64(r.read32(abi.OffHeaderPtr) & 0xFFFFC)
 	if hdr != offHeader {
 		t.Fatalf("header pointer %#x, want %#x", hdr, offHeader)
 	}
-	if got := r.read32(hdr + hdrOffType); got != mcpTypeETH {
+	if got := r.read32(hdr + abi.HdrOffType); got != abi.MCPTypeETH {
 		t.Errorf("mcp_type %#x, want ETH", got)
 	}
-	specs := uint64(r.read32(hdr + hdrOffStringSpecs))
-	if specs <= 0x100000 || specs+eepromStringsSize > bar0Size || hdr+hdrSize > specs {
+	specs := uint64(r.read32(hdr + abi.HdrOffStringSpecs))
+	if specs <= 0x100000 || specs+abi.EEPROMStringsSize > abi.BAR0Size || hdr+abi.HdrSize > specs {
 		t.Errorf("string_specs %#x breaks the driver's sram_size checks", specs)
 	}
-	ver := make([]byte, hdrVersionLen)
-	r.nic.ReadBAR(0, hdr+hdrOffVersion, ver)
+	ver := make([]byte, abi.HdrVersionLen)
+	r.nic.ReadBAR(0, hdr+abi.HdrOffVersion, ver)
 	if !strings.HasPrefix(string(ver), "1.4.") {
 		t.Errorf("version %q: the driver needs 1.4.x", ver)
 	}
-	strs := make([]byte, eepromStringsSize)
+	strs := make([]byte, abi.EEPROMStringsSize)
 	r.nic.ReadBAR(0, specs, strs)
 	var got []string
 	for _, s := range bytes.Split(bytes.TrimRight(strs, "\x00"), []byte{0}) {
@@ -283,65 +284,65 @@ func TestSRAMImage(t *testing.T) {
 func TestCommands(t *testing.T) {
 	r := newRig(t, 4)
 	tests := []struct {
-		cmd        Cmd
+		cmd        abi.Cmd
 		d0, d1, d2 uint32
-		wantStatus Status
+		wantStatus abi.Status
 		wantData   uint32
 		anyData    bool
 	}{
-		{cmd: CmdReset, wantData: 2 * rxRingEntries * slotSize},
-		{cmd: CmdGetSendOffset, d0: 1, wantData: sendRingBase + sendRingStride},
-		{cmd: CmdGetSendOffset, d0: 4, wantStatus: StatusErrorRange},
-		{cmd: CmdGetSmallRxOffset, d0: 3, wantData: smallRingBase + 3*rxRingStride},
-		{cmd: CmdGetBigRxOffset, d0: 0, wantData: bigRingBase},
-		{cmd: CmdGetIRQAckOffset, d0: 0xdeadbeef /* stale */, wantData: irqAckBase},
-		{cmd: CmdGetIRQDeassertOffset, wantData: irqDeassertOff},
-		{cmd: CmdGetIntrCoalDelayOffset, wantData: intrCoalOff},
-		{cmd: CmdGetSendRingSize, wantData: sendRingBytes},
-		{cmd: CmdGetRxRingSize, d0: 0x12345 /* garbage from old kernels */, wantData: rxRingBytes},
-		{cmd: CmdGetMaxRSSQueues, wantData: 4},
-		{cmd: CmdEnableRSSQueues, d0: 4, d1: 3},
-		{cmd: CmdEnableRSSQueues, d0: 5, d1: 3, wantStatus: StatusErrorRange},
-		{cmd: CmdGetRSSTableOffset, wantData: rssTableOff},
-		{cmd: CmdSetRSSTableSize, d0: 4},
-		{cmd: CmdSetRSSEnable, d0: 1, d1: 5},
-		{cmd: CmdSetIntrqSize, d0: 4096},
-		{cmd: CmdSetIntrqSize, d0: 4100, wantStatus: StatusErrorRange},
-		{cmd: CmdSetIntrqDMA, d0: rxDoneAddr0, d2: 3},
-		{cmd: CmdSetIntrqDMA, d0: rxDoneAddr0, d2: 4, wantStatus: StatusErrorRange},
-		{cmd: CmdSetStatsDMAV2, d0: statsAddr0, d2: 64 | 2<<16},
-		{cmd: CmdSetStatsDMAV2, d0: statsAddr0, d2: 40, wantStatus: StatusErrorRange},
-		{cmd: CmdSetMTU, d0: 9018},
-		{cmd: CmdSetMTU, d0: 9019, wantStatus: StatusErrorRange},
-		{cmd: CmdSetSmallBufferSize, d0: 126},
-		{cmd: CmdSetBigBufferSize, d0: 4096},
-		{cmd: CmdSetBigBufferSize, d0: 3000, wantStatus: StatusErrorRange},
-		{cmd: CmdSetMACAddress, d0: 0x0060dd47, d1: 0x0002},
-		{cmd: CmdEnableFlowControl},
-		{cmd: CmdDisablePromisc},
-		{cmd: CmdEnablePromisc},
-		{cmd: CmdEnableAllMulti},
-		{cmd: CmdLeaveAllMulticast},
-		{cmd: CmdJoinMulticastGroup, d0: 0x01005e00, d1: 0x00010000},
-		{cmd: CmdJoinMulticastGroup, d0: 0x02005e00, d1: 0x00010000, wantStatus: StatusErrorMulticast},
-		{cmd: CmdDisableAllMulti},
-		{cmd: CmdSetTSOMode, d0: 0},
-		{cmd: CmdSetRSSMCPSlotType, d0: 0},
-		{cmd: CmdSetRSSMCPSlotType, d0: 1, wantStatus: StatusErrorRange},
-		{cmd: CmdDMATest, d0: 0x8000, d2: 2048 << 16, anyData: true},
-		{cmd: CmdDMATest, d0: 0x8000, d2: 2048, anyData: true},
-		{cmd: CmdDMATest, d0: 0x8000, d2: 2048 * 0x10001, anyData: true},
-		{cmd: CmdDMATest, d0: 0, d1: 0x10, d2: 2048, wantStatus: StatusErrorRange}, // unmapped page
-		{cmd: CmdEthernetUp, wantStatus: StatusErrorBusy},                          // slices 0-2 have no rx_done ring
-		{cmd: CmdEthernetDown},
+		{cmd: abi.CmdReset, wantData: 2 * rxRingEntries * abi.SlotSize},
+		{cmd: abi.CmdGetSendOffset, d0: 1, wantData: sendRingBase + sendRingStride},
+		{cmd: abi.CmdGetSendOffset, d0: 4, wantStatus: abi.StatusErrorRange},
+		{cmd: abi.CmdGetSmallRxOffset, d0: 3, wantData: smallRingBase + 3*rxRingStride},
+		{cmd: abi.CmdGetBigRxOffset, d0: 0, wantData: bigRingBase},
+		{cmd: abi.CmdGetIRQAckOffset, d0: 0xdeadbeef /* stale */, wantData: irqAckBase},
+		{cmd: abi.CmdGetIRQDeassertOffset, wantData: irqDeassertOff},
+		{cmd: abi.CmdGetIntrCoalDelayOffset, wantData: intrCoalOff},
+		{cmd: abi.CmdGetSendRingSize, wantData: sendRingBytes},
+		{cmd: abi.CmdGetRxRingSize, d0: 0x12345 /* garbage from old kernels */, wantData: rxRingBytes},
+		{cmd: abi.CmdGetMaxRSSQueues, wantData: 4},
+		{cmd: abi.CmdEnableRSSQueues, d0: 4, d1: 3},
+		{cmd: abi.CmdEnableRSSQueues, d0: 5, d1: 3, wantStatus: abi.StatusErrorRange},
+		{cmd: abi.CmdGetRSSTableOffset, wantData: rssTableOff},
+		{cmd: abi.CmdSetRSSTableSize, d0: 4},
+		{cmd: abi.CmdSetRSSEnable, d0: 1, d1: 5},
+		{cmd: abi.CmdSetIntrqSize, d0: 4096},
+		{cmd: abi.CmdSetIntrqSize, d0: 4100, wantStatus: abi.StatusErrorRange},
+		{cmd: abi.CmdSetIntrqDMA, d0: rxDoneAddr0, d2: 3},
+		{cmd: abi.CmdSetIntrqDMA, d0: rxDoneAddr0, d2: 4, wantStatus: abi.StatusErrorRange},
+		{cmd: abi.CmdSetStatsDMAV2, d0: statsAddr0, d2: 64 | 2<<16},
+		{cmd: abi.CmdSetStatsDMAV2, d0: statsAddr0, d2: 40, wantStatus: abi.StatusErrorRange},
+		{cmd: abi.CmdSetMTU, d0: 9018},
+		{cmd: abi.CmdSetMTU, d0: 9019, wantStatus: abi.StatusErrorRange},
+		{cmd: abi.CmdSetSmallBufferSize, d0: 126},
+		{cmd: abi.CmdSetBigBufferSize, d0: 4096},
+		{cmd: abi.CmdSetBigBufferSize, d0: 3000, wantStatus: abi.StatusErrorRange},
+		{cmd: abi.CmdSetMACAddress, d0: 0x0060dd47, d1: 0x0002},
+		{cmd: abi.CmdEnableFlowControl},
+		{cmd: abi.CmdDisablePromisc},
+		{cmd: abi.CmdEnablePromisc},
+		{cmd: abi.CmdEnableAllMulti},
+		{cmd: abi.CmdLeaveAllMulticast},
+		{cmd: abi.CmdJoinMulticastGroup, d0: 0x01005e00, d1: 0x00010000},
+		{cmd: abi.CmdJoinMulticastGroup, d0: 0x02005e00, d1: 0x00010000, wantStatus: abi.StatusErrorMulticast},
+		{cmd: abi.CmdDisableAllMulti},
+		{cmd: abi.CmdSetTSOMode, d0: 0},
+		{cmd: abi.CmdSetRSSMCPSlotType, d0: 0},
+		{cmd: abi.CmdSetRSSMCPSlotType, d0: 1, wantStatus: abi.StatusErrorRange},
+		{cmd: abi.CmdDMATest, d0: 0x8000, d2: 2048 << 16, anyData: true},
+		{cmd: abi.CmdDMATest, d0: 0x8000, d2: 2048, anyData: true},
+		{cmd: abi.CmdDMATest, d0: 0x8000, d2: 2048 * 0x10001, anyData: true},
+		{cmd: abi.CmdDMATest, d0: 0, d1: 0x10, d2: 2048, wantStatus: abi.StatusErrorRange}, // unmapped page
+		{cmd: abi.CmdEthernetUp, wantStatus: abi.StatusErrorBusy},                          // slices 0-2 have no rx_done ring
+		{cmd: abi.CmdEthernetDown},
 		// Commands the firmware does not implement answer UNKNOWN, the one
 		// quiet failure the driver tolerates.
-		{cmd: CmdGetMCPVersion, wantStatus: StatusUnknown},
-		{cmd: CmdGetMaxTSO6HdrSize, wantStatus: StatusUnknown},
-		{cmd: CmdGetDCAOffset, wantStatus: StatusUnknown},
-		{cmd: CmdSetStatsInterval, wantStatus: StatusUnknown},
-		{cmd: 64, wantStatus: StatusUnknown},
-		{cmd: 0xFFFFFFFF, wantStatus: StatusUnknown},
+		{cmd: abi.CmdGetMCPVersion, wantStatus: abi.StatusUnknown},
+		{cmd: abi.CmdGetMaxTSO6HdrSize, wantStatus: abi.StatusUnknown},
+		{cmd: abi.CmdGetDCAOffset, wantStatus: abi.StatusUnknown},
+		{cmd: abi.CmdSetStatsInterval, wantStatus: abi.StatusUnknown},
+		{cmd: 64, wantStatus: abi.StatusUnknown},
+		{cmd: 0xFFFFFFFF, wantStatus: abi.StatusUnknown},
 	}
 	for _, tc := range tests {
 		data, st := r.cmd(tc.cmd, tc.d0, tc.d1, tc.d2)
@@ -349,7 +350,7 @@ func TestCommands(t *testing.T) {
 			t.Errorf("%v(%#x, %#x, %#x): status %v, want %v", tc.cmd, tc.d0, tc.d1, tc.d2, st, tc.wantStatus)
 			continue
 		}
-		if st != StatusOK {
+		if st != abi.StatusOK {
 			continue
 		}
 		if tc.anyData {
@@ -368,8 +369,8 @@ func TestCommands(t *testing.T) {
 func TestResetZeroesSendRingAndState(t *testing.T) {
 	r := newRig(t, 1)
 	r.open(1500)
-	r.write(sendRingOff(0)+5*sendDescSize, bytes.Repeat([]byte{0xAB}, sendDescSize))
-	r.mustCmd(CmdReset, 0, 0, 0)
+	r.write(sendRingOff(0)+5*abi.SendDescSize, bytes.Repeat([]byte{0xAB}, abi.SendDescSize))
+	r.mustCmd(abi.CmdReset, 0, 0, 0)
 	ring := make([]byte, sendRingBytes)
 	r.nic.ReadBAR(0, sendRingOff(0), ring)
 	if !bytes.Equal(ring, make([]byte, sendRingBytes)) {
@@ -391,7 +392,7 @@ func TestReceiveSmallAndTokens(t *testing.T) {
 	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		t.Fatalf("raised %v, want [0]", got)
 	}
-	if b := r.block(0); b.valid != 1 || b.statsUpdated != 1 || b.rdmaTags != rdmaTagsAvailable || b.linkUp != linkUp {
+	if b := r.block(0); b.valid != 1 || b.statsUpdated != 1 || b.rdmaTags != abi.RDMATagsAvailable || b.linkUp != abi.LinkUp {
 		t.Fatalf("block %+v: want valid 1 (RX token), stats_updated, 15 tags, link up", b)
 	}
 	cs, n := r.slot(0, 0)
@@ -399,7 +400,7 @@ func TestReceiveSmallAndTokens(t *testing.T) {
 		t.Errorf("rx_done slot = csum %#x len %d, want %#x %d", cs, n, rxChecksum(f), len(f))
 	}
 	buf := bufAddr(0, false, 0)
-	if got := r.ram.Bytes()[buf+rxPad : buf+rxPad+uint64(len(f))]; !bytes.Equal(got, f) {
+	if got := r.ram.Bytes()[buf+abi.RxPad : buf+abi.RxPad+uint64(len(f))]; !bytes.Equal(got, f) {
 		t.Error("small buffer does not hold the frame behind the 2-byte pad")
 	}
 
@@ -437,15 +438,15 @@ func TestReceiveRingChoiceAndBigChunks(t *testing.T) {
 	// 1518 fits the small ring; 1519 takes one big buffer (1521 bytes with
 	// the pad); 9018 takes three pages.
 	mem := r.ram.Bytes()
-	if got := mem[bufAddr(0, false, 0)+rxPad:][:1518]; !bytes.Equal(got, testFrame(testMAC, 1518)) {
+	if got := mem[bufAddr(0, false, 0)+abi.RxPad:][:1518]; !bytes.Equal(got, testFrame(testMAC, 1518)) {
 		t.Error("1518-byte frame not in the small ring")
 	}
-	if got := mem[bufAddr(0, true, 0)+rxPad:][:1519]; !bytes.Equal(got, testFrame(testMAC, 1519)) {
+	if got := mem[bufAddr(0, true, 0)+abi.RxPad:][:1519]; !bytes.Equal(got, testFrame(testMAC, 1519)) {
 		t.Error("1519-byte frame not in big buffer 0")
 	}
 	big := testFrame(testMAC, 9018)
 	var gathered []byte
-	stream := -rxPad
+	stream := -abi.RxPad
 	for j := 1; j <= 3; j++ {
 		b := mem[bufAddr(0, true, j):][:4096]
 		lo, hi := max(stream, 0), min(stream+4096, len(big))
@@ -477,7 +478,7 @@ func TestReceiveDropsAndFilter(t *testing.T) {
 	if s := r.nic.Stats(); s.RxDropped != 3 || s.RxFrames != 0 {
 		t.Errorf("RxDropped %d RxFrames %d, want 3 and 0", s.RxDropped, s.RxFrames)
 	}
-	r.mustCmd(CmdEnablePromisc, 0, 0, 0)
+	r.mustCmd(abi.CmdEnablePromisc, 0, 0, 0)
 	r.port.Inject(testFrame("02:00:00:00:00:77", 60))
 	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		t.Errorf("promiscuous receive raised %v, want [0]", got)
@@ -511,7 +512,7 @@ func TestReceiveWithoutBuffers(t *testing.T) {
 
 func TestReceivePostingRules(t *testing.T) {
 	r := newRig(t, 1)
-	r.mustCmd(CmdReset, 0, 0, 0)
+	r.mustCmd(abi.CmdReset, 0, 0, 0)
 	r.postGroup(0, false, 1) // group 0 must come first
 	if got := r.nic.slices[0].rx[ringSmall].posted; got != 0 {
 		t.Errorf("out-of-order group posted %d buffers", got)
@@ -533,20 +534,20 @@ func TestLinkEvents(t *testing.T) {
 	if got, _ := r.irq.Take(); !cmp.Equal(got, []int{0}) {
 		t.Fatalf("carrier loss raised %v", got)
 	}
-	if b := r.block(0); b.linkUp != linkDown || b.linkDown != 0 || b.valid != 2 {
+	if b := r.block(0); b.linkUp != abi.LinkDown || b.linkDown != 0 || b.valid != 2 {
 		t.Errorf("carrier loss block %+v: want link_up 0, link_down 0, valid 2", b)
 	}
 	r.claim(0, true)
 	r.port.SetLink(true)
-	if b := r.block(0); b.linkUp != linkUp {
+	if b := r.block(0); b.linkUp != abi.LinkUp {
 		t.Errorf("carrier back: link_up %d", b.linkUp)
 	}
 	r.claim(0, true)
-	r.mustCmd(CmdEthernetDown, 0, 0, 0)
+	r.mustCmd(abi.CmdEthernetDown, 0, 0, 0)
 	if got, _ := r.irq.Take(); len(got) != 2 {
 		t.Fatalf("raised %v, want the carrier-up and the down interrupts", got)
 	}
-	if b := r.block(0); b.linkDown != 1 || b.linkUp != linkDown || b.valid != 2 {
+	if b := r.block(0); b.linkDown != 1 || b.linkUp != abi.LinkDown || b.valid != 2 {
 		t.Errorf("ETHERNET_DOWN block %+v: want link_down 1, link_up 0, valid 2", b)
 	}
 }
@@ -586,7 +587,7 @@ func TestDMAAbortHaltsSlice(t *testing.T) {
 	r.nic.mu.Lock()
 	next := r.nic.slices[0].rx[ringSmall].consumed % rxRingEntries
 	r.nic.mu.Unlock()
-	e := smallRingOff(0) + uint64(next)*recvDescSize
+	e := smallRingOff(0) + uint64(next)*abi.RecvDescSize
 	r.put32(e, 0x7F)
 	r.port.Inject(testFrame(testMAC, 60))
 	s := r.nic.Stats()
@@ -599,7 +600,7 @@ func TestDMAAbortHaltsSlice(t *testing.T) {
 	if !strings.Contains(r.logs.String(), "DMA abort") {
 		t.Error("no log line for the DMA abort")
 	}
-	r.mustCmd(CmdReset, 0, 0, 0)
+	r.mustCmd(abi.CmdReset, 0, 0, 0)
 	if r.nic.slices[0].halted {
 		t.Error("CMD_RESET did not clear the halt")
 	}
@@ -704,7 +705,7 @@ func TestDetachLogsCounters(t *testing.T) {
 	r.nic.Deliver([][]byte{testFrame(testMAC, 100)})
 	r.claim(0, false) // NAPI done and the end of the ISR: tokens home
 	r.claim(0, true)
-	r.mustCmd(CmdEthernetDown, 0, 0, 0)
+	r.mustCmd(abi.CmdEthernetDown, 0, 0, 0)
 	want := r.nic.Stats()
 	r.nic.Detach()
 	var line string
@@ -738,17 +739,17 @@ func TestDetachedNICTouchesNothing(t *testing.T) {
 	r := newRig(t, 1)
 	r.nic.Detach()
 	before := r.nic.Stats()
-	binary.BigEndian.PutUint32(r.ram.Bytes()[respAddr+4:], uint32(StatusNoResponse))
-	var blk [blockSize]byte
-	binary.BigEndian.PutUint32(blk[cmdOffCmd:], uint32(CmdGetRxRingSize))
-	binary.BigEndian.PutUint32(blk[cmdOffRespLo:], respAddr)
-	r.write(offCmd, blk[:])
+	binary.BigEndian.PutUint32(r.ram.Bytes()[respAddr+4:], uint32(abi.StatusNoResponse))
+	var blk [abi.BlockSize]byte
+	binary.BigEndian.PutUint32(blk[abi.CmdOffCmd:], uint32(abi.CmdGetRxRingSize))
+	binary.BigEndian.PutUint32(blk[abi.CmdOffRespLo:], respAddr)
+	r.write(abi.OffCmd, blk[:])
 	after := r.nic.Stats()
 	if after.Commands != before.Commands+1 || after.DMAErrors != before.DMAErrors+1 {
 		t.Errorf("commands %d -> %d, DMA errors %d -> %d; want one more of each",
 			before.Commands, after.Commands, before.DMAErrors, after.DMAErrors)
 	}
-	if st := Status(r.ramBE32(respAddr + 4)); st != StatusNoResponse {
+	if st := abi.Status(r.ramBE32(respAddr + 4)); st != abi.StatusNoResponse {
 		t.Errorf("response written to the old host's memory: %v", st)
 	}
 	if got, _ := r.irq.Take(); got != nil {

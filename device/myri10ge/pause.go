@@ -3,6 +3,8 @@ package myri10ge
 import (
 	"encoding/binary"
 	"time"
+
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 )
 
 // Flow control (IEEE 802.3 annex 31B): the NIC counts the PAUSE frames
@@ -25,15 +27,15 @@ func isPause(f []byte) bool {
 }
 
 // cmdFlowControl is ENABLE_FLOW_CONTROL and DISABLE_FLOW_CONTROL.
-func (n *NIC) cmdEnableFlowControl(*command) Status {
+func (n *NIC) cmdEnableFlowControl(*command) abi.Status {
 	n.fw.flowControl = true
-	return StatusOK
+	return abi.StatusOK
 }
 
-func (n *NIC) cmdDisableFlowControl(*command) Status {
+func (n *NIC) cmdDisableFlowControl(*command) abi.Status {
 	n.fw.flowControl = false
 	n.resumeTxLocked()
-	return StatusOK
+	return abi.StatusOK
 }
 
 // pauseLocked takes a PAUSE frame: count it, report the count in slice

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"testing"
 	"time"
+
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 )
 
 // pauseFrame is a PAUSE from the link partner asking for quanta.
@@ -21,13 +23,13 @@ func pauseFrame(quanta uint16) []byte {
 func (r *rig) sendOne(i int) {
 	r.t.Helper()
 	const buf = 0x100000
-	var d [sendDescSize]byte
-	binary.BigEndian.PutUint32(d[sendOffAddrLow:], buf)
-	binary.BigEndian.PutUint16(d[sendOffLength:], 60)
-	d[sendOffRDMACount] = 1
-	off := sendRingOff(0) + uint64(i%sendRingEntries)*sendDescSize
+	var d [abi.SendDescSize]byte
+	binary.BigEndian.PutUint32(d[abi.SendOffAddrLow:], buf)
+	binary.BigEndian.PutUint16(d[abi.SendOffLength:], 60)
+	d[abi.SendOffRDMACount] = 1
+	off := sendRingOff(0) + uint64(i%sendRingEntries)*abi.SendDescSize
 	r.write(off, d[:12])
-	d[sendOffFlags] = flagFirst | flagNoTSO
+	d[abi.SendOffFlags] = abi.FlagFirst | abi.FlagNoTSO
 	r.write(off+12, d[12:16])
 }
 
@@ -46,9 +48,9 @@ func (r *rig) sent(within time.Duration) bool {
 func TestFlowControlPause(t *testing.T) {
 	r := newRig(t, 1)
 	r.open(1500)
-	r.mustCmd(CmdEnableFlowControl, 0, 0, 0)
+	r.mustCmd(abi.CmdEnableFlowControl, 0, 0, 0)
 	r.nic.Deliver([][]byte{pauseFrame(0xffff)})
-	if got := r.ramBE32(statsAddr0 + irqOffDroppedPause); got != 1 {
+	if got := r.ramBE32(statsAddr0 + abi.IRQOffDroppedPause); got != 1 {
 		t.Errorf("dropped_pause %d in the block, want 1", got)
 	}
 	r.claim(0, true)
@@ -75,7 +77,7 @@ func TestFlowControlPause(t *testing.T) {
 		t.Fatal("transmission did not resume when the pause ran out")
 	}
 	// Flow control off: counted, not honoured.
-	r.mustCmd(CmdDisableFlowControl, 0, 0, 0)
+	r.mustCmd(abi.CmdDisableFlowControl, 0, 0, 0)
 	r.nic.Deliver([][]byte{pauseFrame(0xffff)})
 	r.nic.mu.Lock()
 	paused = r.nic.fw.txPaused

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 )
 
 // Descriptors that change under the poller (issue 15, acceptance 5; the
@@ -20,10 +21,10 @@ import (
 // send ring slot k, flags last, through the mapping.
 func (m *mmapRig) sendDesc(k int, addr uint64, length int) {
 	d := sendDescOff(k)
-	m.store32(d+sendOffAddrHigh, uint32(addr>>32))
-	m.store32(d+sendOffAddrLow, uint32(addr))
-	m.store32(d+sendOffPseudoHdrOff, uint32(length))
-	m.store32(d+sendOffPad, 1<<16|flagFirst|flagNoTSO)
+	m.store32(d+abi.SendOffAddrHigh, uint32(addr>>32))
+	m.store32(d+abi.SendOffAddrLow, uint32(addr))
+	m.store32(d+abi.SendOffPseudoHdrOff, uint32(length))
+	m.store32(d+abi.SendOffPad, 1<<16|abi.FlagFirst|abi.FlagNoTSO)
 }
 
 // next returns the next frame the NIC sent, failing the test after a
@@ -57,13 +58,13 @@ func TestPIOMmapTornChain(t *testing.T) {
 	m.open(1500)
 	frame := m.stage(0x100000, testFrame("02:00:00:00:00:42", 60))
 
-	m.store32(sendDescOff(0)+sendOffAddrLow, 0x100000)
-	m.store32(sendDescOff(0)+sendOffPseudoHdrOff, 30)
-	m.store32(sendDescOff(0)+sendOffPad, 2<<16|flagFirst|flagNoTSO) // rdma_count 2, the continuation not there yet
+	m.store32(sendDescOff(0)+abi.SendOffAddrLow, 0x100000)
+	m.store32(sendDescOff(0)+abi.SendOffPseudoHdrOff, 30)
+	m.store32(sendDescOff(0)+abi.SendOffPad, 2<<16|abi.FlagFirst|abi.FlagNoTSO) // rdma_count 2, the continuation not there yet
 	m.waitFor("torn chain's head consumed", func() bool { return m.nic.slices[0].txIdx == 1 })
-	m.store32(sendDescOff(1)+sendOffAddrLow, 0x100000+30)
-	m.store32(sendDescOff(1)+sendOffPseudoHdrOff, 30)
-	m.store32(sendDescOff(1)+sendOffPad, 2<<16|flagNoTSO) // the continuation, late
+	m.store32(sendDescOff(1)+abi.SendOffAddrLow, 0x100000+30)
+	m.store32(sendDescOff(1)+abi.SendOffPseudoHdrOff, 30)
+	m.store32(sendDescOff(1)+abi.SendOffPad, 2<<16|abi.FlagNoTSO) // the continuation, late
 	m.waitFor("late continuation skipped", func() bool { return m.nic.slices[0].txIdx == 2 })
 	m.sendDesc(2, 0x100000, len(frame))
 	if got := m.next("the packet after"); !cmp.Equal(got, frame) {
@@ -76,7 +77,7 @@ func TestPIOMmapTornChain(t *testing.T) {
 			st.GuestErrors, st.TxDropped, st.TxFrames, st.TxPackets)
 	}
 	for k := 0; k < 3; k++ {
-		if w := binary.BigEndian.Uint32(m.guest[sendDescOff(k)+sendOffPad:]); w != 0 {
+		if w := binary.BigEndian.Uint32(m.guest[sendDescOff(k)+abi.SendOffPad:]); w != 0 {
 			t.Errorf("descriptor %d not zeroed after it was consumed: flags word %#x", k, w)
 		}
 	}
@@ -115,7 +116,7 @@ func TestPIOMmapRewrittenDescriptor(t *testing.T) {
 		t.Fatalf("slot 1 sent %x", got)
 	}
 	m.waitFor("slot 1 consumed", func() bool { return m.nic.slices[0].sendDone == 2 })
-	if w := binary.BigEndian.Uint32(m.guest[sendRingOff(0)+sendOffPad:]); w == 0 {
+	if w := binary.BigEndian.Uint32(m.guest[sendRingOff(0)+abi.SendOffPad:]); w == 0 {
 		t.Error("the stale slot 0 was consumed before the ring wrapped")
 	}
 	if st := m.nic.Stats(); st.GuestErrors != 0 || st.TxDropped != 0 {
@@ -175,21 +176,21 @@ func TestPIOMmapProducerPastConsumer(t *testing.T) {
 func TestPIOMmapRecvOutOfOrder(t *testing.T) {
 	m := newMmapRig(t)
 	m.open(1500)
-	for range 2 * recvGroup { // use up small groups 0 and 1
+	for range 2 * abi.RecvGroup { // use up small groups 0 and 1
 		m.port.Inject(testFrame(testMAC, 60))
 	}
-	m.waitFor("two groups used", func() bool { return m.nic.stats.RxFrames == 2*recvGroup })
+	m.waitFor("two groups used", func() bool { return m.nic.stats.RxFrames == 2*abi.RecvGroup })
 	post := func(g int) {
-		first := smallRingOff(0) + uint64(g)*recvGroup*recvDescSize
-		for i := range recvGroup {
-			a := bufAddr(0, false, g*recvGroup+i)
-			e := first + uint64(i)*recvDescSize
-			m.store32(e+recvOffAddrHigh, uint32(a>>32))
+		first := smallRingOff(0) + uint64(g)*abi.RecvGroup*abi.RecvDescSize
+		for i := range abi.RecvGroup {
+			a := bufAddr(0, false, g*abi.RecvGroup+i)
+			e := first + uint64(i)*abi.RecvDescSize
+			m.store32(e+abi.RecvOffAddrHigh, uint32(a>>32))
 			if i > 0 {
-				m.store32(e+recvOffAddrLow, uint32(a))
+				m.store32(e+abi.RecvOffAddrLow, uint32(a))
 			}
 		}
-		m.store32(first+recvOffAddrLow, uint32(bufAddr(0, false, g*recvGroup)))
+		m.store32(first+abi.RecvOffAddrLow, uint32(bufAddr(0, false, g*abi.RecvGroup)))
 	}
 	posted := func() uint32 {
 		m.nic.mu.Lock()
@@ -205,7 +206,7 @@ func TestPIOMmapRecvOutOfOrder(t *testing.T) {
 	if got := posted(); got != before {
 		t.Fatalf("posted %d after an out-of-order group, want %d", got, before)
 	}
-	if v := binary.BigEndian.Uint32(m.guest[smallRingOff(0)+recvGroup*recvDescSize+recvOffAddrLow:]); v != recvInvalidLow {
+	if v := binary.BigEndian.Uint32(m.guest[smallRingOff(0)+abi.RecvGroup*abi.RecvDescSize+abi.RecvOffAddrLow:]); v != abi.RecvInvalidLow {
 		t.Errorf("refused group 1's first addr_low %#x, want the invalid mark", v)
 	}
 	if st := m.nic.Stats(); st.GuestErrors != 1 {
@@ -213,7 +214,7 @@ func TestPIOMmapRecvOutOfOrder(t *testing.T) {
 	}
 	post(0)
 	post(1)
-	m.waitFor("groups 0 and 1 taken", func() bool { return m.nic.slices[0].rx[ringSmall].posted == before+2*recvGroup })
+	m.waitFor("groups 0 and 1 taken", func() bool { return m.nic.slices[0].rx[ringSmall].posted == before+2*abi.RecvGroup })
 	if st := m.nic.Stats(); st.GuestErrors != 1 {
 		t.Errorf("guest errors %d after posting in order, want still 1", st.GuestErrors)
 	}

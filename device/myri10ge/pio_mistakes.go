@@ -1,5 +1,7 @@
 package myri10ge
 
+import "github.com/myriemu/myriemu/device/myri10ge/abi"
+
 // Guest mistakes the poller can see (pio=mmap; README, "Descriptors that
 // change under the poller"). Send-side mistakes need nothing here: the
 // poller takes a packet by the same code as a trapped doorbell
@@ -19,17 +21,17 @@ package myri10ge
 // A ring with no room for a second group is left alone: its next group
 // holds posted buffers.
 func (n *NIC) rxOutOfOrderLocked(r *rxRing, base uint64, want uint64) {
-	if r.avail()+2*recvGroup > rxRingEntries {
+	if r.avail()+2*abi.RecvGroup > rxRingEntries {
 		return
 	}
-	next := (want + 1) % (rxRingEntries / recvGroup)
-	nextLow := base + next*recvGroup*recvDescSize + recvOffAddrLow
-	if n.load32BE(nextLow) == recvInvalidLow {
+	next := (want + 1) % (rxRingEntries / abi.RecvGroup)
+	nextLow := base + next*abi.RecvGroup*abi.RecvDescSize + abi.RecvOffAddrLow
+	if n.load32BE(nextLow) == abi.RecvInvalidLow {
 		return
 	}
-	if n.load32BE(base+want*recvGroup*recvDescSize+recvOffAddrLow) != recvInvalidLow {
+	if n.load32BE(base+want*abi.RecvGroup*abi.RecvDescSize+abi.RecvOffAddrLow) != abi.RecvInvalidLow {
 		return // posted in order after all; the next scan takes both
 	}
-	n.storeInvalidLow(base + next*recvGroup*recvDescSize)
+	n.storeInvalidLow(base + next*abi.RecvGroup*abi.RecvDescSize)
 	n.guestErrorLocked("receive buffers posted out of order", "group", next)
 }

@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/fabric/fabrictest"
 	"golang.org/x/sys/unix"
 )
@@ -36,7 +37,7 @@ func guestMap(tb testing.TB, n *NIC) []byte {
 	if win == nil {
 		tb.Fatal("pio=mmap: BAR0 has no window")
 	}
-	g, err := unix.Mmap(win.Fd(), 0, bar0Size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	g, err := unix.Mmap(win.Fd(), 0, abi.BAR0Size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func guestMap(tb testing.TB, n *NIC) []byte {
 // sendDescOff is where slot k of slice 0's send ring sits in BAR0; k
 // wraps at the ring's size, as the driver's producer index does.
 func sendDescOff(k int) uint64 {
-	return sendRingOff(0) + uint64(k%sendRingEntries)*sendDescSize
+	return sendRingOff(0) + uint64(k%sendRingEntries)*abi.SendDescSize
 }
 
 // stage puts frame f in guest RAM at addr, for a send descriptor to
@@ -115,10 +116,10 @@ func TestPIOMmapSendAndPost(t *testing.T) {
 	frame := m.stage(0x100000, testFrame("02:00:00:00:00:42", 60))
 	for k := 0; k < 3; k++ { // three packets, the poller's consumer index moving
 		d := sendDescOff(k)
-		m.store32(d+sendOffAddrHigh, 0)
-		m.store32(d+sendOffAddrLow, 0x100000)
-		m.store32(d+sendOffPseudoHdrOff, uint32(len(frame)))
-		m.store32(d+sendOffPad, 1<<16|flagFirst|flagNoTSO) // rdma_count 1, flags last
+		m.store32(d+abi.SendOffAddrHigh, 0)
+		m.store32(d+abi.SendOffAddrLow, 0x100000)
+		m.store32(d+abi.SendOffPseudoHdrOff, uint32(len(frame)))
+		m.store32(d+abi.SendOffPad, 1<<16|abi.FlagFirst|abi.FlagNoTSO) // rdma_count 1, flags last
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		got, err := m.port.Next(ctx)
 		cancel()
@@ -133,27 +134,27 @@ func TestPIOMmapSendAndPost(t *testing.T) {
 
 	// Receive: use up small group 0, then repost it through the mapping
 	// with the very same buffer addresses.
-	for range recvGroup {
+	for range abi.RecvGroup {
 		m.port.Inject(testFrame(testMAC, 60))
 	}
-	m.waitFor("eight frames received", func() bool { return m.nic.stats.RxFrames == recvGroup })
+	m.waitFor("eight frames received", func() bool { return m.nic.stats.RxFrames == abi.RecvGroup })
 	first := smallRingOff(0)
-	if v := binary.BigEndian.Uint32(m.guest[first+recvOffAddrLow:]); v != recvInvalidLow {
+	if v := binary.BigEndian.Uint32(m.guest[first+abi.RecvOffAddrLow:]); v != abi.RecvInvalidLow {
 		t.Fatalf("used group 0's first addr_low %#x, want the invalid mark", v)
 	}
 	m.nic.mu.Lock()
 	before := m.nic.slices[0].rx[ringSmall].posted
 	m.nic.mu.Unlock()
-	for i := range recvGroup {
+	for i := range abi.RecvGroup {
 		a := bufAddr(0, false, i)
-		e := first + uint64(i)*recvDescSize
-		m.store32(e+recvOffAddrHigh, uint32(a>>32))
+		e := first + uint64(i)*abi.RecvDescSize
+		m.store32(e+abi.RecvOffAddrHigh, uint32(a>>32))
 		if i > 0 {
-			m.store32(e+recvOffAddrLow, uint32(a))
+			m.store32(e+abi.RecvOffAddrLow, uint32(a))
 		}
 	}
-	m.store32(first+recvOffAddrLow, uint32(bufAddr(0, false, 0)))
-	m.waitFor("group 0 reposted", func() bool { return m.nic.slices[0].rx[ringSmall].posted == before+recvGroup })
+	m.store32(first+abi.RecvOffAddrLow, uint32(bufAddr(0, false, 0)))
+	m.waitFor("group 0 reposted", func() bool { return m.nic.slices[0].rx[ringSmall].posted == before+abi.RecvGroup })
 	if st := m.nic.Stats(); st.GuestErrors != 0 || st.RxDropped != 0 {
 		t.Errorf("guest errors %d, rx dropped %d", st.GuestErrors, st.RxDropped)
 	}
@@ -177,7 +178,7 @@ func TestPIOMmapPollerLifetime(t *testing.T) {
 		t.Fatal("poller still running after Detach")
 	}
 	// A mapped store while detached is taken by nobody.
-	m.store32(sendRingOff(0)+sendOffPad, 1<<16|flagFirst|flagNoTSO)
+	m.store32(sendRingOff(0)+abi.SendOffPad, 1<<16|abi.FlagFirst|abi.FlagNoTSO)
 	time.Sleep(10 * time.Millisecond)
 	if st := m.nic.Stats(); st.TxPackets != 0 {
 		t.Errorf("detached NIC took %d packets", st.TxPackets)
@@ -194,16 +195,16 @@ func TestPIOMmapMisprogrammed(t *testing.T) {
 
 	// Torn: the flags word lands before the length (a driver without its
 	// write barrier). The poller takes a 0-byte frame: a malformed chain.
-	m.store32(sendDescOff(0)+sendOffPad, 1<<16|flagFirst|flagNoTSO)
+	m.store32(sendDescOff(0)+abi.SendOffPad, 1<<16|abi.FlagFirst|abi.FlagNoTSO)
 	m.waitFor("torn descriptor consumed", func() bool { return m.nic.slices[0].txIdx == 1 })
 	// A stray descriptor without FIRST at the consumer index: skipped.
-	m.store32(sendDescOff(1)+sendOffPad, 1<<16|flagNoTSO)
+	m.store32(sendDescOff(1)+abi.SendOffPad, 1<<16|abi.FlagNoTSO)
 	m.waitFor("stray descriptor skipped", func() bool { return m.nic.slices[0].txIdx == 2 })
 	// A producer ahead of the consumer, with a gap: descriptor 3 posted,
 	// 2 not. Nothing is taken until 2 is; then both go out in order.
-	m.store32(sendDescOff(3)+sendOffAddrLow, 0x100000)
-	m.store32(sendDescOff(3)+sendOffPseudoHdrOff, uint32(len(frame)))
-	m.store32(sendDescOff(3)+sendOffPad, 1<<16|flagFirst|flagNoTSO)
+	m.store32(sendDescOff(3)+abi.SendOffAddrLow, 0x100000)
+	m.store32(sendDescOff(3)+abi.SendOffPseudoHdrOff, uint32(len(frame)))
+	m.store32(sendDescOff(3)+abi.SendOffPad, 1<<16|abi.FlagFirst|abi.FlagNoTSO)
 	time.Sleep(20 * time.Millisecond) // not a timing assertion: nothing may happen
 	m.nic.mu.Lock()
 	idx := m.nic.slices[0].txIdx
@@ -211,9 +212,9 @@ func TestPIOMmapMisprogrammed(t *testing.T) {
 	if idx != 2 {
 		t.Fatalf("consumer index %d after a posting past a gap, want 2", idx)
 	}
-	m.store32(sendDescOff(2)+sendOffAddrLow, 0x100000)
-	m.store32(sendDescOff(2)+sendOffPseudoHdrOff, uint32(len(frame)))
-	m.store32(sendDescOff(2)+sendOffPad, 1<<16|flagFirst|flagNoTSO)
+	m.store32(sendDescOff(2)+abi.SendOffAddrLow, 0x100000)
+	m.store32(sendDescOff(2)+abi.SendOffPseudoHdrOff, uint32(len(frame)))
+	m.store32(sendDescOff(2)+abi.SendOffPad, 1<<16|abi.FlagFirst|abi.FlagNoTSO)
 	for k := 2; k <= 3; k++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		got, err := m.port.Next(ctx)
@@ -254,12 +255,12 @@ func TestPIOMmapRefillSeenOnArrival(t *testing.T) {
 	for i := range recvGroup {
 		a := bufAddr(0, false, i)
 		e := first + uint64(i)*recvDescSize
-		m.store32(e+recvOffAddrHigh, uint32(a>>32))
+		m.store32(e+abi.RecvOffAddrHigh, uint32(a>>32))
 		if i > 0 {
-			m.store32(e+recvOffAddrLow, uint32(a))
+			m.store32(e+abi.RecvOffAddrLow, uint32(a))
 		}
 	}
-	m.store32(first+recvOffAddrLow, uint32(bufAddr(0, false, 0)))
+	m.store32(first+abi.RecvOffAddrLow, uint32(bufAddr(0, false, 0)))
 	m.port.Inject(testFrame(testMAC, 60))
 	m.waitFor("the frame after the reposting", func() bool {
 		return m.nic.stats.RxFrames == uint64(avail)+1 || m.nic.stats.RxDropped > 0

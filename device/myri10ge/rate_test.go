@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/sirupsen/logrus"
 )
@@ -78,14 +79,14 @@ func newRatePair(tb testing.TB, size int, pio PIOMode) *ratePair {
 		r.open(mtu)
 		r.claim(0, false) // the RX token too: the link-up block kept it
 	}
-	p.posted = [2]int{rxRingEntries / recvGroup, rxRingEntries / recvGroup}
-	small, big := 128-rxPad, 2048
+	p.posted = [2]int{rxRingEntries / abi.RecvGroup, rxRingEntries / abi.RecvGroup}
+	small, big := 128-abi.RxPad, 2048
 	if mtu > 1500 {
 		small, big = 1518, 4096
 	}
 	p.ring, p.need = ringSmall, 1
 	if size > small {
-		p.ring, p.need = ringBig, (size+rxPad+big-1)/big
+		p.ring, p.need = ringBig, (size+abi.RxPad+big-1)/big
 	}
 	p.kickB = p.b.irq.KickOnly()
 	p.a.irq.KickOnly()
@@ -97,22 +98,22 @@ func newRatePair(tb testing.TB, size int, pio PIOMode) *ratePair {
 // descriptor with flags 0, then its last word with the flags (the
 // doorbell, which transmits it).
 func (p *ratePair) send(size int) {
-	var d [sendDescSize]byte
+	var d [abi.SendDescSize]byte
 	be := binary.BigEndian
-	be.PutUint32(d[sendOffAddrLow:], rateTxBuf)
-	be.PutUint16(d[sendOffLength:], uint16(size))
-	d[sendOffRDMACount] = 1
-	off := sendRingOff(0) + uint64(p.txIdx%sendRingEntries)*sendDescSize
+	be.PutUint32(d[abi.SendOffAddrLow:], rateTxBuf)
+	be.PutUint16(d[abi.SendOffLength:], uint16(size))
+	d[abi.SendOffRDMACount] = 1
+	off := sendRingOff(0) + uint64(p.txIdx%sendRingEntries)*abi.SendDescSize
 	p.txIdx++
 	if p.gA != nil {
-		guestStore32(p.gA, off+sendOffAddrLow, rateTxBuf)
-		guestStore32(p.gA, off+sendOffPseudoHdrOff, uint32(size))
-		guestStore32(p.gA, off+sendOffPad, 1<<16|flagFirst|flagNoTSO)
+		guestStore32(p.gA, off+abi.SendOffAddrLow, rateTxBuf)
+		guestStore32(p.gA, off+abi.SendOffPseudoHdrOff, uint32(size))
+		guestStore32(p.gA, off+abi.SendOffPad, 1<<16|abi.FlagFirst|abi.FlagNoTSO)
 		return
 	}
 	p.store(p.a, off, d[:8])
 	p.store(p.a, off+8, d[8:12])
-	d[sendOffFlags] = flagFirst | flagNoTSO
+	d[abi.SendOffFlags] = abi.FlagFirst | abi.FlagNoTSO
 	p.store(p.a, off+12, d[12:16])
 }
 
@@ -138,12 +139,12 @@ func (p *ratePair) claim(r *rig, irqWord bool) {
 // the IRQ token back (A never receives, so it keeps no RX token).
 func (p *ratePair) completeA() uint32 {
 	b := p.a.ram.Bytes()
-	flags := statsAddr0 + irqOffFlagsWord + 3
+	flags := statsAddr0 + abi.IRQOffFlagsWord + 3
 	if b[flags] == 0 {
-		return binary.BigEndian.Uint32(b[statsAddr0+irqOffSendDoneCount:])
+		return binary.BigEndian.Uint32(b[statsAddr0+abi.IRQOffSendDoneCount:])
 	}
 	b[flags] = 0
-	done := binary.BigEndian.Uint32(b[statsAddr0+irqOffSendDoneCount:])
+	done := binary.BigEndian.Uint32(b[statsAddr0+abi.IRQOffSendDoneCount:])
 	p.claim(p.a, true)
 	return done
 }
@@ -153,26 +154,26 @@ func (p *ratePair) completeA() uint32 {
 // It returns the frames taken.
 func (p *ratePair) receiveB() int {
 	b := p.b.ram.Bytes()
-	flags := statsAddr0 + irqOffFlagsWord + 3
+	flags := statsAddr0 + abi.IRQOffFlagsWord + 3
 	if b[flags] == 0 {
 		return 0
 	}
 	b[flags] = 0
 	got := 0
 	for {
-		slot := rxDoneAddr0 + uint64(p.rxIdx%(2*rxRingEntries))*slotSize
+		slot := rxDoneAddr0 + uint64(p.rxIdx%(2*rxRingEntries))*abi.SlotSize
 		if binary.BigEndian.Uint16(b[slot+2:]) == 0 {
 			break
 		}
-		clear(b[slot : slot+slotSize])
+		clear(b[slot : slot+abi.SlotSize])
 		p.rxIdx++
 		got++
 		p.used[p.ring] += p.need
 	}
-	for p.used[p.ring] >= recvGroup {
-		p.post(p.posted[p.ring] % (rxRingEntries / recvGroup))
+	for p.used[p.ring] >= abi.RecvGroup {
+		p.post(p.posted[p.ring] % (rxRingEntries / abi.RecvGroup))
 		p.posted[p.ring]++
-		p.used[p.ring] -= recvGroup
+		p.used[p.ring] -= abi.RecvGroup
 	}
 	p.claim(p.b, false)
 	p.claim(p.b, true)
@@ -186,40 +187,40 @@ func (p *ratePair) post(g int) {
 	if big {
 		base = bigRingOff(0)
 	}
-	first := base + uint64(g)*recvGroup*recvDescSize
+	first := base + uint64(g)*abi.RecvGroup*abi.RecvDescSize
 	if p.gB == nil {
 		// As rig.postGroup: the group with the first addr_low invalid in
 		// 8-byte stores, then the real addr_low.
-		var grp [recvGroup * recvDescSize]byte
-		for i := range recvGroup {
-			a := bufAddr(0, big, g*recvGroup+i)
+		var grp [abi.RecvGroup * abi.RecvDescSize]byte
+		for i := range abi.RecvGroup {
+			a := bufAddr(0, big, g*abi.RecvGroup+i)
 			binary.BigEndian.PutUint32(grp[i*8:], uint32(a>>32))
 			binary.BigEndian.PutUint32(grp[i*8+4:], uint32(a))
 		}
 		var low [4]byte
 		copy(low[:], grp[4:8])
-		binary.BigEndian.PutUint32(grp[4:], recvInvalidLow)
+		binary.BigEndian.PutUint32(grp[4:], abi.RecvInvalidLow)
 		for i := 0; i < len(grp); i += 8 {
 			p.store(p.b, first+uint64(i), grp[i:i+8])
 		}
 		p.store(p.b, first+4, low[:])
 		return
 	}
-	for i := range recvGroup {
-		a := bufAddr(0, big, g*recvGroup+i)
-		e := first + uint64(i)*recvDescSize
-		guestStore32(p.gB, e+recvOffAddrHigh, uint32(a>>32))
+	for i := range abi.RecvGroup {
+		a := bufAddr(0, big, g*abi.RecvGroup+i)
+		e := first + uint64(i)*abi.RecvDescSize
+		guestStore32(p.gB, e+abi.RecvOffAddrHigh, uint32(a>>32))
 		if i > 0 {
-			guestStore32(p.gB, e+recvOffAddrLow, uint32(a))
+			guestStore32(p.gB, e+abi.RecvOffAddrLow, uint32(a))
 		}
 	}
-	guestStore32(p.gB, first+recvOffAddrLow, uint32(bufAddr(0, big, g*recvGroup)))
+	guestStore32(p.gB, first+abi.RecvOffAddrLow, uint32(bufAddr(0, big, g*abi.RecvGroup)))
 }
 
 // run moves n frames of size bytes from A to B, keeping no more in flight
 // than B has buffers for, and fails on any drop.
 func (p *ratePair) run(tb testing.TB, n, size int) {
-	window := (rxRingEntries - 2*recvGroup) / p.need
+	window := (rxRingEntries - 2*abi.RecvGroup) / p.need
 	sent, recv := 0, 0
 	for recv < n {
 		for sent < n && sent-recv < window {

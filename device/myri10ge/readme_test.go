@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 )
 
 // README.md's BAR0 map and command table are the way in for a reader:
@@ -156,7 +157,7 @@ func TestREADMECommands(t *testing.T) {
 	}
 	for c, h := range commands {
 		if h != nil {
-			want = append(want, strings.Join([]string{strconv.Itoa(c), Cmd(c).String(), funcName(h)}, " | "))
+			want = append(want, strings.Join([]string{strconv.Itoa(c), abi.Cmd(c).String(), funcName(h)}, " | "))
 		}
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

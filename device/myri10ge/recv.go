@@ -3,6 +3,7 @@ package myri10ge
 import (
 	"encoding/binary"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/internal/header"
 )
 
@@ -11,16 +12,16 @@ import (
 // always a whole entry: recvDescAt cuts it from a ring.
 type recvDesc []byte
 
-func (d recvDesc) addrLow() uint32 { return binary.BigEndian.Uint32(d[recvOffAddrLow:]) }
+func (d recvDesc) addrLow() uint32 { return binary.BigEndian.Uint32(d[abi.RecvOffAddrLow:]) }
 
 // addr is the guest bus address of the buffer.
 func (d recvDesc) addr() uint64 {
-	return host64(binary.BigEndian.Uint32(d[recvOffAddrHigh:]), d.addrLow())
+	return host64(binary.BigEndian.Uint32(d[abi.RecvOffAddrHigh:]), d.addrLow())
 }
 
 // recvDescAt is the view of the receive entry at BAR0 offset off.
 func (n *NIC) recvDescAt(off uint64) recvDesc {
-	return recvDesc(n.bar0[off : off+recvDescSize : off+recvDescSize])
+	return recvDesc(n.bar0[off : off+abi.RecvDescSize : off+abi.RecvDescSize])
 }
 
 // dropCounters are the firmware's receive drop counters, reported in the
@@ -55,21 +56,21 @@ func (n *NIC) recvRingWrittenLocked(s *slice, big bool, rel uint64, size int) {
 	if big {
 		base, ring = bigRingOff(s.idx), &s.rx[ringBig]
 	}
-	const groupBytes = recvGroup * recvDescSize
-	for g := rel / groupBytes; g*groupBytes < rel+uint64(size) && g < rxRingEntries/recvGroup; g++ {
-		first := g * groupBytes              // entry 8g
-		lowEnd := first + recvOffAddrLow + 3 // last byte of its addr_low
-		if !covers(rel, size, lowEnd) || n.recvDescAt(base+first).addrLow() == recvInvalidLow {
+	const groupBytes = abi.RecvGroup * abi.RecvDescSize
+	for g := rel / groupBytes; g*groupBytes < rel+uint64(size) && g < rxRingEntries/abi.RecvGroup; g++ {
+		first := g * groupBytes                  // entry 8g
+		lowEnd := first + abi.RecvOffAddrLow + 3 // last byte of its addr_low
+		if !covers(rel, size, lowEnd) || n.recvDescAt(base+first).addrLow() == abi.RecvInvalidLow {
 			continue
 		}
-		want := (ring.posted / recvGroup) % (rxRingEntries / recvGroup)
+		want := (ring.posted / abi.RecvGroup) % (rxRingEntries / abi.RecvGroup)
 		switch {
 		case uint32(g) != want:
 			n.guestErrorLocked("receive buffers posted out of order", "group", g)
-		case ring.avail()+recvGroup > rxRingEntries:
+		case ring.avail()+abi.RecvGroup > rxRingEntries:
 			n.guestErrorLocked("receive ring overfilled", "posted", ring.avail())
 		default:
-			ring.posted += recvGroup
+			ring.posted += abi.RecvGroup
 		}
 	}
 }
@@ -153,12 +154,12 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 		n.guestErrorLocked("frame for a slice without an rx_done ring", "slice", s.idx)
 		return false
 	}
-	ringIdx, base, chunk := ringSmall, smallRingOff(s.idx), n.fw.smallBytes+rxPad
+	ringIdx, base, chunk := ringSmall, smallRingOff(s.idx), n.fw.smallBytes+abi.RxPad
 	if len(f) > n.fw.smallBytes {
 		ringIdx, base, chunk = ringBig, bigRingOff(s.idx), n.fw.bigBytes
 	}
 	r := &s.rx[ringIdx]
-	need := uint32((len(f) + rxPad + chunk - 1) / chunk)
+	need := uint32((len(f) + abi.RxPad + chunk - 1) / chunk)
 	if r.avail() < need {
 		n.rxShortLocked(s, ringIdx, need) // pio.go: postings the poller has not taken yet
 	}
@@ -171,9 +172,9 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 		return false
 	}
 	// The pad bytes are the driver's to ignore; only the frame is written.
-	stream := -rxPad // frame offset at the start of the current buffer
+	stream := -abi.RxPad // frame offset at the start of the current buffer
 	for j := uint32(0); j < need; j++ {
-		e := base + uint64((r.consumed+j)%rxRingEntries)*recvDescSize
+		e := base + uint64((r.consumed+j)%rxRingEntries)*abi.RecvDescSize
 		addr := n.recvDescAt(e).addr()
 		lo, hi := max(stream, 0), min(stream+chunk, len(f))
 		if !n.dmaWriteLocked(s, "receive buffer", addr+uint64(lo-stream), f[lo:hi]) {
@@ -184,7 +185,7 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 	n.markUsedLocked(base, r.consumed, r.consumed+need)
 	r.consumed += need
 
-	slot := s.rxDoneAddr + uint64(s.rxDoneIdx%uint32(n.fw.intrqSlots))*slotSize
+	slot := s.rxDoneAddr + uint64(s.rxDoneIdx%uint32(n.fw.intrqSlots))*abi.SlotSize
 	var w [4]byte
 	binary.BigEndian.PutUint16(w[0:], rxChecksum(f))
 	binary.BigEndian.PutUint16(w[2:], uint16(len(f)))

@@ -18,6 +18,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/myriemu/myriemu/device/myri10ge"
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/device/myri10ge/myritest"
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/pci"
@@ -524,7 +525,7 @@ func (n *nicNode) statsBlock(slice int) uint64 {
 	var addr uint64
 	found := false
 	for _, l := range n.logs.since(0) {
-		if l.Msg != "command" || l.Fields["cmd"] != myri10ge.CmdSetStatsDMAV2.String() || l.Fields["status"] != "OK" {
+		if l.Msg != "command" || l.Fields["cmd"] != abi.CmdSetStatsDMAV2.String() || l.Fields["status"] != "OK" {
 			continue
 		}
 		d0, _ := l.Fields["data0"].(uint32)

@@ -2,9 +2,9 @@ package myri10ge
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/internal/header"
@@ -21,33 +21,55 @@ type sendDesc []byte
 
 // addr is the guest bus address of the descriptor's bytes.
 func (d sendDesc) addr() uint64 {
-	return uint64(binary.BigEndian.Uint32(d[sendOffAddrHigh:]))<<32 | uint64(binary.BigEndian.Uint32(d[sendOffAddrLow:]))
+	return uint64(binary.BigEndian.Uint32(d[abi.SendOffAddrHigh:]))<<32 | uint64(binary.BigEndian.Uint32(d[abi.SendOffAddrLow:]))
 }
 
 // pseudoHdrOffset is where a non-TSO checksum goes, or a TSO packet's MSS.
-func (d sendDesc) pseudoHdrOffset() int { return int(binary.BigEndian.Uint16(d[sendOffPseudoHdrOff:])) }
+func (d sendDesc) pseudoHdrOffset() int {
+	return int(binary.BigEndian.Uint16(d[abi.SendOffPseudoHdrOff:]))
+}
 
-func (d sendDesc) length() int      { return int(binary.BigEndian.Uint16(d[sendOffLength:])) }
-func (d sendDesc) rdmaCount() int   { return int(d[sendOffRDMACount]) }
-func (d sendDesc) cksumOffset() int { return int(d[sendOffCksumOffset]) }
-func (d sendDesc) flags() uint8     { return d[sendOffFlags] }
+func (d sendDesc) length() int      { return int(binary.BigEndian.Uint16(d[abi.SendOffLength:])) }
+func (d sendDesc) rdmaCount() int   { return int(d[abi.SendOffRDMACount]) }
+func (d sendDesc) cksumOffset() int { return int(d[abi.SendOffCksumOffset]) }
+func (d sendDesc) flags() uint8     { return d[abi.SendOffFlags] }
 
-// A malformed chain is consumed and dropped; take says why with one of
-// these (errors.Is), or with a wrapped *dma.Error when a DMA failed.
-var (
-	errSendRing           = errors.New("send ring is not a whole number of descriptors")
-	errSendNotFirst       = errors.New("descriptor at the ring head lacks FIRST")
-	errSendNotPosted      = errors.New("continuation descriptor not posted")
-	errSendTooManyDescs   = errors.New("too many descriptors in the chain")
-	errSendLength         = errors.New("frame length out of range")
-	errSendCksumOffset    = errors.New("checksum offsets outside the frame")
-	errTSOMSS             = errors.New("TSO chain with MSS 0")
-	errTSONoPayload       = errors.New("TSO chain without payload")
-	errTSONoLast          = errors.New("TSO chain does not end with TSO_LAST")
-	errTSOHeader          = errors.New("TSO headers not Ethernet/IP/TCP")
-	errTSOSegmentTooLong  = errors.New("TSO segment longer than the largest frame")
-	errTSOTooManySegments = errors.New("TSO chain expands to too many segment bytes")
+// A malformed chain is consumed and dropped; take says why with a
+// sendFault (errors.Is), or with a wrapped *dma.Error when a DMA failed.
+// Like syscall.Errno, a sendFault is a number whose text is in a table.
+type sendFault uint8
+
+const (
+	errSendRing sendFault = iota + 1
+	errSendNotFirst
+	errSendNotPosted
+	errSendTooManyDescs
+	errSendLength
+	errSendCksumOffset
+	errTSOMSS
+	errTSONoPayload
+	errTSONoLast
+	errTSOHeader
+	errTSOSegmentTooLong
+	errTSOTooManySegments
 )
+
+var sendFaultText = [...]string{
+	errSendRing:           "send ring is not a whole number of descriptors",
+	errSendNotFirst:       "descriptor at the ring head lacks FIRST",
+	errSendNotPosted:      "continuation descriptor not posted",
+	errSendTooManyDescs:   "too many descriptors in the chain",
+	errSendLength:         "frame length out of range",
+	errSendCksumOffset:    "checksum offsets outside the frame",
+	errTSOMSS:             "TSO chain with MSS 0",
+	errTSONoPayload:       "TSO chain without payload",
+	errTSONoLast:          "TSO chain does not end with TSO_LAST",
+	errTSOHeader:          "TSO headers not Ethernet/IP/TCP",
+	errTSOSegmentTooLong:  "TSO segment longer than the largest frame",
+	errTSOTooManySegments: "TSO chain expands to too many segment bytes",
+}
+
+func (f sendFault) Error() string { return sendFaultText[f] }
 
 // sender gathers packets from one slice's send ring. Its buffers are reused
 // from packet to packet; frames returned by take stay valid until the next
@@ -56,7 +78,7 @@ type sender struct {
 	// snap holds the descriptors of the chain being taken, copied out of
 	// the ring once, so a guest rewriting the ring meanwhile cannot make
 	// the validated lengths and the gathered ones disagree.
-	snap   [maxSendDescTSO * sendDescSize]byte
+	snap   [abi.MaxSendDescTSO * abi.SendDescSize]byte
 	buf    []byte   // the gathered byte stream
 	out    []byte   // TSO segments, back to back
 	frames [][]byte // what take returns
@@ -66,7 +88,7 @@ func newSender() *sender { return &sender{} }
 
 // desc returns descriptor j of the snapshot.
 func (s *sender) desc(j int) sendDesc {
-	return sendDesc(s.snap[j*sendDescSize : (j+1)*sendDescSize : (j+1)*sendDescSize])
+	return sendDesc(s.snap[j*abi.SendDescSize : (j+1)*abi.SendDescSize : (j+1)*abi.SendDescSize])
 }
 
 // take examines the descriptor at ring index idx (mod the ring's entries).
@@ -83,25 +105,25 @@ func (s *sender) desc(j int) sendDesc {
 // descriptor whose flags are 0 nor one that starts another packet, never
 // reads outside ring and never walks more than the ring's entries.
 func (s *sender) take(ring []byte, idx uint32, mem dma.Space) (n int, frames [][]byte, err error) {
-	entries := len(ring) / sendDescSize
-	if entries == 0 || len(ring)%sendDescSize != 0 {
+	entries := len(ring) / abi.SendDescSize
+	if entries == 0 || len(ring)%abi.SendDescSize != 0 {
 		return 0, nil, fmt.Errorf("myri10ge: send ring of %d bytes: %w", len(ring), errSendRing)
 	}
 	head := int(idx % uint32(entries))
 	slot := func(j int) []byte {
-		o := (head + j) % entries * sendDescSize
-		return ring[o : o+sendDescSize : o+sendDescSize]
+		o := (head + j) % entries * abi.SendDescSize
+		return ring[o : o+abi.SendDescSize : o+abi.SendDescSize]
 	}
 	first := slot(0)
-	f := first[sendOffFlags]
+	f := first[abi.SendOffFlags]
 	if f == 0 {
 		return 0, nil, nil
 	}
-	copy(s.snap[:sendDescSize], first)
+	copy(s.snap[:abi.SendDescSize], first)
 
 	n, err = s.chain(f, entries, slot)
 	if err == nil {
-		if f&flagNoTSO != 0 {
+		if f&abi.FlagNoTSO != 0 {
 			frames, err = s.plain(n, mem)
 		} else {
 			frames, err = s.tso(n, mem)
@@ -121,18 +143,18 @@ func (s *sender) take(ring []byte, idx uint32, mem dma.Space) (n int, frames [][
 // It returns an error, with the count to consume anyway, when the chain is
 // malformed.
 func (s *sender) chain(f uint8, entries int, slot func(int) []byte) (int, error) {
-	if f&flagFirst == 0 {
+	if f&abi.FlagFirst == 0 {
 		// §5.4 step 1.1: skip the descriptor.
 		return 1, fmt.Errorf("myri10ge: send flags %#02x: %w", f, errSendNotFirst)
 	}
 	n := 1
-	if f&flagNoTSO != 0 {
+	if f&abi.FlagNoTSO != 0 {
 		// Non-TSO: rdma_count descriptors, each posted and none starting
 		// a packet of its own.
 		want := max(s.desc(0).rdmaCount(), 1)
-		n = s.extend(n, min(want, entries), maxSendDesc, slot, startsPacket)
-		if want > maxSendDesc {
-			return n, fmt.Errorf("myri10ge: send rdma_count %d, at most %d: %w", want, maxSendDesc, errSendTooManyDescs)
+		n = s.extend(n, min(want, entries), abi.MaxSendDesc, slot, startsPacket)
+		if want > abi.MaxSendDesc {
+			return n, fmt.Errorf("myri10ge: send rdma_count %d, at most %d: %w", want, abi.MaxSendDesc, errSendTooManyDescs)
 		}
 		if n < want {
 			return n, fmt.Errorf("myri10ge: send descriptor %d of %d: %w", n, want, errSendNotPosted)
@@ -142,11 +164,11 @@ func (s *sender) chain(f uint8, entries int, slot func(int) []byte) (int, error)
 	// TSO (§5.5): take descriptors while they are posted and either not
 	// FIRST or payload; a later packet's first descriptor is FIRST without
 	// TSO_PLD (or still 0 until its doorbell).
-	n = s.extend(n, entries, maxSendDescTSO, slot, startsTSOPacket)
-	if n > maxSendDescTSO {
-		return n, fmt.Errorf("myri10ge: send TSO chain of %d descriptors, at most %d: %w", n, maxSendDescTSO, errSendTooManyDescs)
+	n = s.extend(n, entries, abi.MaxSendDescTSO, slot, startsTSOPacket)
+	if n > abi.MaxSendDescTSO {
+		return n, fmt.Errorf("myri10ge: send TSO chain of %d descriptors, at most %d: %w", n, abi.MaxSendDescTSO, errSendTooManyDescs)
 	}
-	if s.desc(n-1).flags()&flagTSOLast == 0 {
+	if s.desc(n-1).flags()&abi.FlagTSOLast == 0 {
 		return n, fmt.Errorf("myri10ge: send TSO chain of %d descriptors: %w", n, errTSONoLast)
 	}
 	return n, nil
@@ -159,12 +181,12 @@ func (s *sender) chain(f uint8, entries int, slot func(int) []byte) (int, error)
 func (s *sender) extend(n, limit, keep int, slot func(int) []byte, ends func(flags uint8) bool) int {
 	for n < limit {
 		d := slot(n)
-		fl := d[sendOffFlags]
+		fl := d[abi.SendOffFlags]
 		if fl == 0 || ends(fl) {
 			break
 		}
 		if n < keep {
-			copy(s.snap[n*sendDescSize:], d)
+			copy(s.snap[n*abi.SendDescSize:], d)
 		}
 		n++
 	}
@@ -172,11 +194,11 @@ func (s *sender) extend(n, limit, keep int, slot func(int) []byte, ends func(fla
 }
 
 // startsPacket: in a non-TSO chain, a FIRST descriptor is the next packet.
-func startsPacket(flags uint8) bool { return flags&flagFirst != 0 }
+func startsPacket(flags uint8) bool { return flags&abi.FlagFirst != 0 }
 
 // startsTSOPacket: in a TSO chain, FIRST without TSO_PLD is the next
 // packet's first descriptor (a FIRST payload descriptor only starts a segment).
-func startsTSOPacket(flags uint8) bool { return flags&(flagFirst|flagTSOPld) == flagFirst }
+func startsTSOPacket(flags uint8) bool { return flags&(abi.FlagFirst|abi.FlagTSOPld) == abi.FlagFirst }
 
 // plain gathers a non-TSO packet of n descriptors and applies checksum
 // offload (§5.4 step 1.4).
@@ -193,7 +215,7 @@ func (s *sender) plain(n int, mem dma.Space) ([][]byte, error) {
 		return nil, err
 	}
 	first := s.desc(0)
-	if first.flags()&flagCksum != 0 {
+	if first.flags()&abi.FlagCksum != 0 {
 		// The field at pos holds the stack's pseudo-header seed and lies
 		// inside the summed range (the driver's pos = csum_start +
 		// csum_offset): the generic NETIF_F_HW_CSUM contract.

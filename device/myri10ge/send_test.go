@@ -7,8 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -163,27 +161,32 @@ func (s frameSpec) l3() int {
 	return 14
 }
 
-func (s frameSpec) l4() int {
+// l3Len is the IP header's length, options and extension headers included.
+func (s frameSpec) l3Len() int {
 	switch {
 	case s.IPv6 && s.DestOpts:
-		return s.l3() + 48
+		return 48
 	case s.IPv6:
-		return s.l3() + 40
+		return 40
 	case s.IPOpts:
-		return s.l3() + 24
+		return 24
 	}
-	return s.l3() + 20
+	return 20
 }
 
-func (s frameSpec) hdrLen() int {
+// l4Len is the TCP or UDP header's length.
+func (s frameSpec) l4Len() int {
 	switch {
 	case s.UDP:
-		return s.l4() + 8
+		return 8
 	case s.TSOpt:
-		return s.l4() + 32
+		return 32
 	}
-	return s.l4() + 20
+	return 20
 }
+
+func (s frameSpec) l4() int     { return s.l3() + s.l3Len() }
+func (s frameSpec) hdrLen() int { return s.l4() + s.l4Len() }
 
 // csumOffset is where the L4 checksum sits within the L4 header.
 func (s frameSpec) csumOffset() int {
@@ -439,19 +442,45 @@ func offloadPacket(mem []byte, base uint64, s frameSpec, want []byte, pieces []p
 	return myritest.TxPacket{Frags: place(mem, base, guest, pieces), Len: len(guest), CsumStart: l4, CsumOffset: s.csumOffset()}
 }
 
+// plainCase is a packet of TestSendPlain: its frame, where the guest puts
+// the frame's pieces, and how many descriptors the driver's encoding takes.
+type plainCase struct {
+	name      string
+	spec      frameSpec
+	arp       bool // an ARP request, not the spec's frame
+	payload   int
+	offload   bool
+	pieces    []piece
+	boundary  int
+	idx       int
+	wantDescs int
+	wantLen   int // 0: the frame's length
+}
+
+// packet builds the case's frame, lays it out in mem (guest RAM at base)
+// and returns the frame the wire must see and the packet the driver posts.
+func (c plainCase) packet(t *testing.T, mem []byte, base uint64) ([]byte, myritest.TxPacket) {
+	var want []byte
+	var p myritest.TxPacket
+	switch {
+	case c.arp:
+		want = arpFrame(t)
+		p = myritest.TxPacket{Frags: place(mem, base, want, c.pieces), Len: len(want)}
+	case c.offload:
+		want = buildFrame(t, c.spec, pattern(c.payload, 0x5A))
+		p = offloadPacket(mem, base, c.spec, want, c.pieces)
+	default:
+		want = buildFrame(t, c.spec, pattern(c.payload, 0x5A))
+		p = myritest.TxPacket{Frags: place(mem, base, want, c.pieces), Len: len(want)}
+	}
+	if c.wantLen > len(want) {
+		want = append(want, make([]byte, c.wantLen-len(want))...)
+	}
+	return want, p
+}
+
 func TestSendPlain(t *testing.T) {
-	tests := []struct {
-		name      string
-		spec      frameSpec
-		arp       bool
-		payload   int
-		offload   bool
-		pieces    []piece
-		boundary  int
-		idx       int
-		wantDescs int
-		wantLen   int // 0: the frame's length
-	}{
+	tests := []plainCase{
 		{name: "IPv4 TCP 1514 offload", payload: 1460, offload: true,
 			pieces: []piece{{0x1000, -1}}, boundary: 4096, wantDescs: 1},
 		{name: "IPv4 TCP across a 4096 boundary", payload: 1460, offload: true,
@@ -491,22 +520,7 @@ func TestSendPlain(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newTxEnv(t, testEntries)
-			var want []byte
-			var p myritest.TxPacket
-			switch {
-			case tt.arp:
-				want = arpFrame(t)
-				p = myritest.TxPacket{Frags: place(e.ram, ramBase, want, tt.pieces), Len: len(want)}
-			case tt.offload:
-				want = buildFrame(t, tt.spec, pattern(tt.payload, 0x5A))
-				p = offloadPacket(e.ram, ramBase, tt.spec, want, tt.pieces)
-			default:
-				want = buildFrame(t, tt.spec, pattern(tt.payload, 0x5A))
-				p = myritest.TxPacket{Frags: place(e.ram, ramBase, want, tt.pieces), Len: len(want)}
-			}
-			if tt.wantLen > len(want) {
-				want = append(want, make([]byte, tt.wantLen-len(want))...)
-			}
+			want, p := tt.packet(t, e.ram, ramBase)
 			if got := e.post(p, tt.boundary, tt.idx); got != tt.wantDescs {
 				t.Fatalf("encoded %d descriptors, want %d", got, tt.wantDescs)
 			}
@@ -984,27 +998,14 @@ func descsEnd(descs [][16]byte) int {
 // TestSendSeeds rewrites the committed seeds with -update-send-seeds, and
 // otherwise checks they are there.
 func TestSendSeeds(t *testing.T) {
-	dir := filepath.Join("testdata", "fuzz", "FuzzSendRing")
 	for _, s := range sendSeeds(t) {
 		// A seed is a posted packet the engine takes whole.
 		mem := &fakeMem{base: fuzzBase, b: s.mem}
 		if n, frames, err := myri10ge.NewSendEngine().Take(fuzzRing(s.ring), s.idx, mem); n == 0 || len(frames) == 0 || err != nil {
 			t.Errorf("seed %s: take = %d, %d frames, %v; want a packet", s.name, n, len(frames), err)
 		}
-		path := filepath.Join(dir, "encoder-"+s.name)
-		if !*updateSendSeeds {
-			if _, err := os.Stat(path); err != nil {
-				t.Errorf("seed missing (go test -run TestSendSeeds -update-send-seeds): %v", err)
-			}
-			continue
-		}
 		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n[]byte(%q)\nuint32(%d)\n", s.ring, s.mem, s.idx)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		keepSeed(t, "FuzzSendRing", "encoder-"+s.name, body, *updateSendSeeds, "update-send-seeds")
 	}
 }
 

@@ -1,6 +1,10 @@
 package myri10ge
 
-import "time"
+import (
+	"time"
+
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
+)
 
 // rxRing is one receive ring's bookkeeping (§5.2): entries the driver has
 // posted and entries the device has filled, both counting up forever.
@@ -33,7 +37,7 @@ type slice struct {
 
 	// Interrupt block (SET_STATS_DMA_V2 or the obsolete 40-byte form).
 	statsAddr uint64
-	statsOff  int // 0, or obsoleteStatsOff for the legacy layout
+	statsOff  int // 0, or abi.ObsoleteStatsOff for the legacy layout
 	statsSet  bool
 
 	// Tokens: true while the device holds them.
@@ -47,7 +51,7 @@ type slice struct {
 	// driver resets the NIC, as a real board's would after a PCIe error.
 	halted bool
 
-	block [irqDataSize]byte // scratch for the interrupt block
+	block [abi.IRQDataSize]byte // scratch for the interrupt block
 }
 
 func newSlice(idx int) *slice { return &slice{idx: idx, tx: newSender()} }

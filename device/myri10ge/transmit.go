@@ -3,6 +3,7 @@ package myri10ge
 import (
 	"errors"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/dma"
 )
 
@@ -13,7 +14,7 @@ import (
 // is the doorbell. Stores covering other descriptors only fill the ring.
 func (n *NIC) sendRingWrittenLocked(i int, rel uint64, size int) {
 	s := n.slices[i]
-	head := uint64(s.txIdx%sendRingEntries)*sendDescSize + sendOffFlags
+	head := uint64(s.txIdx%sendRingEntries)*abi.SendDescSize + abi.SendOffFlags
 	if covers(rel, size, head) {
 		n.transmitLocked(s)
 	}

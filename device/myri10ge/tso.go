@@ -3,6 +3,7 @@ package myri10ge
 import (
 	"fmt"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/internal/header"
@@ -17,6 +18,9 @@ import (
 // KiB cut by an MSS of a few dozen bytes under ~256 bytes of headers, is
 // about half of it.
 const tsoMaxOutBytes = 2 << 20
+
+// maxTSOBytes bounds a TSO chain's bytes, headers included.
+const maxTSOBytes = 65536 + 1024
 
 // tsoOutBufBytes is the first size of the segment buffer: room for 64 KiB
 // cut by MSS 536 under 128 bytes of headers, so common chains never
@@ -65,7 +69,7 @@ func (s *sender) tso(n int, mem dma.Space) ([][]byte, error) {
 	hlen, total, pld := 0, 0, -1
 	for j := range n {
 		d := s.desc(j)
-		if pld < 0 && d.flags()&flagTSOPld != 0 {
+		if pld < 0 && d.flags()&abi.FlagTSOPld != 0 {
 			pld, hlen = j, total
 		}
 		total += d.length()

@@ -55,9 +55,9 @@ func (d *Device) serviceEndpoint(ep *endpoint) bool {
 		return false
 	}
 	ep.kicked = false
-	base, order, head, tail := ep.cmdqBase, ep.cmdqOrder, ep.cmdqHead, ep.cmdqTail
+	cmdq, tail := ep.cmdq, ep.cmdqTail
 	ep.mu.Unlock()
-	size := uint32(1) << order
+	head, size := cmdq.head, cmdq.size()
 	if tail-head > size {
 		d.warnf("badtail", "command tail beyond the ring", logrus.Fields{"endpoint": ep.idx, "head": head, "tail": tail})
 		d.errorEndpoint(ep, EPCauseBadRing)
@@ -67,7 +67,7 @@ func (d *Device) serviceEndpoint(ep *endpoint) bool {
 	for head != tail && ep.open() {
 		k := min(tail-head, size-head&(size-1), cmdBatch)
 		p := buf[:k*CmdSize]
-		addr := base + uint64(head&(size-1))*CmdSize
+		addr := cmdq.slot(head, CmdSize)
 		if _, err := d.audit.ReadAt(dma.Tag{Kind: dma.TagCmdRing, Endpoint: ep.idx}, p, addr); err != nil {
 			d.stats.dmaFaults.Add(1)
 			d.warnf("cmddma", "command ring DMA failed", logrus.Fields{"endpoint": ep.idx, "error": err})
@@ -81,7 +81,7 @@ func (d *Device) serviceEndpoint(ep *endpoint) bool {
 			d.execute(ep, Command(p[i*CmdSize:(i+1)*CmdSize]))
 			head++
 			ep.mu.Lock()
-			ep.cmdqHead = head
+			ep.cmdq.head = head
 			ep.mu.Unlock()
 		}
 	}

@@ -3,12 +3,10 @@ package myrimx_test
 import (
 	"bytes"
 	"testing"
-	"time"
 
 	"github.com/myriemu/myriemu/device/myrimx"
 	"github.com/myriemu/myriemu/device/myrimx/mxtest"
 	"github.com/myriemu/myriemu/dma"
-	"github.com/myriemu/myriemu/internal/leaktest"
 )
 
 const all = ^uint64(0)
@@ -21,7 +19,6 @@ func (p *pair) reg(ep *mxtest.Endpoint, id, gen, access uint32, b mxtest.Buffer)
 
 // TestREGStatuses: every way a REG completes.
 func TestREGStatuses(t *testing.T) {
-	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
 	buf := p.a.AllocBuffer(8192, false)
 	p.reg(p.ea, 1, 1, myrimx.AccessSendSrc, buf)
@@ -71,20 +68,14 @@ func TestREGStatuses(t *testing.T) {
 		}
 	}
 	ro := p.a.ReadOnlyBuffer(8<<30, 16384)
-	ev, err := p.ea.Do(mxtest.RegCmd(4, 1, myrimx.AccessRecvDst, ro, p.list(ro)))
-	must(t, ev, err, myrimx.EvtRegDone, myrimx.StatusBadAddress)
-	ev, err = p.ea.Do(mxtest.RegCmd(4, 1, myrimx.AccessSendSrc, ro, p.list(ro)))
-	must(t, ev, err, myrimx.EvtRegDone, myrimx.StatusSuccess)
+	do(t, p.ea, mxtest.RegCmd(4, 1, myrimx.AccessRecvDst, ro, p.list(ro)), myrimx.EvtRegDone, myrimx.StatusBadAddress)
+	do(t, p.ea, mxtest.RegCmd(4, 1, myrimx.AccessSendSrc, ro, p.list(ro)), myrimx.EvtRegDone, myrimx.StatusSuccess)
 
 	// A retired generation may not come back; DEREG is idempotent on it.
-	ev, err = p.ea.Do(mxtest.DeregCmd(1, 1, myrimx.ReasonUser))
-	must(t, ev, err, myrimx.EvtDeregDone, myrimx.StatusSuccess)
-	ev, err = p.ea.Do(mxtest.DeregCmd(1, 1, myrimx.ReasonUser))
-	must(t, ev, err, myrimx.EvtDeregDone, myrimx.StatusSuccess)
-	ev, err = p.ea.Do(mxtest.DeregCmd(9, 1, myrimx.ReasonUser))
-	must(t, ev, err, myrimx.EvtDeregDone, myrimx.StatusBadRDMAWin)
-	ev, err = p.ea.Do(mxtest.RegCmd(1, 1, myrimx.AccessSendSrc, buf, p.list(buf)))
-	must(t, ev, err, myrimx.EvtRegDone, myrimx.StatusBusy)
+	do(t, p.ea, mxtest.DeregCmd(1, 1, myrimx.ReasonUser), myrimx.EvtDeregDone, myrimx.StatusSuccess)
+	do(t, p.ea, mxtest.DeregCmd(1, 1, myrimx.ReasonUser), myrimx.EvtDeregDone, myrimx.StatusSuccess)
+	do(t, p.ea, mxtest.DeregCmd(9, 1, myrimx.ReasonUser), myrimx.EvtDeregDone, myrimx.StatusBadRDMAWin)
+	do(t, p.ea, mxtest.RegCmd(1, 1, myrimx.AccessSendSrc, buf, p.list(buf)), myrimx.EvtRegDone, myrimx.StatusBusy)
 	p.reg(p.ea, 1, 2, myrimx.AccessSendSrc, buf)
 	if n := len(p.a.Dev.Registrations()); n != 2 {
 		t.Errorf("%d live registrations, want 2", n)
@@ -124,7 +115,6 @@ func (p *pair) list(b mxtest.Buffer) uint64 {
 
 // TestSendStatuses: SEND and RECV refused before any byte moves.
 func TestSendStatuses(t *testing.T) {
-	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
 	p.regWindows(1, 5, 4096, false)
 	nic, epi := p.eb.Addr()
@@ -154,19 +144,15 @@ func TestSendStatuses(t *testing.T) {
 		}
 	}
 	// Access is per direction: the receive buffer cannot be a send source.
-	ev, err := p.eb.Do(mxtest.SendCmd(1, 5, 0, 10, nic, epi, 0, 0))
-	must(t, ev, err, myrimx.EvtSendDone, myrimx.StatusAccess)
-	ev, err = p.ea.Do(mxtest.RecvCmd(1, 5, 0, 10, 0, 0, 0))
-	must(t, ev, err, myrimx.EvtRecvDone, myrimx.StatusAccess)
-	ev, err = p.eb.Do(mxtest.RecvCmd(1, 4, 0, 10, 0, 0, 0))
-	must(t, ev, err, myrimx.EvtRecvDone, myrimx.StatusBadRDMAWin)
+	do(t, p.eb, mxtest.SendCmd(1, 5, 0, 10, nic, epi, 0, 0), myrimx.EvtSendDone, myrimx.StatusAccess)
+	do(t, p.ea, mxtest.RecvCmd(1, 5, 0, 10, 0, 0, 0), myrimx.EvtRecvDone, myrimx.StatusAccess)
+	do(t, p.eb, mxtest.RecvCmd(1, 4, 0, 10, 0, 0, 0), myrimx.EvtRecvDone, myrimx.StatusBadRDMAWin)
 }
 
 // TestMatchMaskOrderTruncated: MX matching. A message goes to the first
 // posted receive whose masked match equals its masked match bits; waiting
 // messages are taken in arrival order; a short receive is TRUNCATED.
 func TestMatchMaskOrderTruncated(t *testing.T) {
-	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
 	src, dst := p.regWindows(1, 1, 64<<10, true)
 	data := pattern(64<<10, 2)
@@ -246,7 +232,6 @@ func TestMatchMaskOrderTruncated(t *testing.T) {
 // TestCancelFenceNop: CANCEL by seq and by cookie, NOT_FOUND, FENCE with
 // its event, register and status block, NOP.
 func TestCancelFenceNop(t *testing.T) {
-	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
 	p.regWindows(1, 1, 4096, false)
 	nic, epi := p.eb.Addr()
@@ -262,18 +247,15 @@ func TestCancelFenceNop(t *testing.T) {
 		{p.eb, mxtest.CancelCookieCmd(0xc2), rs[1]},
 		{p.ea, mxtest.CancelCmd(ss[0]), ss[0]},
 	} {
-		ev, err := c.ep.Do(c.cmd)
-		must(t, ev, err, myrimx.EvtCancelDone, myrimx.StatusSuccess)
-		ev, err = c.ep.WaitSeq(c.tgt)
+		do(t, c.ep, c.cmd, myrimx.EvtCancelDone, myrimx.StatusSuccess)
+		ev, err := c.ep.WaitSeq(c.tgt)
 		if err != nil || ev.Status != myrimx.StatusCancelled || ev.XferLen != 0 {
 			t.Errorf("cancelled command %d: %v %v", c.tgt, ev, err)
 		}
 	}
-	ev, err := p.eb.Do(mxtest.CancelCmd(999))
-	must(t, ev, err, myrimx.EvtCancelDone, myrimx.StatusNotFound)
+	do(t, p.eb, mxtest.CancelCmd(999), myrimx.EvtCancelDone, myrimx.StatusNotFound)
 
-	ev, err = p.ea.Do(mxtest.FenceCmd(77, true))
-	must(t, ev, err, myrimx.EvtFenceDone, myrimx.StatusSuccess)
+	ev := do(t, p.ea, mxtest.FenceCmd(77, true), myrimx.EvtFenceDone, myrimx.StatusSuccess)
 	if ev.Match != 77 {
 		t.Errorf("FENCE_DONE %v, want fence_seq 77", ev)
 	}
@@ -283,14 +265,12 @@ func TestCancelFenceNop(t *testing.T) {
 	if f, head, _, _, _ := p.ea.StatusBlock(); f != 77 || head == 0 {
 		t.Errorf("status block fence %d head %d", f, head)
 	}
-	ev, err = p.ea.Do(mxtest.NopCmd(true))
-	must(t, ev, err, myrimx.EvtNopDone, myrimx.StatusSuccess)
+	do(t, p.ea, mxtest.NopCmd(true), myrimx.EvtNopDone, myrimx.StatusSuccess)
 }
 
 // TestPageListChangedAfterREG: the device's copy of the page list is the
 // truth; a guest that rewrites its array later changes nothing.
 func TestPageListChangedAfterREG(t *testing.T) {
-	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
 	src := p.a.AllocBuffer(8192, false)
 	dst := p.b.AllocBuffer(8192, false)
@@ -319,7 +299,6 @@ func TestPageListChangedAfterREG(t *testing.T) {
 // the handle is dead (BAD_RDMAWIN), and a new generation of the same id
 // works.
 func TestRegionInvalidatedWhilePosted(t *testing.T) {
-	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
 	_, dst := p.regWindows(1, 1, 4096, false)
 	seqs := p.eb.Post(mxtest.RecvCmd(1, 1, 0, 100, 0, 0, 0), mxtest.DeregCmd(1, 1, myrimx.ReasonUnmap))
@@ -335,12 +314,11 @@ func TestRegionInvalidatedWhilePosted(t *testing.T) {
 		t.Fatalf("events %v, want RECV_DONE REGION_INVALIDATED then DEREG_DONE", evs)
 	}
 	nic, epi := p.eb.Addr()
-	ev, err := p.eb.Do(mxtest.RecvCmd(1, 1, 0, 100, 0, 0, 0))
-	must(t, ev, err, myrimx.EvtRecvDone, myrimx.StatusBadRDMAWin)
+	do(t, p.eb, mxtest.RecvCmd(1, 1, 0, 100, 0, 0, 0), myrimx.EvtRecvDone, myrimx.StatusBadRDMAWin)
 	p.reg(p.eb, 1, 2, myrimx.AccessRecvDst, dst)
 	r := p.eb.Post(mxtest.RecvCmd(1, 2, 0, 100, 0, 0, 0))[0]
 	p.ea.Post(mxtest.SendCmd(1, 1, 0, 100, nic, epi, 0, 0))
-	ev, err = p.eb.WaitSeq(r)
+	ev, err := p.eb.WaitSeq(r)
 	must(t, ev, err, myrimx.EvtRecvDone, myrimx.StatusSuccess)
 }
 
@@ -348,7 +326,6 @@ func TestRegionInvalidatedWhilePosted(t *testing.T) {
 // counted; a tail beyond the ring and an unconsumed event queue put the
 // endpoint in ERROR with their cause; a reset and reopen recovers it.
 func TestGarbageAndOverflow(t *testing.T) {
-	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
 	g := mxtest.Garbage(5, 42)
 	p.ea.PostRaw(g, 5)
@@ -363,27 +340,19 @@ func TestGarbageAndOverflow(t *testing.T) {
 		t.Error("garbage commands took the endpoint down")
 	}
 	p.ea.PostRaw(nil, 5+1000) // tail far beyond the ring
-	waitState(t, p.ea, myrimx.EPStateError, myrimx.EPCauseBadRing)
+	if err := p.ea.WaitState(myrimx.EPStateError, myrimx.EPCauseBadRing); err != nil {
+		t.Fatal(err)
+	}
 	p.ea.Reopen()
 
 	small := p.a.Open(1, 6, 2) // 4 events
 	small.Flood(6)
-	waitState(t, small, myrimx.EPStateError, myrimx.EPCauseEventQFull)
+	if err := small.WaitState(myrimx.EPStateError, myrimx.EPCauseEventQFull); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, _, _, over := small.StatusBlock(); over == 0 && p.a.Dev.Counters().EQOverflows == 0 {
 		t.Error("overflow not counted")
 	}
 	small.Reopen()
-	ev, err := small.Do(mxtest.NopCmd(true))
-	must(t, ev, err, myrimx.EvtNopDone, myrimx.StatusSuccess)
-}
-
-func waitState(t *testing.T, e *mxtest.Endpoint, state, cause uint8) {
-	t.Helper()
-	deadline := time.Now().Add(mxtest.WaitTimeout)
-	for e.State() != state || e.Cause() != cause {
-		if time.Now().After(deadline) {
-			t.Fatalf("endpoint %d: state %d cause %d, want %d %d", e.Index, e.State(), e.Cause(), state, cause)
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
+	do(t, small, mxtest.NopCmd(true), myrimx.EvtNopDone, myrimx.StatusSuccess)
 }

@@ -144,9 +144,9 @@ func (s auditSource) ControlArea(ep int, k dma.TagKind) (base, size uint64) {
 	defer e.mu.Unlock()
 	switch k {
 	case dma.TagCmdRing:
-		return e.cmdqBase, CmdSize << e.cmdqOrder
+		return e.cmdq.base, CmdSize << e.cmdq.order
 	case dma.TagEventQ:
-		return e.eqBase, EventSize << e.eqOrder
+		return e.eq.base, EventSize << e.eq.order
 	case dma.TagStatus:
 		return e.statusGPA, SBSize
 	case dma.TagPageList:

@@ -21,13 +21,9 @@ type endpoint struct {
 	// mu guards the registers.
 	mu          sync.Mutex
 	cause       uint8
-	cmdqBase    uint64
-	cmdqOrder   uint32
+	cmdq        ring
 	cmdqTail    uint32
-	cmdqHead    uint32
-	eqBase      uint64
-	eqOrder     uint32
-	eqHead      uint32
+	eq          ring
 	statusGPA   uint64
 	fenceDone   uint64
 	invSyncDone uint32
@@ -56,6 +52,54 @@ type endpoint struct {
 	stats epStats
 }
 
+// ring is a ring of fixed-size entries in guest memory as the driver
+// programmed it (§6.3, §6.6): BASE, ORDER (log2 of the entry count) and
+// HEAD, the consumer's free-running index.
+type ring struct {
+	base  uint64
+	order uint32
+	head  uint32
+}
+
+// ringOrderOff is ORDER's offset from BASE, the same for both rings.
+const ringOrderOff = EPCmdqOrder - EPCmdqBase
+
+// usable reports whether the device can use the ring: a nonzero,
+// page-aligned base and an order in [RingOrderMin, RingOrderMax].
+func (r *ring) usable() bool {
+	return r.base != 0 && r.base%PageSize == 0 && r.order >= RingOrderMin && r.order <= RingOrderMax
+}
+
+// size is the ring's entry count.
+func (r *ring) size() uint32 { return 1 << r.order }
+
+// slot is the guest address of entry i (modulo the size).
+func (r *ring) slot(i uint32, entrySize uint64) uint64 {
+	return r.base + uint64(i&(r.size()-1))*entrySize
+}
+
+// readReg returns the BASE or ORDER register at rel, its offset from
+// BASE (8-aligned).
+func (r *ring) readReg(rel uint64) uint64 {
+	if rel == ringOrderOff {
+		return uint64(r.order)
+	}
+	return r.base
+}
+
+// writeHalf stores a 4-byte write at rel from BASE: either half of BASE,
+// or the low half of ORDER (its high half is ignored).
+func (r *ring) writeHalf(rel uint64, v uint32) {
+	switch rel {
+	case 0:
+		r.base = r.base&^0xffffffff | uint64(v)
+	case 4:
+		r.base = r.base&0xffffffff | uint64(v)<<32
+	case ringOrderOff:
+		r.order = v
+	}
+}
+
 // retiredPerID bounds the generations remembered per region id: a REG
 // must not reuse one of them, and a stale one is reported as BAD_RDMAWIN.
 const retiredPerID = 8
@@ -74,8 +118,7 @@ func (ep *endpoint) open() bool { return ep.state.Load() == EPStateOpen }
 func (ep *endpoint) resetRegs() {
 	ep.mu.Lock()
 	ep.cause = 0
-	ep.cmdqBase, ep.cmdqOrder, ep.cmdqTail, ep.cmdqHead = 0, 0, 0, 0
-	ep.eqBase, ep.eqOrder, ep.eqHead = 0, 0, 0
+	ep.cmdq, ep.cmdqTail, ep.eq = ring{}, 0, ring{}
 	ep.statusGPA, ep.fenceDone, ep.invSyncDone, ep.invSyncLow, ep.ptRoot = 0, 0, 0, 0, 0
 	ep.fenceVisible.Store(0)
 	ep.kicked = false
@@ -101,11 +144,8 @@ func (d *Device) openEndpoint(ep *endpoint) {
 		d.closeEndpoint(ep, ReasonReset)
 	}
 	ep.mu.Lock()
-	ok := ep.cmdqBase%PageSize == 0 && ep.eqBase%PageSize == 0 && ep.cmdqBase != 0 && ep.eqBase != 0 &&
-		ep.cmdqOrder >= RingOrderMin && ep.cmdqOrder <= RingOrderMax &&
-		ep.eqOrder >= RingOrderMin && ep.eqOrder <= RingOrderMax &&
-		ep.statusGPA != 0 && ep.statusGPA%SBSize == 0
-	ep.cmdqTail, ep.cmdqHead, ep.eqHead, ep.fenceDone = 0, 0, 0, 0
+	ok := ep.cmdq.usable() && ep.eq.usable() && ep.statusGPA != 0 && ep.statusGPA%SBSize == 0
+	ep.cmdqTail, ep.cmdq.head, ep.eq.head, ep.fenceDone = 0, 0, 0, 0
 	ep.fenceVisible.Store(0)
 	ep.kicked = false
 	if ok {
@@ -207,10 +247,9 @@ func (ep *endpoint) post(ev event) {
 		return
 	}
 	ep.mu.Lock()
-	base, order, head := ep.eqBase, ep.eqOrder, ep.eqHead
+	eq := ep.eq
 	ep.mu.Unlock()
-	size := uint32(1) << order
-	if ep.eqTail-head >= size {
+	if ep.eqTail-eq.head >= eq.size() {
 		ep.eqOverflows++
 		ep.eqMu.Unlock()
 		d.stats.eqOverflows.Add(1)
@@ -221,7 +260,7 @@ func (ep *endpoint) post(ev event) {
 	var b [EventSize]byte
 	b[EvType] = byte(ev.typ)
 	b[EvStatus] = byte(ev.status)
-	b[EvPhase] = byte(1 ^ (ep.eqTail>>order)&1)
+	b[EvPhase] = byte(1 ^ (ep.eqTail>>eq.order)&1)
 	le := binary.LittleEndian
 	le.PutUint32(b[EvSeq:], ev.seq)
 	le.PutUint64(b[EvCookie:], ev.cookie)
@@ -233,7 +272,7 @@ func (ep *endpoint) post(ev event) {
 	le.PutUint32(b[EvRegionID:], ev.region)
 	le.PutUint32(b[EvGeneration:], ev.gen)
 	b[EvReason] = ev.reason
-	addr := base + uint64(ep.eqTail&(size-1))*EventSize
+	addr := eq.slot(ep.eqTail, EventSize)
 	tag := dma.Tag{Kind: dma.TagEventQ, Endpoint: ep.idx}
 	_, err := d.audit.WriteAt(tag, b[4:], addr+4)
 	if err == nil {
@@ -270,7 +309,7 @@ func (ep *endpoint) rearm(head uint32) {
 // writeStatus DMA-writes ep's status block.
 func (d *Device) writeStatus(ep *endpoint) {
 	ep.mu.Lock()
-	gpa, fence, head := ep.statusGPA, ep.fenceDone, ep.cmdqHead
+	gpa, fence, head := ep.statusGPA, ep.fenceDone, ep.cmdq.head
 	ep.mu.Unlock()
 	ep.eqMu.Lock()
 	tail, bad, over := ep.eqTail, ep.badCmds, ep.eqOverflows

@@ -52,18 +52,14 @@ func (d *Device) readReg(off uint64) uint64 {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	switch reg {
-	case EPCmdqBase:
-		return ep.cmdqBase
-	case EPCmdqOrder:
-		return uint64(ep.cmdqOrder)
+	case EPCmdqBase, EPCmdqOrder:
+		return ep.cmdq.readReg(reg - EPCmdqBase)
 	case EPCmdqHead:
-		return uint64(ep.cmdqHead)
-	case EPEqBase:
-		return ep.eqBase
-	case EPEqOrder:
-		return uint64(ep.eqOrder)
+		return uint64(ep.cmdq.head)
+	case EPEqBase, EPEqOrder:
+		return ep.eq.readReg(reg - EPEqBase)
 	case EPEqHead:
-		return uint64(ep.eqHead)
+		return uint64(ep.eq.head)
 	case EPStatusGPA:
 		return ep.statusGPA
 	case EPFenceDone:
@@ -144,7 +140,7 @@ func (d *Device) writeHalf(off uint64, v uint32) {
 	case EPEqHead:
 		if reg == EPEqHead {
 			ep.mu.Lock()
-			ep.eqHead = v
+			ep.eq.head = v
 			ep.mu.Unlock()
 			ep.rearm(v)
 		}
@@ -164,18 +160,10 @@ func (d *Device) writeHalf(off uint64, v uint32) {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	switch reg &^ 7 {
-	case EPCmdqBase:
-		set64(&ep.cmdqBase)
-	case EPCmdqOrder:
-		if reg == EPCmdqOrder {
-			ep.cmdqOrder = v
-		}
-	case EPEqBase:
-		set64(&ep.eqBase)
-	case EPEqOrder:
-		if reg == EPEqOrder {
-			ep.eqOrder = v
-		}
+	case EPCmdqBase, EPCmdqOrder:
+		ep.cmdq.writeHalf(reg-EPCmdqBase, v)
+	case EPEqBase, EPEqOrder:
+		ep.eq.writeHalf(reg-EPEqBase, v)
 	case EPStatusGPA:
 		set64(&ep.statusGPA)
 	case EPPTRoot:

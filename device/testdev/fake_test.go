@@ -4,14 +4,16 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"github.com/myriemu/myriemu/device/testdev/abi"
 	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/myriemu/myriemu/device/testdev/abi"
+
 	"github.com/myriemu/myriemu/dma"
+	"github.com/myriemu/myriemu/internal/leaktest"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/myriemu/myriemu/pci/pcitest"
@@ -58,6 +60,15 @@ func newFakeMem(base uint64, size int) *fakeMem {
 }
 
 func canary(i int) byte { return byte(0xa5 ^ i) }
+
+// hold makes every access wait at gate until the test sends on it (one
+// access passes) or closes it (all pass). An access about to wait signals
+// entered first, without blocking: at most one signal is queued.
+func (m *fakeMem) hold() (gate chan<- struct{}, entered <-chan struct{}) {
+	g, e := make(chan struct{}), make(chan struct{}, 1)
+	m.gate, m.entered = g, e
+	return g, e
+}
 
 // checkCanaries fails the test if a byte outside the mapped range changed.
 func (m *fakeMem) checkCanaries(tb testing.TB) {
@@ -216,9 +227,11 @@ const (
 )
 
 // newRig returns an attached device with ramSize bytes of fake RAM at
-// ramIOVA; it is detached at the end of the test.
+// ramIOVA; it is detached at the end of the test (or subtest), which then
+// fails if a goroutine leaked.
 func newRig(tb testing.TB) *rig {
 	tb.Helper()
+	leaktest.Check(tb)
 	r := &rig{mem: newFakeMem(ramIOVA, ramSize), irq: pcitest.NewRaiser(msi.ModeMSIX), win: &fakeWindow{}}
 	r.d = newDevice("td0", r.win, testLog(tb))
 	if err := r.d.Attach(pci.Host{Mem: r.mem, IRQ: r.irq, Log: testLog(tb)}); err != nil {

@@ -2,13 +2,14 @@ package testdev
 
 import (
 	"encoding/binary"
+	"testing"
+
 	"github.com/myriemu/myriemu/device/testdev/abi"
 	"github.com/myriemu/myriemu/dma"
 	"github.com/myriemu/myriemu/dma/dmatest"
 	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/pci"
 	"github.com/myriemu/myriemu/pci/pcitest"
-	"testing"
 )
 
 // fuzzRecord is one step of FuzzRegisterWrites: 12 bytes.

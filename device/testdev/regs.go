@@ -3,24 +3,27 @@ package testdev
 import (
 	"encoding/binary"
 	"fmt"
+
 	"github.com/myriemu/myriemu/device/testdev/abi"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
-// regs is the BAR0 register file (constants are not stored). Its zero
-// value is the reset state.
+// regs is the BAR0 register file (constants are not stored), one 32-bit
+// word per register as the guest sees them: a 64-bit address is its Lo and
+// Hi halves. Its zero value is the reset state.
 type regs struct {
-	scratch   uint32
-	src, dst  uint64
-	length    uint32
-	op        uint32
-	pattern   uint32
-	status    uint32
-	result    uint32
-	fail      uint64
-	doneBytes uint32
+	scratch        uint32
+	srcLo, srcHi   uint32
+	dstLo, dstHi   uint32
+	length         uint32
+	op             uint32
+	pattern        uint32
+	status         uint32
+	result         uint32
+	failLo, failHi uint32
+	doneBytes      uint32
 
 	irqCtrl   uint32
 	irqStatus uint32
@@ -29,6 +32,64 @@ type regs struct {
 
 	winSeq, winResult, winStatus uint32
 }
+
+// word returns where register reg is kept, and whether a guest write
+// stores into it as written (the read-only ones are the device's to set).
+// It returns nil for the constants, the doorbells and offsets with nothing
+// behind them. IRQCtrl (masked) and IRQStatus (write one to clear) are
+// kept here but written by writeRegLocked's own cases.
+func (r *regs) word(reg uint64) (p *uint32, plain bool) {
+	switch reg {
+	case abi.RegScratch:
+		return &r.scratch, true
+	case abi.RegDMASrcLo:
+		return &r.srcLo, true
+	case abi.RegDMASrcHi:
+		return &r.srcHi, true
+	case abi.RegDMADstLo:
+		return &r.dstLo, true
+	case abi.RegDMADstHi:
+		return &r.dstHi, true
+	case abi.RegDMALen:
+		return &r.length, true
+	case abi.RegDMAOp:
+		return &r.op, true
+	case abi.RegDMAPattern:
+		return &r.pattern, true
+	case abi.RegDMAStatus:
+		return &r.status, false
+	case abi.RegDMAResult:
+		return &r.result, false
+	case abi.RegDMAFailLo:
+		return &r.failLo, false
+	case abi.RegDMAFailHi:
+		return &r.failHi, false
+	case abi.RegDMADoneBytes:
+		return &r.doneBytes, false
+	case abi.RegIRQCtrl:
+		return &r.irqCtrl, false
+	case abi.RegIRQStatus:
+		return &r.irqStatus, false
+	case abi.RegCntDMAOps:
+		return &r.cntOps, false
+	case abi.RegCntDMAErrors:
+		return &r.cntErrors, false
+	case abi.RegCntIRQs:
+		return &r.cntIRQs, false
+	case abi.RegCntWinDoorbells:
+		return &r.cntWin, false
+	case abi.RegWinSeq:
+		return &r.winSeq, false
+	case abi.RegWinResult:
+		return &r.winResult, false
+	case abi.RegWinStatus:
+		return &r.winStatus, false
+	}
+	return nil, false
+}
+
+// wide joins a 64-bit register's halves.
+func wide(lo, hi uint32) uint64 { return uint64(hi)<<32 | uint64(lo) }
 
 // ReadBAR serves trapped reads: BAR0 registers, the non-MSI-X part of
 // BAR2 (zeros), and BAR4 window memory.
@@ -122,62 +183,20 @@ func forEachReg(off uint64, n int, fn func(reg uint64, lo, hi, pos int)) {
 // readRegLocked returns register reg's value. No register has read side
 // effects.
 func (d *Device) readRegLocked(reg uint64) uint32 {
-	r := &d.r
 	switch reg {
 	case abi.RegID:
 		return abi.IDValue
 	case abi.RegVersion:
 		return abi.VersionValue
-	case abi.RegScratch:
-		return r.scratch
 	case abi.RegMaxDMALen:
 		return abi.MaxDMALen
 	case abi.RegWinSize:
 		return abi.WindowSize
 	case abi.RegIRQMode:
 		return uint32(d.host.IRQ.Mode())
-	case abi.RegDMASrcLo:
-		return uint32(r.src)
-	case abi.RegDMASrcHi:
-		return uint32(r.src >> 32)
-	case abi.RegDMADstLo:
-		return uint32(r.dst)
-	case abi.RegDMADstHi:
-		return uint32(r.dst >> 32)
-	case abi.RegDMALen:
-		return r.length
-	case abi.RegDMAOp:
-		return r.op
-	case abi.RegDMAPattern:
-		return r.pattern
-	case abi.RegDMAStatus:
-		return r.status
-	case abi.RegDMAResult:
-		return r.result
-	case abi.RegDMAFailLo:
-		return uint32(r.fail)
-	case abi.RegDMAFailHi:
-		return uint32(r.fail >> 32)
-	case abi.RegDMADoneBytes:
-		return r.doneBytes
-	case abi.RegIRQCtrl:
-		return r.irqCtrl
-	case abi.RegIRQStatus:
-		return r.irqStatus
-	case abi.RegCntDMAOps:
-		return r.cntOps
-	case abi.RegCntDMAErrors:
-		return r.cntErrors
-	case abi.RegCntIRQs:
-		return r.cntIRQs
-	case abi.RegCntWinDoorbells:
-		return r.cntWin
-	case abi.RegWinSeq:
-		return r.winSeq
-	case abi.RegWinResult:
-		return r.winResult
-	case abi.RegWinStatus:
-		return r.winStatus
+	}
+	if p, _ := d.r.word(reg); p != nil {
+		return *p
 	}
 	return 0 // doorbells, IRQRaise and unlisted offsets
 }
@@ -189,22 +208,6 @@ func (d *Device) writeRegLocked(reg uint64, v, mask uint32) (warning, bool) {
 	r := &d.r
 	merge := func(old uint32) uint32 { return old&^mask | v&mask }
 	switch reg {
-	case abi.RegScratch:
-		r.scratch = merge(r.scratch)
-	case abi.RegDMASrcLo:
-		r.src = r.src&^0xffffffff | uint64(merge(uint32(r.src)))
-	case abi.RegDMASrcHi:
-		r.src = uint64(merge(uint32(r.src>>32)))<<32 | r.src&0xffffffff
-	case abi.RegDMADstLo:
-		r.dst = r.dst&^0xffffffff | uint64(merge(uint32(r.dst)))
-	case abi.RegDMADstHi:
-		r.dst = uint64(merge(uint32(r.dst>>32)))<<32 | r.dst&0xffffffff
-	case abi.RegDMALen:
-		r.length = merge(r.length)
-	case abi.RegDMAOp:
-		r.op = merge(r.op)
-	case abi.RegDMAPattern:
-		r.pattern = merge(r.pattern)
 	case abi.RegDMADoorbell:
 		return d.doorbellLocked()
 	case abi.RegIRQCtrl:
@@ -220,6 +223,10 @@ func (d *Device) writeRegLocked(reg uint64, v, mask uint32) (warning, bool) {
 		}
 		r.irqStatus |= abi.IRQStatusSoft
 		d.raiseLocked(int(vec))
+	default:
+		if p, plain := r.word(reg); plain {
+			*p = merge(*p)
+		}
 	}
 	return warning{}, false
 }

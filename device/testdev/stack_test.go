@@ -9,12 +9,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"github.com/myriemu/myriemu/device/testdev/abi"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/myriemu/myriemu/device/testdev/abi"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma/dmatest"

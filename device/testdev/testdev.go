@@ -2,9 +2,10 @@ package testdev
 
 import (
 	"fmt"
-	"github.com/myriemu/myriemu/device/testdev/abi"
 	"sync"
 	"sync/atomic"
+
+	"github.com/myriemu/myriemu/device/testdev/abi"
 
 	"github.com/myriemu/myriemu/internal/ratelog"
 	"github.com/myriemu/myriemu/pci"
@@ -128,28 +129,47 @@ func (d *Device) Attach(h pci.Host) error {
 	if h.Mem == nil || h.IRQ == nil {
 		return fmt.Errorf("testdev: %s: attach: host without memory or interrupts", d.name)
 	}
-	d.mu.Lock()
-	if d.kick != nil {
-		d.mu.Unlock()
+	if !d.startEngine(h) {
 		return fmt.Errorf("testdev: %s: attach: already attached", d.name)
+	}
+	d.win.Start()
+	return nil
+}
+
+// startEngine makes h the host and starts the DMA engine; it reports
+// false, changing nothing, if the engine runs already.
+func (d *Device) startEngine(h pci.Host) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.kick != nil {
+		return false
 	}
 	d.host = h
 	d.kick = make(chan struct{}, 1)
 	d.quit = make(chan struct{})
 	d.wg.Add(1)
 	go d.runEngine(h.Mem, d.kick, d.quit)
-	d.mu.Unlock()
-	d.win.Start()
-	return nil
+	return true
 }
 
 // Detach cancels any op in flight, stops the engine and the poller and
 // waits for them. Idempotent.
 func (d *Device) Detach() {
-	d.mu.Lock()
-	if d.kick == nil {
-		d.mu.Unlock()
+	if !d.stopEngine() {
 		return
+	}
+	d.win.Stop()
+	d.wg.Wait()
+}
+
+// stopEngine cancels any op in flight, detaches the host and tells the
+// engine to stop, without waiting for it; it reports false if the engine
+// was not running.
+func (d *Device) stopEngine() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.kick == nil {
+		return false
 	}
 	d.kick = nil
 	d.gen.Add(1)
@@ -157,9 +177,7 @@ func (d *Device) Detach() {
 	d.host = pci.DetachedHost()
 	d.line = false
 	close(d.quit)
-	d.mu.Unlock()
-	d.win.Stop()
-	d.wg.Wait()
+	return true
 }
 
 // Reset returns the registers to their reset values and cancels any op in

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"github.com/myriemu/myriemu/device/testdev/abi"
 	"hash/crc32"
 	"testing"
 	"time"
+
+	"github.com/myriemu/myriemu/device/testdev/abi"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/myriemu/myriemu/dma"
@@ -32,7 +33,6 @@ func ramp(n int, seed byte) []byte {
 }
 
 func TestResetValues(t *testing.T) {
-	leaktest.Check(t)
 	r := newRig(t)
 	want := map[uint64]uint32{
 		abi.RegID:        0x7e571234,
@@ -61,7 +61,6 @@ func TestResetValues(t *testing.T) {
 }
 
 func TestIRQMode(t *testing.T) {
-	leaktest.Check(t)
 	r := newRig(t)
 	for _, m := range []msi.Mode{msi.ModeNone, msi.ModeINTx, msi.ModeMSI, msi.ModeMSIX} {
 		r.irq.SetMode(m)
@@ -115,7 +114,6 @@ func TestAccessSizes(t *testing.T) {
 }
 
 func TestBARBounds(t *testing.T) {
-	leaktest.Check(t)
 	r := newRig(t)
 	tests := []struct {
 		bar int
@@ -149,7 +147,6 @@ func TestBARBounds(t *testing.T) {
 }
 
 func TestBAR2AndWindowAccess(t *testing.T) {
-	leaktest.Check(t)
 	r := newRig(t)
 	if err := r.d.WriteBAR(abi.MSIXBAR, 0x900, []byte{1, 2, 3, 4}); err != nil {
 		t.Fatal(err)
@@ -409,7 +406,6 @@ func TestOpErrors(t *testing.T) {
 }
 
 func TestFillPatternFromStart(t *testing.T) {
-	leaktest.Check(t)
 	r := newRig(t)
 	// A fill that starts 3 bytes before a page boundary: the pattern is
 	// counted from the start of the range, across pieces.
@@ -424,10 +420,8 @@ func TestFillPatternFromStart(t *testing.T) {
 }
 
 func TestSnapshotAtDoorbell(t *testing.T) {
-	leaktest.Check(t)
 	r := newRig(t)
-	gate := make(chan struct{})
-	r.mem.gate = gate
+	gate, _ := r.mem.hold()
 	r.mem.set(ramIOVA, []byte("abcd"))
 	before := r.mem.bytes(ramIOVA+0x200, 4)
 	r.program(t, abi.OpCopy, ramIOVA, ramIOVA+0x100, 4, 0)
@@ -451,10 +445,8 @@ func TestSnapshotAtDoorbell(t *testing.T) {
 }
 
 func TestDoorbellWhileBusy(t *testing.T) {
-	leaktest.Check(t)
 	r := newRig(t)
-	gate := make(chan struct{})
-	r.mem.gate = gate
+	gate, _ := r.mem.hold()
 	r.program(t, abi.OpFill, 0, ramIOVA, 16, 0x77777777)
 	r.write(t, abi.RegDMADoorbell, 1)
 	r.write(t, abi.RegDMADoorbell, 1)
@@ -642,11 +634,8 @@ func TestWindowDoorbell(t *testing.T) {
 }
 
 func TestResetDuringOp(t *testing.T) {
-	leaktest.Check(t)
 	r := newRig(t)
-	gate := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	r.mem.gate, r.mem.entered = gate, entered
+	gate, entered := r.mem.hold()
 	r.mem.set(ramIOVA, make([]byte, ramSize))
 	r.write(t, abi.RegIRQCtrl, abi.IRQCtrlDMAEnable)
 	r.program(t, abi.OpFill, 0, ramIOVA, 0x3000, 0x55555555)
@@ -679,14 +668,11 @@ func TestResetDuringOp(t *testing.T) {
 }
 
 func TestResetWithOpPending(t *testing.T) {
-	leaktest.Check(t)
 	r := newRig(t)
 	// Hold the engine in a first op, queue nothing more (doorbell rejected),
 	// reset, then start a second op: it must run even though the engine is
 	// still finishing the cancelled one.
-	gate := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	r.mem.gate, r.mem.entered = gate, entered
+	gate, entered := r.mem.hold()
 	r.program(t, abi.OpFill, 0, ramIOVA, 4, 0x11111111)
 	r.write(t, abi.RegDMADoorbell, 1)
 	<-entered
@@ -704,11 +690,8 @@ func TestResetWithOpPending(t *testing.T) {
 }
 
 func TestDetach(t *testing.T) {
-	leaktest.Check(t)
 	r := newRig(t)
-	gate := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	r.mem.gate, r.mem.entered = gate, entered
+	gate, entered := r.mem.hold()
 	r.write(t, abi.RegIRQCtrl, abi.IRQCtrlDMAEnable)
 	r.program(t, abi.OpCopy, ramIOVA, ramIOVA+0x8000, 0x4000, 0)
 	r.write(t, abi.RegDMADoorbell, 1)

@@ -1,8 +1,9 @@
 package testdev
 
 import (
-	"github.com/myriemu/myriemu/device/testdev/abi"
 	"hash/crc32"
+
+	"github.com/myriemu/myriemu/device/testdev/abi"
 
 	"github.com/sirupsen/logrus"
 )

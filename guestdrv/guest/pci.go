@@ -189,24 +189,38 @@ func (d PCIDev) SetConfig16(off int64, v uint16) error {
 	return d.WriteConfig(off, b[:])
 }
 
-// Config space offsets and bits used here (PCI Local Bus 3.0, 6.2).
+// Config space offsets used here (PCI Local Bus 3.0, 6.1), typed as
+// Config16 and friends take them.
 const (
-	ConfigCommand    = 0x04
-	ConfigStatus     = 0x06
-	ConfigCapPointer = 0x34
+	ConfigCommand    int64 = 0x04
+	ConfigStatus     int64 = 0x06
+	ConfigCapPointer int64 = 0x34
+)
 
-	CommandMemory    = 1 << 1
-	CommandMaster    = 1 << 2
-	CommandINTxOff   = 1 << 10
-	StatusCapList    = 1 << 4
-	CapIDPM          = 0x01
-	CapIDMSI         = 0x05
-	CapIDPCIe        = 0x10
-	CapIDMSIX        = 0x11
-	MSIXControl      = 0x02 // offset in the MSI-X capability
-	MSIXTable        = 0x04
-	MSIXPBA          = 0x08
-	MSIXTableSizeMsk = 0x7ff
+// COMMAND and STATUS register bits (PCI 3.0, 6.2.2 and 6.2.3).
+const (
+	CommandMemory  = 1 << 1
+	CommandMaster  = 1 << 2
+	CommandINTxOff = 1 << 10
+	StatusCapList  = 1 << 4
+)
+
+// Capability IDs (PCI Code and ID Assignment, section 2), typed as
+// Cap.ID holds them.
+const (
+	CapIDPM   uint8 = 0x01
+	CapIDMSI  uint8 = 0x05
+	CapIDPCIe uint8 = 0x10
+	CapIDMSIX uint8 = 0x11
+)
+
+// MSI-X capability (PCI 3.0, 6.8.2): register offsets from the
+// capability's start, and the Table Size field of Message Control.
+const (
+	MSIXControl      int64  = 0x02
+	MSIXTable        int64  = 0x04
+	MSIXPBA          int64  = 0x08
+	MSIXTableSizeMsk uint16 = 0x7ff
 )
 
 // Cap is one capability in the standard list.

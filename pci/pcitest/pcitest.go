@@ -78,26 +78,44 @@ func (c *checker) errorf(format string, args ...any) {
 // Register offsets and bits, from the PCI and PCIe specifications. They
 // are spelled out here rather than taken from package pci so the checker
 // is an independent reading of the specs.
+
+// Type 0 configuration header offsets (PCI 3.0, 6.1).
 const (
-	regCommand   = 0x04
-	regStatus    = 0x06
-	regBAR0      = 0x10
-	regROM       = 0x30
-	regCapPtr    = 0x34
-	regIntLine   = 0x3c
-	capStart     = 0x40
-	extStart     = 0x100
-	statusIntr   = 1 << 3
-	statusCaps   = 1 << 4
-	cmdIO        = 1 << 0
-	cmdMemory    = 1 << 1
-	cmdMaster    = 1 << 2
-	cmdINTxDis   = 1 << 10
-	capPM        = 0x01
-	capMSI       = 0x05
-	capVendor    = 0x09
-	capPCIe      = 0x10
-	capMSIX      = 0x11
+	regCommand = 0x04
+	regStatus  = 0x06
+	regBAR0    = 0x10
+	regROM     = 0x30
+	regCapPtr  = 0x34
+	regIntLine = 0x3c
+	capStart   = 0x40
+	extStart   = 0x100
+)
+
+// COMMAND bits (PCI 3.0, 6.2.2), typed as the values writeN writes.
+const (
+	cmdIO      uint32 = 1 << 0
+	cmdMemory  uint32 = 1 << 1
+	cmdMaster  uint32 = 1 << 2
+	cmdINTxDis uint32 = 1 << 10
+)
+
+// STATUS bits (PCI 3.0, 6.2.3).
+const (
+	statusIntr = 1 << 3
+	statusCaps = 1 << 4
+)
+
+// Capability IDs (PCI Code and ID Assignment, section 2).
+const (
+	capPM     = 0x01
+	capMSI    = 0x05
+	capVendor = 0x09
+	capPCIe   = 0x10
+	capMSIX   = 0x11
+)
+
+// Sizes and limits.
+const (
 	pcieLen      = 0x3c
 	msixLen      = 12
 	pmLen        = 8
@@ -450,29 +468,33 @@ func (c *checker) checkCaps() {
 		exts = append(exts, extent{id, p, p + n})
 		p = int(c.cfg8(p + 1))
 	}
-	var want []byte
-	for _, w := range []struct {
-		present bool
-		id      byte
+	// The capabilities package pci lays out, in chain order, each with
+	// the check of its contents, run when the chain has it.
+	kinds := []struct {
+		id    byte
+		want  bool // the Spec asks for it
+		check func(at int)
 	}{
-		{c.spec.PM != nil, capPM},
-		{c.spec.MSI != nil, capMSI},
-		{c.spec.Vendor != nil, capVendor},
-		{c.spec.PCIe != nil, capPCIe},
-		{c.spec.MSIX != nil, capMSIX},
-	} {
-		if w.present {
-			want = append(want, w.id)
+		{capPM, c.spec.PM != nil, c.checkPM},
+		{capMSI, c.spec.MSI != nil, c.checkMSI},
+		{capVendor, c.spec.Vendor != nil, c.checkVendor},
+		{capPCIe, c.spec.PCIe != nil, c.checkPCIe},
+		{capMSIX, c.spec.MSIX != nil, c.checkMSIX},
+	}
+	var want []byte
+	for _, k := range kinds {
+		if k.want {
+			want = append(want, k.id)
 		}
 	}
 	if !slices.Equal(got, want) {
 		c.errorf("capabilities: IDs [% x] in the chain, want [% x]", got, want)
 	}
-	c.checkPM()
-	c.checkMSI()
-	c.checkVendor()
-	c.checkPCIe()
-	c.checkMSIX()
+	for _, k := range kinds {
+		if at, ok := c.caps[k.id]; ok {
+			k.check(at)
+		}
+	}
 }
 
 // capLen is the length of a capability, from its contents.
@@ -501,11 +523,7 @@ func (c *checker) capLen(id byte, at int) int {
 	return 2
 }
 
-func (c *checker) checkPM() {
-	at, ok := c.caps[capPM]
-	if !ok {
-		return
-	}
+func (c *checker) checkPM(at int) {
 	if v := c.cfg16(at+2) & 7; v < 2 {
 		c.errorf("PM: version %d, want 2 or 3 (PCI PM 1.1/1.2)", v)
 	}
@@ -514,10 +532,9 @@ func (c *checker) checkPM() {
 	}
 }
 
-func (c *checker) checkMSI() {
-	at, ok := c.caps[capMSI]
+func (c *checker) checkMSI(at int) {
 	m := c.spec.MSI
-	if !ok || m == nil {
+	if m == nil {
 		return
 	}
 	ctl := c.cfg16(at + 2)
@@ -542,10 +559,9 @@ func (c *checker) checkMSI() {
 	}
 }
 
-func (c *checker) checkVendor() {
-	at, ok := c.caps[capVendor]
+func (c *checker) checkVendor(at int) {
 	v := c.spec.Vendor
-	if !ok || v == nil {
+	if v == nil {
 		return
 	}
 	if got := c.cfg8(at + 2); got != v.Length {
@@ -553,10 +569,9 @@ func (c *checker) checkVendor() {
 	}
 }
 
-func (c *checker) checkPCIe() {
-	at, ok := c.caps[capPCIe]
+func (c *checker) checkPCIe(at int) {
 	p := c.spec.PCIe
-	if !ok || p == nil {
+	if p == nil {
 		return
 	}
 	if c.size != 4096 {
@@ -617,10 +632,9 @@ func (c *checker) checkExtCaps() {
 	}
 }
 
-func (c *checker) checkMSIX() {
-	at, ok := c.caps[capMSIX]
+func (c *checker) checkMSIX(at int) {
 	x := c.spec.MSIX
-	if !ok || x == nil {
+	if x == nil {
 		return
 	}
 	ctl := c.cfg16(at + 2)
@@ -794,7 +808,7 @@ func (c *checker) checkROM() {
 
 func (c *checker) checkCommandStatus() {
 	cmd := c.cfg16(regCommand)
-	want := uint32(cmdMaster)
+	want := cmdMaster
 	for _, b := range c.spec.BARs {
 		switch {
 		case b.Size == 0:

@@ -3,6 +3,7 @@ package pcitest
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -247,72 +248,59 @@ const (
 
 func TestCheckCatches(t *testing.T) {
 	tests := []struct {
-		name    string
-		breakIt func(b *broken)
-		want    []string // substrings of the error, one per expected problem
+		name          string
+		fixed, stored map[int]byte    // as in broken
+		breakIt       func(b *broken) // other faults, or nil
+		want          []string        // substrings of the problems, one per expected problem
 	}{
-		{"ROM stores sizing writes", func(b *broken) {
-			b.stored = map[int]byte{0x30: 0, 0x31: 0, 0x32: 0, 0x33: 0}
-		}, []string{"ROM BAR: reads 0xfffff800 after writing 0xfffff800"}},
-		{"vendor ID writable", func(b *broken) {
-			b.stored = map[int]byte{0: 0xc1, 1: 0x14}
-		}, []string{"read-only vendor/device ID at 0x0"}},
-		{"BAR0 loses its prefetch bit", func(b *broken) {
+		{name: "ROM stores sizing writes", stored: map[int]byte{0x30: 0, 0x31: 0, 0x32: 0, 0x33: 0}, want: []string{"ROM BAR: reads 0xfffff800 after writing 0xfffff800"}},
+		{name: "vendor ID writable", stored: map[int]byte{0: 0xc1, 1: 0x14}, want: []string{"read-only vendor/device ID at 0x0"}},
+		{name: "BAR0 loses its prefetch bit", breakIt: func(b *broken) {
 			b.read = func(index uint32, off uint64, p []byte) error {
 				if index == pci.RegionConfig && off <= 0x10 && off+uint64(len(p)) > 0x10 {
 					p[0x10-off] &^= 8
 				}
 				return nil
 			}
-		}, []string{"BAR0: power-on value 0x4, want type bits 0xc", "BAR0: reads 0xff000004 after writing all-ones, want 0xff00000c"}},
-		{"upper half of BAR0 not writable", func(b *broken) {
-			b.fixed = map[int]byte{0x14: 0, 0x15: 0, 0x16: 0, 0x17: 0}
-		}, []string{"BAR1 (upper half of BAR0): reads 0x0 after writing all-ones, want 0xffffffff"}},
-		{"capability loop", func(b *broken) {
-			b.fixed = map[int]byte{msixAt + 1: 0x48}
-		}, []string{"capabilities: loop back to 0x48"}},
-		{"misaligned capability pointer", func(b *broken) {
-			b.fixed = map[int]byte{0x34: 0x41}
-		}, []string{"pointer 0x41 is not DWORD-aligned"}},
-		{"capability IDs differ from spec", func(b *broken) {
-			b.fixed = map[int]byte{vendorAt: 0x0a}
-		}, []string{"capabilities: IDs [01 05 0a 10 11] in the chain, want [01 05 09 10 11]"}},
-		{"status write sets bits", func(b *broken) {
-			b.stored = map[int]byte{0x06: 0x10, 0x07: 0}
-		}, []string{"status: writing ones set bits 0xffe7"}},
-		{"1-byte reads disagree", func(b *broken) {
+		}, want: []string{"BAR0: power-on value 0x4, want type bits 0xc", "BAR0: reads 0xff000004 after writing all-ones, want 0xff00000c"}},
+		{name: "upper half of BAR0 not writable", fixed: map[int]byte{0x14: 0, 0x15: 0, 0x16: 0, 0x17: 0}, want: []string{"BAR1 (upper half of BAR0): reads 0x0 after writing all-ones, want 0xffffffff"}},
+		{name: "capability loop", fixed: map[int]byte{msixAt + 1: 0x48}, want: []string{"capabilities: loop back to 0x48"}},
+		{name: "misaligned capability pointer", fixed: map[int]byte{0x34: 0x41}, want: []string{"pointer 0x41 is not DWORD-aligned"}},
+		{name: "capability IDs differ from spec", fixed: map[int]byte{vendorAt: 0x0a}, want: []string{"capabilities: IDs [01 05 0a 10 11] in the chain, want [01 05 09 10 11]"}},
+		{name: "status write sets bits", stored: map[int]byte{0x06: 0x10, 0x07: 0}, want: []string{"status: writing ones set bits 0xffe7"}},
+		{name: "1-byte reads disagree", breakIt: func(b *broken) {
 			b.read = func(index uint32, off uint64, p []byte) error {
 				if index == pci.RegionConfig && off == 2 && len(p) == 1 {
 					p[0]++
 				}
 				return nil
 			}
-		}, []string{"config read 1@0x2 = 09, want 08"}},
-		{"vendor handler reads depend on size", func(b *broken) {
+		}, want: []string{"config read 1@0x2 = 09, want 08"}},
+		{name: "vendor handler reads depend on size", breakIt: func(b *broken) {
 			b.read = func(index uint32, off uint64, p []byte) error {
 				if index == pci.RegionConfig && len(p) == 1 && off <= vendorAt+0x14 && off+uint64(len(p)) > vendorAt+0x14 {
 					p[vendorAt+0x14-off] = 0
 				}
 				return nil
 			}
-		}, []string{"config read 1@0x6c = 00, want 24"}},
-		{"config region 256 with PCIe", func(b *broken) {
+		}, want: []string{"config read 1@0x6c = 00, want 24"}},
+		{name: "config region 256 with PCIe", breakIt: func(b *broken) {
 			b.regionInfo = func(index uint32, ri pci.RegionInfo) pci.RegionInfo {
 				if index == pci.RegionConfig {
 					ri.Size = 256
 				}
 				return ri
 			}
-		}, []string{"region info config: size 256, want 4096", "QEMU drops the PCIe flag"}},
-		{"BAR size not a power of two", func(b *broken) {
+		}, want: []string{"region info config: size 256, want 4096", "QEMU drops the PCIe flag"}},
+		{name: "BAR size not a power of two", breakIt: func(b *broken) {
 			b.regionInfo = func(index uint32, ri pci.RegionInfo) pci.RegionInfo {
 				if index == 2 {
 					ri.Size = 12288
 				}
 				return ri
 			}
-		}, []string{"region info BAR2: size 0x3000, want 0x2000"}},
-		{"sparse area covers the MSI-X table", func(b *broken) {
+		}, want: []string{"region info BAR2: size 0x3000, want 0x2000"}},
+		{name: "sparse area covers the MSI-X table", breakIt: func(b *broken) {
 			b.regionInfo = func(index uint32, ri pci.RegionInfo) pci.RegionInfo {
 				if index == 2 {
 					ri.Flags |= pci.RegionMmap
@@ -321,56 +309,48 @@ func TestCheckCatches(t *testing.T) {
 				}
 				return ri
 			}
-		}, []string{"mmap flag without a window", "mmappable area [0x0+0x1000] covers the MSI-X table"}},
-		{"REQ irq info answered", func(b *broken) {
+		}, want: []string{"mmap flag without a window", "mmappable area [0x0+0x1000] covers the MSI-X table"}},
+		{name: "REQ irq info answered", breakIt: func(b *broken) {
 			b.irqInfo = func(index uint32, ii pci.IRQInfo, err error) (pci.IRQInfo, error) {
 				if index == 4 {
 					return pci.IRQInfo{}, nil
 				}
 				return ii, err
 			}
-		}, []string{"irq info REQ: <nil>, want EINVAL"}},
-		{"MSI-X irq info without NORESIZE, wrong count", func(b *broken) {
+		}, want: []string{"irq info REQ: <nil>, want EINVAL"}},
+		{name: "MSI-X irq info without NORESIZE, wrong count", breakIt: func(b *broken) {
 			b.irqInfo = func(index uint32, ii pci.IRQInfo, err error) (pci.IRQInfo, error) {
 				if index == 2 {
 					return pci.IRQInfo{Count: 9, Flags: pci.IRQEventfd}, nil
 				}
 				return ii, err
 			}
-		}, []string{"irq info 2: count 9, want 8", "irq info MSI-X: flags 0x1 lack noresize"}},
-		{"out-of-range config read succeeds", func(b *broken) {
+		}, want: []string{"irq info 2: count 9, want 8", "irq info MSI-X: flags 0x1 lack noresize"}},
+		{name: "out-of-range config read succeeds", breakIt: func(b *broken) {
 			b.override = func(index uint32, off uint64, p []byte) error {
 				if index == pci.RegionConfig && off >= 4096 {
 					return nil
 				}
 				return b.Function.ReadRegion(index, off, p)
 			}
-		}, []string{"region 7: read 1@0x1000: <nil>, want EINVAL"}},
-		{"MRRS not writable", func(b *broken) {
+		}, want: []string{"region 7: read 1@0x1000: <nil>, want EINVAL"}},
+		{name: "MRRS not writable", breakIt: func(b *broken) {
 			b.drop = func(index uint32, off uint64, p []byte) bool {
 				return index == pci.RegionConfig && off == pcieAt+8
 			}
-		}, []string{"DEVCTL max read request reads 2 after writing 5"}},
-		{"MSI-X table unmasked at power-on", func(b *broken) {
+		}, want: []string{"DEVCTL max read request reads 2 after writing 5"}},
+		{name: "MSI-X table unmasked at power-on", breakIt: func(b *broken) {
 			b.read = func(index uint32, off uint64, p []byte) error {
 				if index == 2 && off == 0 {
 					clear(p)
 				}
 				return nil
 			}
-		}, []string{"MSI-X table: vector 0 control 0x0 at power-on, want 1 (masked)"}},
-		{"MSI-X table size wrong", func(b *broken) {
-			b.fixed = map[int]byte{msixAt + 2: 3}
-		}, []string{"MSI-X: table size 4, want 8"}},
-		{"PCIe link width wrong", func(b *broken) {
-			b.fixed = map[int]byte{pcieAt + 0x12: 0x82}
-		}, []string{"LNKSTA speed 2 width x8, want 2 x4"}},
-		{"two problems at once", func(b *broken) {
-			b.stored = map[int]byte{0: 0xc1, 0x30: 0, 0x31: 0, 0x32: 0, 0x33: 0}
-		}, []string{"read-only vendor/device ID", "ROM BAR: reads"}},
-		{"interrupt line not stored", func(b *broken) {
-			b.fixed = map[int]byte{0x3c: 0}
-		}, []string{"interrupt line: reads 0x0 after writing 0xa5"}},
+		}, want: []string{"MSI-X table: vector 0 control 0x0 at power-on, want 1 (masked)"}},
+		{name: "MSI-X table size wrong", fixed: map[int]byte{msixAt + 2: 3}, want: []string{"MSI-X: table size 4, want 8"}},
+		{name: "PCIe link width wrong", fixed: map[int]byte{pcieAt + 0x12: 0x82}, want: []string{"LNKSTA speed 2 width x8, want 2 x4"}},
+		{name: "two problems at once", stored: map[int]byte{0: 0xc1, 0x30: 0, 0x31: 0, 0x32: 0, 0x33: 0}, want: []string{"read-only vendor/device ID", "ROM BAR: reads"}},
+		{name: "interrupt line not stored", fixed: map[int]byte{0x3c: 0}, want: []string{"interrupt line: reads 0x0 after writing 0xa5"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -379,14 +359,19 @@ func TestCheckCatches(t *testing.T) {
 			if err := check(b); err != nil {
 				t.Fatalf("unbroken function fails Check: %v", err)
 			}
-			tt.breakIt(b)
+			b.fixed, b.stored = tt.fixed, tt.stored
+			if tt.breakIt != nil {
+				tt.breakIt(b)
+			}
 			err := check(b)
 			if err == nil {
 				t.Fatalf("Check passed a function with %s", tt.name)
 			}
+			// The error is a header line and one tab-indented line per problem.
+			problems := strings.Split(err.Error(), "\n\t")[1:]
 			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("Check error lacks %q:\n%v", w, err)
+				if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, w) }) {
+					t.Errorf("Check found no problem with %q:\n%v", w, err)
 				}
 			}
 		})

@@ -110,6 +110,11 @@ func reply(h vfiouser.Header, payload []byte) []byte {
 	return msg(vfiouser.Header{ID: h.ID, Command: h.Command, Flags: vfiouser.FlagTypeReply}, payload)
 }
 
+// answer is a respond that replies to every request with payload.
+func answer(payload []byte) func(*testing.T, vfiouser.Header, []byte) []out {
+	return func(_ *testing.T, h vfiouser.Header, _ []byte) []out { return []out{{b: reply(h, payload)}} }
+}
+
 func goodInfo() []byte {
 	p := make([]byte, 16)
 	binary.LittleEndian.PutUint32(p[0:], 16)
@@ -154,6 +159,9 @@ func TestClientAcceptsGoodReplies(t *testing.T) {
 }
 
 func TestClientCatchesViolations(t *testing.T) {
+	// The calls that only need an error.
+	deviceInfo := func(c *Client) error { _, err := c.DeviceInfo(); return err }
+	regionInfo0 := func(c *Client) error { _, err := c.RegionInfo(0); return err }
 	tests := []struct {
 		name    string
 		respond func(t *testing.T, h vfiouser.Header, p []byte) []out
@@ -176,32 +184,18 @@ func TestClientCatchesViolations(t *testing.T) {
 			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
 				return []out{{b: reply(h, goodInfo()), fds: []int{eventfd(t)}}}
 			},
-			call: func(c *Client) error { _, err := c.DeviceInfo(); return err },
+			call: deviceInfo,
 			want: "fds",
 		},
-		{
-			name: "reply larger than request",
-			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
-				return []out{{b: reply(h, append(goodInfo(), make([]byte, 16)...))}}
-			},
-			call: func(c *Client) error { _, err := c.DeviceInfo(); return err },
-			want: "larger than",
-		},
-		{
-			name: "short GET_INFO",
-			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
-				return []out{{b: reply(h, goodInfo()[:12])}}
-			},
-			call: func(c *Client) error { _, err := c.DeviceInfo(); return err },
-			want: "payload 12 bytes, want 16",
-		},
+		{"reply larger than request", answer(append(goodInfo(), make([]byte, 16)...)), deviceInfo, "larger than"},
+		{"short GET_INFO", answer(goodInfo()[:12]), deviceInfo, "payload 12 bytes, want 16"},
 		{
 			name: "wrong command",
 			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
 				h.Command = vfiouser.CmdDeviceReset
 				return []out{{b: reply(h, goodInfo())}}
 			},
-			call: func(c *Client) error { _, err := c.DeviceInfo(); return err },
+			call: deviceInfo,
 			want: "to a DEVICE_GET_INFO request",
 		},
 		{
@@ -210,7 +204,7 @@ func TestClientCatchesViolations(t *testing.T) {
 				b := msg(vfiouser.Header{ID: h.ID, Command: h.Command, Flags: 0x21, Error: 22}, []byte{1, 2, 3, 4})
 				return []out{{b: b}}
 			},
-			call: func(c *Client) error { _, err := c.DeviceInfo(); return err },
+			call: deviceInfo,
 			want: "want 16",
 		},
 		{
@@ -220,7 +214,7 @@ func TestClientCatchesViolations(t *testing.T) {
 				stray.ID += 1000
 				return []out{{b: reply(stray, goodInfo())}, {b: reply(h, goodInfo())}}
 			},
-			call: func(c *Client) error { _, err := c.DeviceInfo(); return err },
+			call: deviceInfo,
 			want: "to no request",
 		},
 		{
@@ -239,54 +233,19 @@ func TestClientCatchesViolations(t *testing.T) {
 			},
 			want: "timed-out",
 		},
-		{
-			name: "VERSION max_msg_fds 32",
-			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
-				return []out{{b: reply(h, append([]byte{0, 0, 0, 0}, `{"capabilities":{"max_msg_fds":32}}`+"\x00"...))}}
-			},
-			call: func(c *Client) error { return c.Negotiate() },
-			want: "max_msg_fds",
-		},
-		{
-			name: "VERSION without NUL",
-			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
-				return []out{{b: reply(h, append([]byte{0, 0, 0, 0}, `{"capabilities":{}}`...))}}
-			},
-			call: func(c *Client) error { return c.Negotiate() },
-			want: "NUL",
-		},
-		{
-			name: "VERSION 0.1",
-			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
-				return []out{{b: reply(h, append([]byte{0, 0, 1, 0}, `{"capabilities":{}}`+"\x00"...))}}
-			},
-			call: func(c *Client) error { return c.Negotiate() },
-			want: "version 0.1",
-		},
-		{
-			name: "region info MMAP without fd",
-			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
-				return []out{{b: reply(h, regionInfoReply(7, 4096))}}
-			},
-			call: func(c *Client) error { _, err := c.RegionInfo(0); return err },
-			want: "exactly 1",
-		},
+		{"VERSION max_msg_fds 32", answer(append([]byte{0, 0, 0, 0}, `{"capabilities":{"max_msg_fds":32}}`+"\x00"...)), (*Client).Negotiate, "max_msg_fds"},
+		{"VERSION without NUL", answer(append([]byte{0, 0, 0, 0}, `{"capabilities":{}}`...)), (*Client).Negotiate, "NUL"},
+		{"VERSION 0.1", answer(append([]byte{0, 0, 1, 0}, `{"capabilities":{}}`+"\x00"...)), (*Client).Negotiate, "version 0.1"},
+		{"region info MMAP without fd", answer(regionInfoReply(7, 4096)), regionInfo0, "exactly 1"},
 		{
 			name: "region info two fds",
 			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
 				return []out{{b: reply(h, regionInfoReply(7, 4096)), fds: []int{eventfd(t), eventfd(t)}}}
 			},
-			call: func(c *Client) error { _, err := c.RegionInfo(0); return err },
+			call: regionInfo0,
 			want: "exactly 1",
 		},
-		{
-			name: "region info BAR not a power of two",
-			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
-				return []out{{b: reply(h, regionInfoReply(3, 3000))}}
-			},
-			call: func(c *Client) error { _, err := c.RegionInfo(0); return err },
-			want: "power of two",
-		},
+		{"region info BAR not a power of two", answer(regionInfoReply(3, 3000)), regionInfo0, "power of two"},
 		{
 			name: "read reply without data",
 			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
@@ -295,14 +254,7 @@ func TestClientCatchesViolations(t *testing.T) {
 			call: func(c *Client) error { return c.ReadRegion(7, 0, make([]byte, 4)) },
 			want: "payload 16 bytes, want 20",
 		},
-		{
-			name: "reset reply with payload",
-			respond: func(t *testing.T, h vfiouser.Header, p []byte) []out {
-				return []out{{b: reply(h, []byte{0, 0, 0, 0})}}
-			},
-			call: func(c *Client) error { return c.Reset() },
-			want: "larger than",
-		},
+		{"reset reply with payload", answer([]byte{0, 0, 0, 0}), (*Client).Reset, "larger than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,23 +10,28 @@ import (
 	"testing"
 
 	"github.com/myriemu/myriemu/dma/dmatest"
+	"github.com/myriemu/myriemu/msi"
 	"github.com/myriemu/myriemu/msi/msitest"
+	"github.com/myriemu/myriemu/pci"
 	"github.com/myriemu/myriemu/vfiouser"
 	"golang.org/x/sys/unix"
 )
 
-// Region indexes and flags, as VFIO numbers them.
+// Region indexes and flags and IRQ indexes, as VFIO numbers them, taken
+// from the packages that own them (pci for regions, vfiouser for the
+// caps flag only the wire carries, msi for IRQ indexes) and kept in the
+// uint32 the client's calls and RegionInfo use.
 const (
-	RegionConfig = 7
+	RegionConfig = pci.RegionConfig
 
-	RegionFlagRead  = 1 << 0
-	RegionFlagWrite = 1 << 1
-	RegionFlagMmap  = 1 << 2
-	RegionFlagCaps  = 1 << 3
+	RegionFlagRead  = uint32(pci.RegionRead)
+	RegionFlagWrite = uint32(pci.RegionWrite)
+	RegionFlagMmap  = uint32(pci.RegionMmap)
+	RegionFlagCaps  = uint32(vfiouser.RegionInfoFlagCaps)
 
-	IRQIndexINTx = 0
-	IRQIndexMSI  = 1
-	IRQIndexMSIX = 2
+	IRQIndexINTx = uint32(msi.INTx)
+	IRQIndexMSI  = uint32(msi.MSI)
+	IRQIndexMSIX = uint32(msi.MSIX)
 )
 
 // Negotiate sends QEMU 11.1.3's VERSION request and checks the reply as

@@ -3,8 +3,10 @@ package myritest
 import "fmt"
 
 // The firmware ABI as the driver uses it (myri10ge_mcp.h, ABI 1.4),
-// mirrored from device/myri10ge/mcp.go, whose names are unexported. Section
-// numbers (§) refer to shared/reference/myri10ge-device-interface.md.
+// transcribed from the header on purpose rather than imported from
+// device/myri10ge/abi: the oracle keeps its own copy so that a wrong number
+// in the model's table fails a test instead of being shared by both sides.
+// Section numbers (§) refer to shared/reference/myri10ge-device-interface.md.
 
 // Fixed BAR0 offsets the driver hard-codes (§2.1).
 const (
@@ -65,32 +67,29 @@ const (
 	CmdGetDCAOffset           Cmd = 56
 )
 
-var cmdNames = map[Cmd]string{
-	CmdReset: "RESET", CmdSetIntrqDMA: "SET_INTRQ_DMA", CmdSetBigBufferSize: "SET_BIG_BUFFER_SIZE",
-	CmdSetSmallBufferSize: "SET_SMALL_BUFFER_SIZE", CmdGetSendOffset: "GET_SEND_OFFSET",
-	CmdGetSmallRxOffset: "GET_SMALL_RX_OFFSET", CmdGetBigRxOffset: "GET_BIG_RX_OFFSET",
-	CmdGetIRQAckOffset: "GET_IRQ_ACK_OFFSET", CmdGetIRQDeassertOffset: "GET_IRQ_DEASSERT_OFFSET",
-	CmdGetSendRingSize: "GET_SEND_RING_SIZE", CmdGetRxRingSize: "GET_RX_RING_SIZE",
-	CmdSetIntrqSize: "SET_INTRQ_SIZE", CmdEthernetUp: "ETHERNET_UP", CmdEthernetDown: "ETHERNET_DOWN",
-	CmdSetMTU: "SET_MTU", CmdGetIntrCoalDelayOffset: "GET_INTR_COAL_DELAY_OFFSET",
-	CmdSetStatsDMAObsolete: "SET_STATS_DMA_OBSOLETE", CmdEnablePromisc: "ENABLE_PROMISC",
-	CmdDisablePromisc: "DISABLE_PROMISC", CmdSetMACAddress: "SET_MAC_ADDRESS",
-	CmdEnableFlowControl: "ENABLE_FLOW_CONTROL", CmdDisableFlowControl: "DISABLE_FLOW_CONTROL",
-	CmdDMATest: "DMA_TEST", CmdEnableAllMulti: "ENABLE_ALLMULTI", CmdDisableAllMulti: "DISABLE_ALLMULTI",
-	CmdJoinMulticastGroup: "JOIN_MULTICAST_GROUP", CmdLeaveAllMulticast: "LEAVE_ALL_MULTICAST_GROUPS",
-	CmdSetStatsDMAV2: "SET_STATS_DMA_V2", CmdUnalignedTest: "UNALIGNED_TEST",
-	CmdGetMaxRSSQueues: "GET_MAX_RSS_QUEUES", CmdEnableRSSQueues: "ENABLE_RSS_QUEUES",
-	CmdGetRSSTableOffset: "GET_RSS_TABLE_OFFSET", CmdSetRSSTableSize: "SET_RSS_TABLE_SIZE",
-	CmdSetRSSEnable: "SET_RSS_ENABLE", CmdGetMaxTSO6HdrSize: "GET_MAX_TSO6_HDR_SIZE",
-	CmdSetTSOMode: "SET_TSO_MODE", CmdSetRSSMCPSlotType: "SET_RSS_MCP_SLOT_TYPE",
-	CmdGetDCAOffset: "GET_DCA_OFFSET",
-}
+func (c Cmd) String() string { return abiName(cmdNames[:], c, "CMD_%d") }
 
-func (c Cmd) String() string {
-	if n, ok := cmdNames[c]; ok {
-		return n
-	}
-	return fmt.Sprintf("CMD_%d", uint32(c))
+// cmdNames are myri10ge_mcp.h's names of every command of ABI 1.4
+// (MXGEFW_CMD_*, some spelled MXGEFW_*), indexed by number: a raw command
+// a test sends through Driver.Cmd is named like the driver's own.
+var cmdNames = [...]string{
+	"NONE", "RESET", "GET_MCP_VERSION", "SET_INTRQ_DMA", // 0
+	"SET_BIG_BUFFER_SIZE", "SET_SMALL_BUFFER_SIZE", "GET_SEND_OFFSET", "GET_SMALL_RX_OFFSET", // 4
+	"GET_BIG_RX_OFFSET", "GET_IRQ_ACK_OFFSET", "GET_IRQ_DEASSERT_OFFSET", "GET_SEND_RING_SIZE", // 8
+	"GET_RX_RING_SIZE", "SET_INTRQ_SIZE", "ETHERNET_UP", "ETHERNET_DOWN", // 12
+	"SET_MTU", "GET_INTR_COAL_DELAY_OFFSET", "SET_STATS_INTERVAL", "SET_STATS_DMA_OBSOLETE", // 16
+	"ENABLE_PROMISC", "DISABLE_PROMISC", "SET_MAC_ADDRESS", "ENABLE_FLOW_CONTROL", // 20
+	"DISABLE_FLOW_CONTROL", "DMA_TEST", "ENABLE_ALLMULTI", "DISABLE_ALLMULTI", // 24
+	"JOIN_MULTICAST_GROUP", "LEAVE_MULTICAST_GROUP", "LEAVE_ALL_MULTICAST_GROUPS", "SET_STATS_DMA_V2", // 28
+	"UNALIGNED_TEST", "UNALIGNED_STATUS", "ALWAYS_USE_N_BIG_BUFFERS", "GET_MAX_RSS_QUEUES", // 32
+	"ENABLE_RSS_QUEUES", "GET_RSS_SHARED_INTERRUPT_MASK_OFFSET", "SET_RSS_SHARED_INTERRUPT_DMA", "GET_RSS_TABLE_OFFSET", // 36
+	"SET_RSS_TABLE_SIZE", "GET_RSS_KEY_OFFSET", "RSS_KEY_UPDATED", "SET_RSS_ENABLE", // 40
+	"GET_MAX_TSO6_HDR_SIZE", "SET_TSO_MODE", "MDIO_READ", "MDIO_WRITE", // 44
+	"I2C_READ", "I2C_BYTE", "GET_VPUMP_OFFSET", "RESET_VPUMP", // 48
+	"SET_RSS_MCP_SLOT_TYPE", "SET_THROTTLE_FACTOR", "VPUMP_UP", "GET_VPUMP_CLK", // 52
+	"GET_DCA_OFFSET", "NETQ_GET_FILTERS_PER_QUEUE", "NETQ_ADD_FILTER", "NETQ_DEL_FILTER", // 56
+	"NETQ_QUERY1", "NETQ_QUERY2", "NETQ_QUERY3", "NETQ_QUERY4", // 60
+	"RELAX_RXBUFFER_ALIGNMENT", // 64
 }
 
 // Status is a command's result word (§4.2).
@@ -108,21 +107,29 @@ const (
 )
 
 func (s Status) String() string {
-	switch s {
-	case StatusOK:
-		return "OK"
-	case StatusUnknown:
-		return "UNKNOWN"
-	case StatusErrorRange:
-		return "ERROR_RANGE"
-	case StatusErrorMulticast:
-		return "ERROR_MULTICAST"
-	case StatusErrorUnaligned:
-		return "ERROR_UNALIGNED"
-	case StatusNoResponse:
+	if s == StatusNoResponse {
 		return "NO_RESPONSE"
 	}
-	return fmt.Sprintf("Status(%d)", uint32(s))
+	return abiName(statusNames[:], s, "Status(%d)")
+}
+
+// statusNames are myri10ge_mcp.h's names of every result word a firmware
+// can answer (MXGEFW_CMD_OK, MXGEFW_CMD_ERROR_*), indexed by the word: a
+// failure names what the device sent even where the driver does not tell
+// the statuses apart (§4.2).
+var statusNames = [...]string{
+	"OK", "UNKNOWN", "ERROR_RANGE", "ERROR_BUSY", "ERROR_EMPTY", // 0
+	"ERROR_CLOSED", "ERROR_HASH_ERROR", "ERROR_BAD_PORT", "ERROR_RESOURCES", // 5
+	"ERROR_MULTICAST", "ERROR_UNALIGNED", "ERROR_NO_MDIO", "ERROR_I2C_FAILURE", // 9
+	"ERROR_I2C_ABSENT", "ERROR_BAD_PCIE_LINK", // 13
+}
+
+// abiName is names[v], or v's number in format where the table ends.
+func abiName[T ~uint32](names []string, v T, format string) string {
+	if uint64(v) < uint64(len(names)) {
+		return names[v]
+	}
+	return fmt.Sprintf(format, uint32(v))
 }
 
 // Mailbox block (mcp_cmd, §4.1) and response (mcp_cmd_response).

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+
+	"github.com/myriemu/myriemu/msi"
 )
 
 // Bus is how the fake driver reaches the card: BAR0 stores and loads of
@@ -35,26 +37,16 @@ type Flusher interface {
 	Flush() error
 }
 
-// IRQMode is an interrupt mechanism the driver enables.
-type IRQMode uint8
+// IRQMode is an interrupt mechanism the driver enables. It is msi's Mode:
+// INTx, MSI and MSI-X are PCI's, not the Myri ABI's, and the device side
+// names them the same way.
+type IRQMode = msi.Mode
 
 const (
-	ModeINTx IRQMode = iota + 1
-	ModeMSI
-	ModeMSIX
+	ModeINTx = msi.ModeINTx
+	ModeMSI  = msi.ModeMSI
+	ModeMSIX = msi.ModeMSIX
 )
-
-func (m IRQMode) String() string {
-	switch m {
-	case ModeINTx:
-		return "INTx"
-	case ModeMSI:
-		return "MSI"
-	case ModeMSIX:
-		return "MSI-X"
-	}
-	return fmt.Sprintf("IRQMode(%d)", uint8(m))
-}
 
 // Interrupts delivers the card's interrupts to the driver.
 //

@@ -3,6 +3,7 @@ package myritest
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -122,6 +123,24 @@ func (d *Driver) poll(ctx context.Context, budget time.Duration, cond func() boo
 		}
 	}
 	return false, nil
+}
+
+// CmdError is a command answered with a status other than OK. Errno is
+// what myri10ge_send_cmd returns for it.
+type CmdError struct {
+	Cmd    Cmd
+	Status Status
+	Errno  string // ENOSYS, E2BIG, ERANGE or ENXIO
+}
+
+func (e *CmdError) Error() string {
+	return fmt.Sprintf("myritest: command %s failed: status %s (-%s)", e.Cmd, e.Status, e.Errno)
+}
+
+// IsUnknown reports whether err is a command answered UNKNOWN (-ENOSYS).
+func IsUnknown(err error) bool {
+	var ce *CmdError
+	return errors.As(err, &ce) && ce.Status == StatusUnknown
 }
 
 // sendCmd is myri10ge_send_cmd: the status mapped to the driver's errno

@@ -95,24 +95,6 @@ var (
 	ErrState = errors.New("myritest: wrong driver state")
 )
 
-// CmdError is a command answered with a status other than OK. Errno is
-// what myri10ge_send_cmd returns for it.
-type CmdError struct {
-	Cmd    Cmd
-	Status Status
-	Errno  string // ENOSYS, E2BIG, ERANGE or ENXIO
-}
-
-func (e *CmdError) Error() string {
-	return fmt.Sprintf("myritest: command %s failed: status %s (-%s)", e.Cmd, e.Status, e.Errno)
-}
-
-// IsUnknown reports whether err is a command answered UNKNOWN (-ENOSYS).
-func IsUnknown(err error) bool {
-	var ce *CmdError
-	return errors.As(err, &ce) && ce.Status == StatusUnknown
-}
-
 // Level is a kernel log level.
 type Level uint8
 
@@ -296,21 +278,25 @@ func (d *Driver) violation(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrProtocol, msg)
 }
 
+// locked returns what read reads under the driver's lock: the accessors
+// below hand out snapshots of state that its methods change.
+func locked[T any](d *Driver, read func() T) T {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return read()
+}
+
 // Log returns every line logged so far: what dmesg would show, plus the
 // violations the fake driver found.
 func (d *Driver) Log() []LogEntry {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]LogEntry(nil), d.log...)
+	return locked(d, func() []LogEntry { return append([]LogEntry(nil), d.log...) })
 }
 
 // Complaints returns the warnings and errors in Log: a device that the
 // driver is happy with leaves none.
 func (d *Driver) Complaints() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	var out []string
-	for _, e := range d.log {
+	for _, e := range d.Log() {
 		if e.Level >= Warn && !e.Benign {
 			out = append(out, e.String())
 		}
@@ -327,25 +313,15 @@ func (d *Driver) CheckClean() error {
 }
 
 // Stats returns the driver's counters.
-func (d *Driver) Stats() Stats {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.stats
-}
+func (d *Driver) Stats() Stats { return locked(d, func() Stats { return d.stats }) }
 
 // MAC returns the interface address (dev_addr).
 func (d *Driver) MAC() net.HardwareAddr {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append(net.HardwareAddr(nil), d.mac[:]...)
+	return locked(d, func() net.HardwareAddr { return append(net.HardwareAddr(nil), d.mac[:]...) })
 }
 
 // EEPROM returns what probe parsed from the EEPROM strings.
-func (d *Driver) EEPROM() EEPROM {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.eeprom
-}
+func (d *Driver) EEPROM() EEPROM { return locked(d, func() EEPROM { return d.eeprom }) }
 
 // Firmware reports the firmware name ("adopted" or a file name), its
 // version string and the tx boundary the driver settled on.
@@ -356,37 +332,25 @@ func (d *Driver) Firmware() (name, version string, txBoundary int) {
 }
 
 // Slices returns the number of slices (queues) in use.
-func (d *Driver) Slices() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.numSlices
-}
+func (d *Driver) Slices() int { return locked(d, func() int { return d.numSlices }) }
 
 // IRQMode returns the interrupt mechanism the driver enabled (0 while the
 // interface is down).
-func (d *Driver) IRQMode() IRQMode {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.mode
-}
+func (d *Driver) IRQMode() IRQMode { return locked(d, func() IRQMode { return d.mode }) }
 
 // Link returns the link state the driver believes in (link_up of the last
 // statistics update; ^0 until the first one after open).
-func (d *Driver) Link() uint32 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.linkState
-}
+func (d *Driver) Link() uint32 { return locked(d, func() uint32 { return d.linkState }) }
 
 // TakeBacklog returns and forgets the events of interrupts that Open,
 // Close and Probe serviced on their own (e.g. frames that arrived while
 // Open waited for the link).
 func (d *Driver) TakeBacklog() []Event {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	b := d.backlog
-	d.backlog = nil
-	return b
+	return locked(d, func() []Event {
+		b := d.backlog
+		d.backlog = nil
+		return b
+	})
 }
 
 // uninit is the value of a word the driver leaves uninitialised.

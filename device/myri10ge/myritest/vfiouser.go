@@ -16,44 +16,65 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// endpoint is the side of vfio-user the adapters drive: region reads and
+// writes and SET_IRQS, made over a socket by a vfiousertest.Client or
+// answered in the same process by a pci.Function (both have these methods).
+type endpoint interface {
+	ReadRegion(index uint32, off uint64, p []byte) error
+	WriteRegion(index uint32, off uint64, p []byte) error
+	SetIRQs(index, flags, start, count uint32, fds []int, data []byte) error
+}
+
+// card is a Bus and Interrupts over an endpoint: BAR0 is region 0, config
+// space region 7 (pci.RegionConfig), and interrupts are eventfds handed to
+// the device by SET_IRQS, one per vector (MSI and MSI-X capability writes
+// are QEMU's business and never reach the device).
+type card struct {
+	ep       endpoint
+	tb       testing.TB
+	closeFDs bool // SET_IRQS does not take ownership of the fds
+
+	mu    sync.Mutex
+	index uint32
+	evs   []*msitest.EventFD
+}
+
+var _ interface {
+	Bus
+	Interrupts
+	EOIer
+} = (*card)(nil)
+
+func (c *card) WriteBAR0(off uint64, p []byte) error { return c.ep.WriteRegion(0, off, p) }
+func (c *card) ReadBAR0(off uint64, p []byte) error  { return c.ep.ReadRegion(0, off, p) }
+func (c *card) ReadConfig(off uint64, p []byte) error {
+	return c.ep.ReadRegion(pci.RegionConfig, off, p)
+}
+func (c *card) WriteConfig(off uint64, p []byte) error {
+	return c.ep.WriteRegion(pci.RegionConfig, off, p)
+}
+
 // VFIOUser is a Bus and Interrupts over a vfio-user connection, making
 // the messages QEMU's vfio-user-pci makes for a guest running the driver:
 // BAR0 stores as posted REGION_WRITEs (NO_REPLY), loads as REGION_READs,
 // config space as region 7, and interrupts through eventfds handed over
-// with SET_IRQS (MSI and MSI-X capability writes are QEMU's business and
-// never reach the device). The client checks every reply; see c.Err.
+// with SET_IRQS. The client checks every reply; see c.Err.
 type VFIOUser struct {
+	card
 	c *vfiousertest.Client
-	eventIRQ
 }
 
-var (
-	_ Bus        = (*VFIOUser)(nil)
-	_ Flusher    = (*VFIOUser)(nil)
-	_ Interrupts = (*VFIOUser)(nil)
-	_ EOIer      = (*VFIOUser)(nil)
-)
+var _ Flusher = (*VFIOUser)(nil)
 
 // NewVFIOUser returns the adapter for a negotiated client. Eventfds it
 // creates are closed by tb.Cleanup at the latest.
 func NewVFIOUser(tb testing.TB, c *vfiousertest.Client) *VFIOUser {
-	v := &VFIOUser{c: c}
-	v.tb = tb
-	v.setIRQs = func(index, flags, start, count uint32, fds []int) error {
-		return c.SetIRQs(index, flags, start, count, fds, nil)
-	}
-	v.closeFDs = true // the client sends duplicates; ours stay ours
-	return v
+	// The client sends duplicates of the fds; ours stay ours.
+	return &VFIOUser{card: card{ep: c, tb: tb, closeFDs: true}, c: c}
 }
 
+// WriteBAR0 is a posted REGION_WRITE, as QEMU sends a guest's MMIO store.
 func (v *VFIOUser) WriteBAR0(off uint64, p []byte) error { return v.c.PostWriteRegion(0, off, p) }
-func (v *VFIOUser) ReadBAR0(off uint64, p []byte) error  { return v.c.ReadRegion(0, off, p) }
-func (v *VFIOUser) ReadConfig(off uint64, p []byte) error {
-	return v.c.ReadRegion(vfiousertest.RegionConfig, off, p)
-}
-func (v *VFIOUser) WriteConfig(off uint64, p []byte) error {
-	return v.c.WriteRegion(vfiousertest.RegionConfig, off, p)
-}
 
 // Flush is a synchronous request: the server handles messages in order,
 // so its reply comes after every earlier posted store was handled.
@@ -74,35 +95,12 @@ func NewVFIOUserMemory(tb testing.TB, c *vfiousertest.Client, size int, iova uin
 // Function is a Bus and Interrupts over a pci.Function in the same
 // process, called as vfiouser.Server would call it for QEMU: every store
 // is handled before WriteBAR0 returns, with no socket in between.
-type Function struct {
-	f *pci.Function
-	eventIRQ
-}
-
-var (
-	_ Bus        = (*Function)(nil)
-	_ Interrupts = (*Function)(nil)
-	_ EOIer      = (*Function)(nil)
-)
+type Function struct{ card }
 
 // NewFunction returns the adapter for f. Attach guest memory with
 // AttachRAM first.
 func NewFunction(tb testing.TB, f *pci.Function) *Function {
-	a := &Function{f: f}
-	a.tb = tb
-	a.setIRQs = func(index, flags, start, count uint32, fds []int) error {
-		return f.SetIRQs(index, flags, start, count, fds, nil) // takes the fds
-	}
-	return a
-}
-
-func (a *Function) WriteBAR0(off uint64, p []byte) error { return a.f.WriteRegion(0, off, p) }
-func (a *Function) ReadBAR0(off uint64, p []byte) error  { return a.f.ReadRegion(0, off, p) }
-func (a *Function) ReadConfig(off uint64, p []byte) error {
-	return a.f.ReadRegion(pci.RegionConfig, off, p)
-}
-func (a *Function) WriteConfig(off uint64, p []byte) error {
-	return a.f.WriteRegion(pci.RegionConfig, off, p)
+	return &Function{card{ep: f, tb: tb}} // f.SetIRQs takes the fds
 }
 
 // AttachRAM attaches f to size bytes of fresh memfd RAM at iova, as a
@@ -128,22 +126,10 @@ func AttachRAM(tb testing.TB, f *pci.Function, size int, iova uint64) (*Memory, 
 	return NewMemory(ram.Bytes(), iova), nil
 }
 
-// eventIRQ implements Interrupts with one eventfd per vector, handed to
-// the device by SET_IRQS.
-type eventIRQ struct {
-	tb       testing.TB
-	setIRQs  func(index, flags, start, count uint32, fds []int) error
-	closeFDs bool // setIRQs does not take ownership of the fds
-
-	mu    sync.Mutex
-	index uint32
-	evs   []*msitest.EventFD
-}
-
 // maxFDsPerMsg is QEMU's limit of fds in one SET_IRQS.
 const maxFDsPerMsg = 16
 
-func (e *eventIRQ) Enable(mode IRQMode, vectors int) error {
+func (c *card) Enable(mode IRQMode, vectors int) error {
 	var index msi.Index
 	switch mode {
 	case ModeINTx:
@@ -160,7 +146,7 @@ func (e *eventIRQ) Enable(mode IRQMode, vectors int) error {
 	}
 	evs := make([]*msitest.EventFD, vectors)
 	for i := range evs {
-		evs[i] = msitest.NewEventFD(e.tb)
+		evs[i] = msitest.NewEventFD(c.tb)
 	}
 	for start := 0; start < vectors; start += maxFDsPerMsg {
 		n := min(maxFDsPerMsg, vectors-start)
@@ -168,8 +154,8 @@ func (e *eventIRQ) Enable(mode IRQMode, vectors int) error {
 		for i := range fds {
 			fds[i] = evs[start+i].Fd()
 		}
-		err := e.setIRQs(uint32(index), msi.DataEventfd|msi.ActionTrigger, uint32(start), uint32(n), fds)
-		if e.closeFDs {
+		err := c.ep.SetIRQs(uint32(index), msi.DataEventfd|msi.ActionTrigger, uint32(start), uint32(n), fds, nil)
+		if c.closeFDs {
 			for _, fd := range fds {
 				unix.Close(fd)
 			}
@@ -181,31 +167,31 @@ func (e *eventIRQ) Enable(mode IRQMode, vectors int) error {
 			return err
 		}
 	}
-	e.mu.Lock()
-	e.index, e.evs = uint32(index), evs
-	e.mu.Unlock()
+	c.mu.Lock()
+	c.index, c.evs = uint32(index), evs
+	c.mu.Unlock()
 	return nil
 }
 
-func (e *eventIRQ) Disable() error {
-	e.mu.Lock()
-	index, evs := e.index, e.evs
-	e.evs = nil
-	e.mu.Unlock()
+func (c *card) Disable() error {
+	c.mu.Lock()
+	index, evs := c.index, c.evs
+	c.evs = nil
+	c.mu.Unlock()
 	if evs == nil {
 		return nil
 	}
-	err := e.setIRQs(index, msi.DataNone|msi.ActionTrigger, 0, 0, nil)
+	err := c.ep.SetIRQs(index, msi.DataNone|msi.ActionTrigger, 0, 0, nil, nil)
 	for _, ev := range evs {
 		ev.Close()
 	}
 	return err
 }
 
-func (e *eventIRQ) Wait(ctx context.Context, vector int) error {
-	e.mu.Lock()
-	evs := e.evs
-	e.mu.Unlock()
+func (c *card) Wait(ctx context.Context, vector int) error {
+	c.mu.Lock()
+	evs := c.evs
+	c.mu.Unlock()
 	if vector < 0 || vector >= len(evs) {
 		return fmt.Errorf("myritest: wait for vector %d: %d enabled", vector, len(evs))
 	}
@@ -213,12 +199,12 @@ func (e *eventIRQ) Wait(ctx context.Context, vector int) error {
 }
 
 // EOI unmasks INTx after the handler ran (VFIO automasks it).
-func (e *eventIRQ) EOI() error {
-	e.mu.Lock()
-	index := e.index
-	e.mu.Unlock()
+func (c *card) EOI() error {
+	c.mu.Lock()
+	index := c.index
+	c.mu.Unlock()
 	if index != uint32(msi.INTx) {
 		return nil
 	}
-	return e.setIRQs(index, msi.DataNone|msi.ActionUnmask, 0, 1, nil)
+	return c.ep.SetIRQs(index, msi.DataNone|msi.ActionUnmask, 0, 1, nil, nil)
 }

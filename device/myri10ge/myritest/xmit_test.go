@@ -39,23 +39,32 @@ const (
 	pld        = txFlagTSOPld
 )
 
+// tcp4TSO is a TSO packet of pieces (Len their sum) behind Ethernet, IPv4
+// and TCP headers without options: transport offset 34, headers 54 bytes,
+// the TCP checksum at 16.
+func tcp4TSO(mss int, pieces ...TxFrag) TxPacket {
+	p := TxPacket{Frags: pieces, CsumStart: 34, CsumOffset: 16, MSS: mss, HdrLen: 54}
+	for _, f := range pieces {
+		p.Len += f.Len
+	}
+	return p
+}
+
 // The expectations below were worked out by hand from myri10ge_xmit.
 func TestEncodeSend(t *testing.T) {
 	tests := []struct {
 		name     string
 		p        TxPacket
-		boundary int
+		boundary int // tx_boundary; 0 is 4096, the aligned firmware's
 		want     []txDesc
 	}{{
-		name:     "linear 1514 TCP checksum offload, SMALL",
-		p:        TxPacket{Frags: []TxFrag{{0x1000, 1514}}, Len: 1514, CsumStart: 34, CsumOffset: 16},
-		boundary: 4096,
-		want:     []txDesc{{0x1000, 50, 1514, 1, 34, noTSOFirst | txFlagCksum | txFlagSmall}},
+		name: "linear 1514 TCP checksum offload, SMALL",
+		p:    TxPacket{Frags: []TxFrag{{0x1000, 1514}}, Len: 1514, CsumStart: 34, CsumOffset: 16},
+		want: []txDesc{{0x1000, 50, 1514, 1, 34, noTSOFirst | txFlagCksum | txFlagSmall}},
 	}, {
-		name:     "1521 bytes is not SMALL",
-		p:        TxPacket{Frags: []TxFrag{{0x1000, 1521}}, Len: 1521},
-		boundary: 4096,
-		want:     []txDesc{{0x1000, 0, 1521, 1, 0, noTSOFirst}},
+		name: "1521 bytes is not SMALL",
+		p:    TxPacket{Frags: []TxFrag{{0x1000, 1521}}, Len: 1521},
+		want: []txDesc{{0x1000, 0, 1521, 1, 0, noTSOFirst}},
 	}, {
 		name:     "cut at a 2048 boundary",
 		p:        TxPacket{Frags: []TxFrag{{0x1F00, 1514}}, Len: 1514, CsumStart: 34, CsumOffset: 16},
@@ -68,39 +77,33 @@ func TestEncodeSend(t *testing.T) {
 		name: "odd pieces: ALIGN_ODD and cksum_offset counting down",
 		p: TxPacket{Frags: []TxFrag{{0x10000, 21}, {0x20001, 33}, {0x30000, 100}}, Len: 154,
 			CsumStart: 34, CsumOffset: 6},
-		boundary: 4096,
 		want: []txDesc{
 			{0x10000, 40, 21, 3, 34, noTSOFirst | txFlagCksum | txFlagSmall},
 			{0x20001, 40, 33, 1, 13, txFlagNoTSO | txFlagCksum | txFlagSmall | txFlagAlignOdd},
 			{0x30000, 40, 100, 1, 0, txFlagNoTSO | txFlagCksum | txFlagSmall},
 		},
 	}, {
-		name:     "ALIGN_ODD needs CKSUM",
-		p:        TxPacket{Frags: []TxFrag{{0x10000, 21}, {0x20000, 100}}, Len: 121},
-		boundary: 4096,
+		name: "ALIGN_ODD needs CKSUM",
+		p:    TxPacket{Frags: []TxFrag{{0x10000, 21}, {0x20000, 100}}, Len: 121},
 		want: []txDesc{
 			{0x10000, 0, 21, 2, 0, noTSOFirst | txFlagSmall},
 			{0x20000, 0, 100, 1, 0, txFlagNoTSO | txFlagSmall},
 		},
 	}, {
-		name:     "ARP padded to 60",
-		p:        TxPacket{Frags: []TxFrag{{0x4000, 42}}, Len: 42},
-		boundary: 4096,
-		want:     []txDesc{{0x4000, 0, 60, 1, 0, noTSOFirst | txFlagSmall}},
+		name: "ARP padded to 60",
+		p:    TxPacket{Frags: []TxFrag{{0x4000, 42}}, Len: 42},
+		want: []txDesc{{0x4000, 0, 60, 1, 0, noTSOFirst | txFlagSmall}},
 	}, {
-		name:     "software checksum when csum_start > 255",
-		p:        TxPacket{Frags: []TxFrag{{0x4000, 400}}, Len: 400, CsumStart: 300, CsumOffset: 6},
-		boundary: 4096,
-		want:     []txDesc{{0x4000, 0, 400, 1, 0, noTSOFirst | txFlagSmall}},
+		name: "software checksum when csum_start > 255",
+		p:    TxPacket{Frags: []TxFrag{{0x4000, 400}}, Len: 400, CsumStart: 300, CsumOffset: 6},
+		want: []txDesc{{0x4000, 0, 400, 1, 0, noTSOFirst | txFlagSmall}},
 	}, {
-		name:     "software checksum when the field is past 127",
-		p:        TxPacket{Frags: []TxFrag{{0x4000, 400}}, Len: 400, CsumStart: 120, CsumOffset: 16},
-		boundary: 4096,
-		want:     []txDesc{{0x4000, 0, 400, 1, 0, noTSOFirst | txFlagSmall}},
+		name: "software checksum when the field is past 127",
+		p:    TxPacket{Frags: []TxFrag{{0x4000, 400}}, Len: 400, CsumStart: 120, CsumOffset: 16},
+		want: []txDesc{{0x4000, 0, 400, 1, 0, noTSOFirst | txFlagSmall}},
 	}, {
-		name:     "the high word is not carried across 4 GiB",
-		p:        TxPacket{Frags: []TxFrag{{0x1_FFFF_F800, 4096}}, Len: 4096},
-		boundary: 4096,
+		name: "the high word is not carried across 4 GiB",
+		p:    TxPacket{Frags: []TxFrag{{0x1_FFFF_F800, 4096}}, Len: 4096},
 		want: []txDesc{
 			{0x1_FFFF_F800, 0, 2048, 2, 0, noTSOFirst},
 			{0x1_0000_0000, 0, 2048, 1, 0, txFlagNoTSO},
@@ -109,9 +112,7 @@ func TestEncodeSend(t *testing.T) {
 		// Headers 54, MSS 1000, payload 500+1200+800: segments end at
 		// payload offsets 1000, 2000 and 2500.
 		name: "TSO IPv4: header cut, CHOP, rdma runs, TSO_LAST",
-		p: TxPacket{Frags: []TxFrag{{0x1000, 554}, {0x3000, 1200}, {0x5000, 800}}, Len: 2554,
-			CsumStart: 34, CsumOffset: 16, MSS: 1000, HdrLen: 54},
-		boundary: 4096,
+		p:    tcp4TSO(1000, TxFrag{0x1000, 554}, TxFrag{0x3000, 1200}, TxFrag{0x5000, 800}),
 		want: []txDesc{
 			{0x1000, 1000, 54, 1, 34, txFlagTSOHdr | txFlagFirst},
 			{0x1036, 1000, 500, 2, 0, pld | txFlagFirst | txFlagSmall},
@@ -122,9 +123,7 @@ func TestEncodeSend(t *testing.T) {
 		// Payload 1000+1000 with MSS 1000: each descriptor is exactly one
 		// segment, so no CHOP, FIRST on each, only the last is TSO_LAST.
 		name: "TSO segments ending on descriptor ends",
-		p: TxPacket{Frags: []TxFrag{{0x1000, 54}, {0x3000, 1000}, {0x5000, 1000}}, Len: 2054,
-			CsumStart: 34, CsumOffset: 16, MSS: 1000, HdrLen: 54},
-		boundary: 4096,
+		p:    tcp4TSO(1000, TxFrag{0x1000, 54}, TxFrag{0x3000, 1000}, TxFrag{0x5000, 1000}),
 		want: []txDesc{
 			{0x1000, 1000, 54, 1, 34, txFlagTSOHdr | txFlagFirst},
 			{0x3000, 1000, 1000, 1, 0, pld | txFlagFirst | txFlagSmall},
@@ -137,7 +136,6 @@ func TestEncodeSend(t *testing.T) {
 		name: "TSO IPv6: header over two descriptors, ALIGN_ODD",
 		p: TxPacket{Frags: []TxFrag{{0x1000, 30}, {0x2000, 64 + 1961}, {0x4001, 3001}}, Len: 5056,
 			CsumStart: 54 + 20, CsumOffset: 16, MSS: 1600, HdrLen: 54 + 20 + 20, IPv6: true},
-		boundary: 4096,
 		want: []txDesc{
 			// headers: 30, then the 64 up to 94 (cum_len -94, -64)
 			{0x1000, 1600, 30, 2, 20, txFlagTSOHdr | txFlagFirst},
@@ -151,7 +149,11 @@ func TestEncodeSend(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ds, err := EncodeSend(tt.p, tt.boundary)
+			boundary := tt.boundary
+			if boundary == 0 {
+				boundary = 4096
+			}
+			ds, err := EncodeSend(tt.p, boundary)
 			if err != nil {
 				t.Fatalf("EncodeSend: %v", err)
 			}

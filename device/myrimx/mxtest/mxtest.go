@@ -419,17 +419,28 @@ func (e *Endpoint) waitRoom(k, size uint32) error {
 	if k > size {
 		return fmt.Errorf("%d commands do not fit a ring of %d", k, size)
 	}
-	deadline := time.Now().Add(WaitTimeout)
-	for {
-		head := uint32(e.NIC.Read64(e.reg + myrimx.EPCmdqHead))
-		if e.tail-head+k <= size {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("command ring full: head %d tail %d: %w", head, e.tail, ErrTimeout)
-		}
-		time.Sleep(50 * time.Microsecond)
+	var head uint32
+	room := func() bool {
+		head = uint32(e.NIC.Read64(e.reg + myrimx.EPCmdqHead))
+		return e.tail-head+k <= size
 	}
+	if !poll(50*time.Microsecond, room) {
+		return fmt.Errorf("command ring full: head %d tail %d: %w", head, e.tail, ErrTimeout)
+	}
+	return nil
+}
+
+// poll calls done, sleeping every between calls, until it reports true;
+// it reports false if WaitTimeout passes first.
+func poll(every time.Duration, done func() bool) bool {
+	deadline := time.Now().Add(WaitTimeout)
+	for !done() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(every)
+	}
+	return true
 }
 
 // Poll reads the events the device wrote since the last poll (by phase),
@@ -549,12 +560,18 @@ func (e *Endpoint) Register(id, gen, access uint32, b Buffer) (uint64, Event, er
 // FENCE_DONE register shows it (the driver's notifier path, §6.7).
 func (e *Endpoint) Fence(seq uint64) error {
 	e.Post(FenceCmd(seq, false))
-	deadline := time.Now().Add(WaitTimeout)
-	for e.NIC.Read64(e.reg+myrimx.EPFenceDone) < seq {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("endpoint %d: FENCE %d: %w", e.Index, seq, ErrTimeout)
-		}
-		time.Sleep(20 * time.Microsecond)
+	if !poll(20*time.Microsecond, func() bool { return e.NIC.Read64(e.reg+myrimx.EPFenceDone) >= seq }) {
+		return fmt.Errorf("endpoint %d: FENCE %d: %w", e.Index, seq, ErrTimeout)
+	}
+	return nil
+}
+
+// WaitState waits until EP_STATUS shows state and cause: the device's
+// worker moves an endpoint to ERROR on its own time.
+func (e *Endpoint) WaitState(state, cause uint8) error {
+	if !poll(100*time.Microsecond, func() bool { return e.State() == state && e.Cause() == cause }) {
+		return fmt.Errorf("endpoint %d: state %d cause %d, want %d %d: %w",
+			e.Index, e.State(), e.Cause(), state, cause, ErrTimeout)
 	}
 	return nil
 }

@@ -186,36 +186,70 @@ const (
 	OpGuestToWindow Op = 5
 )
 
-// opNames are the Op codes' names in logs and errors.
-var opNames = [...]string{
-	OpCopy:          "copy",
-	OpFill:          "fill",
-	OpChecksum:      "checksum",
-	OpWindowToGuest: "window-to-guest",
-	OpGuestToWindow: "guest-to-window",
+// Space is the address space an op's SRC or DST register points into.
+type Space uint8
+
+const (
+	// SpaceNone: the op does not use the register. FILL's bytes come from
+	// DMAPattern; CHECKSUM writes nothing.
+	SpaceNone Space = iota
+	// SpaceGuest: a guest IOVA. The range must not wrap past 2^64
+	// (CauseBadLength).
+	SpaceGuest
+	// SpaceWindow: an offset into the window; the range must lie inside it
+	// and the register's HI half must be 0 (CauseWindowRange).
+	SpaceWindow
+)
+
+// opInfo is what the ABI says of an op: its name in logs and errors, and
+// where its SRC and DST registers point.
+type opInfo struct {
+	name     string
+	src, dst Space
+}
+
+var ops = [...]opInfo{
+	OpCopy:          {"copy", SpaceGuest, SpaceGuest},
+	OpFill:          {"fill", SpaceNone, SpaceGuest},
+	OpChecksum:      {"checksum", SpaceGuest, SpaceNone},
+	OpWindowToGuest: {"window-to-guest", SpaceWindow, SpaceGuest},
+	OpGuestToWindow: {"guest-to-window", SpaceGuest, SpaceWindow},
+}
+
+// Valid reports whether o is one of the Op codes; any other value fails
+// with CauseBadOp.
+func (o Op) Valid() bool { return o < Op(len(ops)) && ops[o].name != "" }
+
+// Spaces returns where o's SRC and DST registers point (SpaceNone for both
+// if o is not valid).
+func (o Op) Spaces() (src, dst Space) {
+	if !o.Valid() {
+		return SpaceNone, SpaceNone
+	}
+	return ops[o].src, ops[o].dst
 }
 
 func (o Op) String() string {
-	if o < Op(len(opNames)) && opNames[o] != "" {
-		return opNames[o]
+	if o.Valid() {
+		return ops[o].name
 	}
 	return fmt.Sprintf("Op(%d)", uint32(o))
 }
 
-// RegDMAStatus bits.
+// RegDMAStatus bits, from bit 0 up.
 const (
 	// StatusBusy: an op is running.
-	StatusBusy = 1 << 0
+	StatusBusy = 1 << iota
 	// StatusDone: the last op ended (with or without error).
-	StatusDone = 1 << 1
+	StatusDone
 	// StatusError: the last op failed; bits 15:8 hold its Cause.
-	StatusError = 1 << 2
+	StatusError
 	// StatusFaultWrite: the failing access was a device write into guest
 	// memory (DMAFail* is in the destination), not a read.
-	StatusFaultWrite = 1 << 3
+	StatusFaultWrite
 	// StatusOverrun: a doorbell was rejected because the engine was busy.
 	// Cleared by the next accepted doorbell.
-	StatusOverrun = 1 << 4
+	StatusOverrun
 
 	// StatusCauseShift and StatusCauseMask locate the Cause in DMAStatus.
 	StatusCauseShift = 8
@@ -223,55 +257,37 @@ const (
 )
 
 // Cause says why a DMA op or a window doorbell failed (DMAStatus bits
-// 15:8, WinStatus, WinDBStatus).
+// 15:8, WinStatus, WinDBStatus). Its String method (cause_string.go)
+// gives the names in the line comments, Cause(n) for other values.
 type Cause uint8
 
+//go:generate go run golang.org/x/tools/cmd/stringer@v0.52.0 -type=Cause -linecomment
+
 const (
-	CauseNone Cause = 0
+	CauseNone Cause = 0 // none
 	// CauseBadOp: DMAOp is not one of the Op codes. Nothing moved.
-	CauseBadOp Cause = 1
+	CauseBadOp Cause = 1 // bad-op
 	// CauseBadLength: LEN is 0, above MaxDMALen, or a guest range wraps
 	// past 2^64. Nothing moved.
-	CauseBadLength Cause = 2
+	CauseBadLength Cause = 2 // bad-length
 	// CauseWindowRange: a window offset+length lies outside the window (or
 	// the HI half of a window offset is not 0). Nothing moved.
-	CauseWindowRange Cause = 3
+	CauseWindowRange Cause = 3 // window-range
 	// CauseBusMaster: COMMAND.MASTER is clear in config space.
-	CauseBusMaster Cause = 4
+	CauseBusMaster Cause = 4 // bus-master-off
 	// CauseUnmapped: an IOVA is not in any client DMA map.
-	CauseUnmapped Cause = 5
+	CauseUnmapped Cause = 5 // unmapped
 	// CauseReadOnly: a device write into a map the client made read-only.
-	CauseReadOnly Cause = 6
+	CauseReadOnly Cause = 6 // read-only
 	// CauseNotRegistered: the DMA audit refused the access.
-	CauseNotRegistered Cause = 7
+	CauseNotRegistered Cause = 7 // not-registered
 	// CauseDMAFailed: any other DMA failure (client gone, message DMA
 	// error, no client attached).
-	CauseDMAFailed Cause = 8
+	CauseDMAFailed Cause = 8 // dma-failed
 	// CauseNotReadable: a device read from a map the client made
 	// write-only.
-	CauseNotReadable Cause = 9
+	CauseNotReadable Cause = 9 // not-readable
 )
-
-// causeNames are the Causes' names in logs and errors.
-var causeNames = [...]string{
-	CauseNone:          "none",
-	CauseBadOp:         "bad-op",
-	CauseBadLength:     "bad-length",
-	CauseWindowRange:   "window-range",
-	CauseBusMaster:     "bus-master-off",
-	CauseUnmapped:      "unmapped",
-	CauseReadOnly:      "read-only",
-	CauseNotRegistered: "not-registered",
-	CauseDMAFailed:     "dma-failed",
-	CauseNotReadable:   "not-readable",
-}
-
-func (c Cause) String() string {
-	if c < Cause(len(causeNames)) && causeNames[c] != "" {
-		return causeNames[c]
-	}
-	return fmt.Sprintf("Cause(%d)", uint8(c))
-}
 
 // RegIRQCtrl fields.
 const (

@@ -23,3 +23,24 @@ func TestNames(t *testing.T) {
 		t.Errorf("Cause(255).String() = %q", got)
 	}
 }
+
+// The status bits are the guest's ABI: bit 0 busy up to bit 4 overrun
+// (DMA_STATUS in device/testdev/README.md), whatever order the declarations
+// are in.
+func TestStatusBits(t *testing.T) {
+	bits := []struct {
+		name string
+		got  uint32
+	}{
+		{"StatusBusy", StatusBusy}, {"StatusDone", StatusDone}, {"StatusError", StatusError},
+		{"StatusFaultWrite", StatusFaultWrite}, {"StatusOverrun", StatusOverrun},
+	}
+	for bit, b := range bits {
+		if b.got != 1<<bit {
+			t.Errorf("%s = %#x, want bit %d (%#x)", b.name, b.got, bit, 1<<bit)
+		}
+	}
+	if StatusCauseMask != 0xff00 {
+		t.Errorf("StatusCauseMask = %#x, want 0xff00 (bits 15:8)", StatusCauseMask)
+	}
+}

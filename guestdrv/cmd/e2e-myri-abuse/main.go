@@ -28,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/guestdrv/guest"
 	"github.com/myriemu/myriemu/guestdrv/result"
 )
@@ -105,7 +106,7 @@ func (a *abuser) run(addr string) {
 
 // setup finds the function, enables it and maps BAR0 and the DMA buffers.
 func (a *abuser) setup(addr string) bool {
-	devs, err := guest.FindPCI(guest.SysfsPCI, vendorMyricom, deviceZ8E)
+	devs, err := guest.FindPCI(guest.SysfsPCI, abi.VendorID, abi.DeviceID)
 	if err != nil {
 		a.p.Failf("abuse.found", "%v", err)
 		return false
@@ -117,7 +118,7 @@ func (a *abuser) setup(addr string) bool {
 		}
 	}
 	if !found {
-		a.p.Failf("abuse.found", "want one %04x:%04x (or -addr %q), found %d", vendorMyricom, deviceZ8E, addr, len(devs))
+		a.p.Failf("abuse.found", "want one %04x:%04x (or -addr %q), found %d", abi.VendorID, abi.DeviceID, addr, len(devs))
 		return false
 	}
 	if drv, err := os.Readlink(a.n.dev.Dir + "/driver"); err == nil {
@@ -137,9 +138,9 @@ func (a *abuser) setup(addr string) bool {
 		return false
 	}
 
-	if a.n.bar, err = a.n.dev.MapBAR(0); err == nil && len(a.n.bar.Mem) < bar0Size {
+	if a.n.bar, err = a.n.dev.MapBAR(0); err == nil && len(a.n.bar.Mem) < abi.BAR0Size {
 		a.n.bar.Close()
-		err = fmt.Errorf("BAR0 is %d bytes, want %d", len(a.n.bar.Mem), bar0Size)
+		err = fmt.Errorf("BAR0 is %d bytes, want %d", len(a.n.bar.Mem), abi.BAR0Size)
 	}
 	if err == nil {
 		err = a.n.readMAC()
@@ -188,7 +189,7 @@ func (a *abuser) roundTrip() error {
 }
 
 // expect checks a command's status (and data, if wantData is not nil).
-func (a *abuser) expect(name string, c cmd, d0, d1, d2 uint32, want status, wantData *uint32, why string) {
+func (a *abuser) expect(name string, c abi.Cmd, d0, d1, d2 uint32, want abi.Status, wantData *uint32, why string) {
 	v, st, err := a.n.command(c, d0, d1, d2)
 	switch {
 	case err != nil:
@@ -205,41 +206,41 @@ func (a *abuser) expect(name string, c cmd, d0, d1, d2 uint32, want status, want
 // commands: out of order and with bad arguments (§4.3, README
 // "Commands"), then the device still answers.
 func (a *abuser) commands() {
-	if _, err := a.n.mustCommand(cmdReset, 0, 0, 0); err != nil {
+	if _, err := a.n.mustCommand(abi.CmdReset, 0, 0, 0); err != nil {
 		a.p.Failf("cmd.reset", "%v", err)
 		return
 	}
-	a.expect("cmd.up_after_reset", cmdEthernetUp, 0, 0, 0, statusErrorBusy, nil,
+	a.expect("cmd.up_after_reset", abi.CmdEthernetUp, 0, 0, 0, abi.StatusErrorBusy, nil,
 		"ETHERNET_UP right after RESET, before SET_INTRQ_DMA/SET_STATS_DMA")
 	rxd := a.n.rxDoneAddr()
-	if _, err := a.n.mustCommand(cmdSetIntrqDMA, uint32(rxd), uint32(rxd>>32), 0); err != nil {
+	if _, err := a.n.mustCommand(abi.CmdSetIntrqDMA, uint32(rxd), uint32(rxd>>32), 0); err != nil {
 		a.p.Failf("cmd.up_before_stats", "%v", err)
 	} else {
-		a.expect("cmd.up_before_stats", cmdEthernetUp, 0, 0, 0, statusErrorBusy, nil,
+		a.expect("cmd.up_before_stats", abi.CmdEthernetUp, 0, 0, 0, abi.StatusErrorBusy, nil,
 			"ETHERNET_UP after SET_INTRQ_DMA but before SET_STATS_DMA")
 	}
-	a.expect("cmd.absent_slice", cmdGetSendOffset, 99, 0, 0, statusErrorRange, nil, "send ring of slice 99")
-	a.expect("cmd.unknown", cmd(99), 1, 2, 3, statusUnknown, nil, "no command 99")
-	a.expect("cmd.unknown_mcp_version", cmd(2), 0, 0, 0, statusUnknown, nil, "GET_MCP_VERSION is not implemented, as on real firmware")
-	a.expect("cmd.intrq_size", cmdSetIntrqSize, 1000, 0, 0, statusErrorRange, nil, "1000 bytes: 250 slots, not a power of two")
-	a.expect("cmd.dma_test_outside_ram", cmdDMATest, uint32(outsideRAM&0xFFFFFFFF), uint32(outsideRAM>>32), 4096<<16, statusErrorRange, nil,
+	a.expect("cmd.absent_slice", abi.CmdGetSendOffset, 99, 0, 0, abi.StatusErrorRange, nil, "send ring of slice 99")
+	a.expect("cmd.unknown", abi.Cmd(99), 1, 2, 3, abi.StatusUnknown, nil, "no command 99")
+	a.expect("cmd.unknown_mcp_version", abi.Cmd(2), 0, 0, 0, abi.StatusUnknown, nil, "GET_MCP_VERSION is not implemented, as on real firmware")
+	a.expect("cmd.intrq_size", abi.CmdSetIntrqSize, 1000, 0, 0, abi.StatusErrorRange, nil, "1000 bytes: 250 slots, not a power of two")
+	a.expect("cmd.dma_test_outside_ram", abi.CmdDMATest, uint32(outsideRAM&0xFFFFFFFF), uint32(outsideRAM>>32), 4096<<16, abi.StatusErrorRange, nil,
 		fmt.Sprintf("DMA_TEST reading a page at %#x, outside guest RAM", uint64(outsideRAM)))
 	ringBytes := uint32(4096)
-	a.expect("cmd.still_answers", cmdGetRxRingSize, 0, 0, 0, statusOK, &ringBytes, "a well-formed command after the mistakes")
+	a.expect("cmd.still_answers", abi.CmdGetRxRingSize, 0, 0, 0, abi.StatusOK, &ringBytes, "a well-formed command after the mistakes")
 
 	// A response address outside RAM: no answer can arrive anywhere the
 	// guest can see; the next command is answered.
-	a.n.postCommand(outsideRAM, cmdGetSendRingSize, 0, 0, 0)
-	a.n.getBE32(offHeaderPtr) // a read completes after the store is handled
+	a.n.postCommand(outsideRAM, abi.CmdGetSendRingSize, 0, 0, 0)
+	a.n.getBE32(abi.OffHeaderPtr) // a read completes after the store is handled
 	ctrl := a.n.mem.Page(pageCtrl)
 	var err error
-	if r := status(loadBE32(ctrl, 4)); r != statusNone {
+	if r := abi.Status(loadBE32(ctrl, 4)); r != abi.StatusNoResponse {
 		err = fmt.Errorf("the guest's response buffer changed to %v though the command named %#x", r, uint64(outsideRAM))
 	} else {
 		var v uint32
-		var st status
-		v, st, err = a.n.command(cmdGetRxRingSize, 0, 0, 0)
-		if err == nil && (st != statusOK || v != ringBytes) {
+		var st abi.Status
+		v, st, err = a.n.command(abi.CmdGetRxRingSize, 0, 0, 0)
+		if err == nil && (st != abi.StatusOK || v != ringBytes) {
 			err = fmt.Errorf("the next command, GET_RX_RING_SIZE, answered %v %d; want OK %d", st, v, ringBytes)
 		}
 	}
@@ -260,16 +261,16 @@ func (a *abuser) sends() {
 	hdr := make([]byte, 54) // Ethernet, IPv4, TCP; contents never matter here
 	absurd := []struct {
 		name  string
-		descs [][sendDescSize]byte
+		descs [][abi.SendDescSize]byte
 		why   string
 	}{
-		{"tx.rdma_count_200", [][sendDescSize]byte{desc(n.txFrame(silent), len(silent), 0, 200, 0, flagNoTSO|flagFirst|flagSmall)},
+		{"tx.rdma_count_200", [][abi.SendDescSize]byte{desc(n.txFrame(silent), len(silent), 0, 200, 0, abi.FlagNoTSO|abi.FlagFirst|abi.FlagSmall)},
 			"a packet claiming 200 descriptors (at most 12)"},
-		{"tx.length_ffff", [][sendDescSize]byte{desc(n.txFrame(silent), 0xFFFF, 0, 1, 0, flagNoTSO|flagFirst)},
+		{"tx.length_ffff", [][abi.SendDescSize]byte{desc(n.txFrame(silent), 0xFFFF, 0, 1, 0, abi.FlagNoTSO|abi.FlagFirst)},
 			"a segment of 65535 bytes (frames are at most 9018)"},
-		{"tx.tso_mss0", [][sendDescSize]byte{
-			desc(n.txFrame(hdr), len(hdr), 0, 1, 34, flagTSOHeader|flagFirst),
-			desc(n.txFrame(silent), 46, 0, 1, 34, flagTSOPld|flagFirst|flagTSOLast)},
+		{"tx.tso_mss0", [][abi.SendDescSize]byte{
+			desc(n.txFrame(hdr), len(hdr), 0, 1, 34, abi.FlagTSOHdr|abi.FlagFirst),
+			desc(n.txFrame(silent), 46, 0, 1, 34, abi.FlagTSOPld|abi.FlagFirst|abi.FlagTSOLast)},
 			"a TSO chain with MSS 0"},
 	}
 	for _, t := range absurd {
@@ -289,7 +290,7 @@ func (a *abuser) sends() {
 	_, err := n.sendFrame(silent) // one good packet first: send_done_count is 1
 	var idx int
 	if err == nil {
-		idx, err = n.post(desc(outsideRAM, len(silent), 0, 1, 0, flagNoTSO|flagFirst|flagSmall))
+		idx, err = n.post(desc(outsideRAM, len(silent), 0, 1, 0, abi.FlagNoTSO|abi.FlagFirst|abi.FlagSmall))
 	}
 	if err == nil {
 		n.txIdx++
@@ -300,10 +301,10 @@ func (a *abuser) sends() {
 	a.p.Check("tx.outside_ram", err, fmt.Sprintf("a frame at %#x: the descriptor read back zeroed, then no interrupt block: send_done_count stays 1",
 		uint64(outsideRAM)))
 
-	idx, err = n.post(desc(n.txFrame(silent), len(silent), 0, 1, 0, flagNoTSO|flagFirst|flagSmall))
+	idx, err = n.post(desc(n.txFrame(silent), len(silent), 0, 1, 0, abi.FlagNoTSO|abi.FlagFirst|abi.FlagSmall))
 	if err == nil {
 		time.Sleep(quiet)
-		if r := n.ring(idx, 1); r[sendOffFlags] == 0 {
+		if r := n.ring(idx, 1); r[abi.SendOffFlags] == 0 {
 			err = fmt.Errorf("the halted slice took the next packet (descriptor now % x)", r)
 		} else if err = n.noBlock(quiet); err != nil {
 			err = fmt.Errorf("halted: %w", err)
@@ -324,7 +325,7 @@ func (a *abuser) receives() {
 	canary := func(i int) byte { return byte(0xA5 ^ i) }
 	// Group 1 before group 0: the device must not take it.
 	err := n.bringUp(func() error {
-		for i := recvGroup; i < 2*recvGroup; i++ {
+		for i := abi.RecvGroup; i < 2*abi.RecvGroup; i++ {
 			_, b := n.rxBuf(i)
 			for j := range b {
 				b[j] = canary(i)
@@ -359,7 +360,7 @@ func (a *abuser) receives() {
 		if w := loadBE32(n.mem.Page(pageRxDone), 0); w != 0 {
 			err = fmt.Errorf("rx_done slot 0 holds %#x", w)
 		}
-		for i := recvGroup; i < 2*recvGroup && err == nil; i++ {
+		for i := abi.RecvGroup; i < 2*abi.RecvGroup && err == nil; i++ {
 			if _, b := n.rxBuf(i); !allEqual(b, canary(i)) {
 				err = fmt.Errorf("the device wrote receive buffer %d of the group posted out of order", i)
 			}
@@ -387,13 +388,13 @@ func (a *abuser) receives() {
 	err = errors.New("the slice never halted")
 	deadline = time.Now().Add(netTimeout)
 	for time.Now().Before(deadline) {
-		idx, perr := n.post(desc(n.txFrame(arp), len(arp), 0, 1, 0, flagNoTSO|flagFirst|flagSmall))
+		idx, perr := n.post(desc(n.txFrame(arp), len(arp), 0, 1, 0, abi.FlagNoTSO|abi.FlagFirst|abi.FlagSmall))
 		if perr != nil {
 			err = perr
 			break
 		}
 		time.Sleep(quiet)
-		if r := n.ring(idx, 1); r[sendOffFlags] != 0 {
+		if r := n.ring(idx, 1); r[abi.SendOffFlags] != 0 {
 			// Not taken: halted by the reply an earlier request drew (or
 			// by any other frame: each one needs a buffer).
 			err = n.quietAfterHalt(n.sent)

@@ -9,131 +9,15 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/guestdrv/guest"
 )
 
 // The Myri-10G interface as the driver sees it, in the words of
-// shared/reference/myri10ge-device-interface.md (cited as §N). These are
-// written out here, not taken from device/myri10ge: the guest checks the
-// device against the documented interface, not against itself.
-
-// PCI identity (§1.1).
-const (
-	vendorMyricom = 0x14c1
-	deviceZ8E     = 0x0008
-)
-
-// BAR0 offsets the driver hard-codes (§2.1) and fields it reads (§3).
-const (
-	bar0Size        = 16 << 20
-	offHeaderPtr    = 0x00003C
-	hdrOffStringSpc = 0x90
-	eepromLen       = 256
-	offCmd          = 0xF80000 // command mailbox, 64 bytes
-	cmdBlockSize    = 64
-)
-
-// cmd is a firmware command number (§4.3).
-type cmd uint32
-
-const (
-	cmdReset               cmd = 1
-	cmdSetIntrqDMA         cmd = 3
-	cmdSetBigBufferSize    cmd = 4
-	cmdSetSmallBufferSize  cmd = 5
-	cmdGetSendOffset       cmd = 6
-	cmdGetSmallRxOffset    cmd = 7
-	cmdGetBigRxOffset      cmd = 8
-	cmdGetIRQAckOffset     cmd = 9
-	cmdGetIRQDeassertOff   cmd = 10
-	cmdGetSendRingSize     cmd = 11
-	cmdGetRxRingSize       cmd = 12
-	cmdSetIntrqSize        cmd = 13
-	cmdEthernetUp          cmd = 14
-	cmdSetMTU              cmd = 16
-	cmdGetIntrCoalDelayOff cmd = 17
-	cmdDisablePromisc      cmd = 21
-	cmdSetMACAddress       cmd = 22
-	cmdDMATest             cmd = 25
-	cmdDisableAllMulti     cmd = 27
-	cmdSetStatsDMAV2       cmd = 31
-	cmdSetTSOMode          cmd = 45
-)
-
-var cmdNames = map[cmd]string{
-	cmdReset: "RESET", cmdSetIntrqDMA: "SET_INTRQ_DMA", cmdSetBigBufferSize: "SET_BIG_BUFFER_SIZE",
-	cmdSetSmallBufferSize: "SET_SMALL_BUFFER_SIZE", cmdGetSendOffset: "GET_SEND_OFFSET",
-	cmdGetSmallRxOffset: "GET_SMALL_RX_OFFSET", cmdGetBigRxOffset: "GET_BIG_RX_OFFSET",
-	cmdGetIRQAckOffset: "GET_IRQ_ACK_OFFSET", cmdGetIRQDeassertOff: "GET_IRQ_DEASSERT_OFFSET",
-	cmdGetSendRingSize: "GET_SEND_RING_SIZE", cmdGetRxRingSize: "GET_RX_RING_SIZE",
-	cmdSetIntrqSize: "SET_INTRQ_SIZE", cmdEthernetUp: "ETHERNET_UP", cmdSetMTU: "SET_MTU",
-	cmdGetIntrCoalDelayOff: "GET_INTR_COAL_DELAY_OFFSET", cmdDisablePromisc: "DISABLE_PROMISC",
-	cmdSetMACAddress: "SET_MAC_ADDRESS", cmdDMATest: "DMA_TEST", cmdDisableAllMulti: "DISABLE_ALLMULTI",
-	cmdSetStatsDMAV2: "SET_STATS_DMA_V2", cmdSetTSOMode: "SET_TSO_MODE",
-}
-
-func (c cmd) String() string {
-	if s, ok := cmdNames[c]; ok {
-		return s
-	}
-	return fmt.Sprintf("CMD_%d", uint32(c))
-}
-
-// status is a command's result word (§4.2).
-type status uint32
-
-const (
-	statusOK         status = 0
-	statusUnknown    status = 1
-	statusErrorRange status = 2
-	statusErrorBusy  status = 3
-	statusNone       status = 0xFFFFFFFF // preset by the driver: no response yet
-)
-
-func (s status) String() string {
-	switch s {
-	case statusOK:
-		return "OK"
-	case statusUnknown:
-		return "UNKNOWN"
-	case statusErrorRange:
-		return "ERROR_RANGE"
-	case statusErrorBusy:
-		return "ERROR_BUSY"
-	case statusNone:
-		return "no response"
-	}
-	return fmt.Sprintf("status %d", uint32(s))
-}
-
-// Send descriptor (mcp_kreq_ether_send, §5.4) and its flags.
-const (
-	sendDescSize  = 16
-	sendOffFlags  = 0xF
-	flagSmall     = 0x01 // non-TSO; TSO_HDR in a TSO header descriptor
-	flagFirst     = 0x02
-	flagTSOLast   = 0x08 // TSO
-	flagNoTSO     = 0x10
-	flagTSOPld    = 0x20
-	flagTSOHeader = flagSmall
-)
-
-// Receive rings (§5.2): 8-byte entries posted in aligned groups of 8.
-const (
-	recvDescSize   = 8
-	recvGroup      = 8
-	recvInvalidLow = 0xFFFFFFFF
-)
-
-// Interrupt block (mcp_irq_data, §6.1).
-const (
-	irqBlockSize        = 64
-	irqOffSendDoneCount = 0x18
-	irqOffLinkUp        = 0x1C
-	irqOffDroppedNoSm   = 0x30
-	irqOffRDMATags      = 0x38
-	irqOffFlagsWord     = 0x3C // tx_stopped, link_down, stats_updated, valid
-)
+// shared/reference/myri10ge-device-interface.md (cited as §N), comes from
+// package abi, the numbers the device model uses too: the guest checks the
+// device's behaviour, and the oracle device/myri10ge/myritest keeps the
+// independent copy of the numbers.
 
 // Timeouts: the device answers a command while handling the mailbox store
 // and completes a send at its doorbell, so its own answers come within
@@ -251,12 +135,12 @@ func (n *nic) readBAR(off uint64, p []byte) {
 
 // readMAC finds the permanent MAC in the EEPROM strings (§3.1, §3.3).
 func (n *nic) readMAC() error {
-	hdr := uint64(n.getBE32(offHeaderPtr) & 0xFFFFC)
-	specs := uint64(n.getBE32(hdr + hdrOffStringSpc))
-	if specs <= 0x100000 || specs+eepromLen > bar0Size {
+	hdr := uint64(n.getBE32(abi.OffHeaderPtr) & 0xFFFFC)
+	specs := uint64(n.getBE32(hdr + abi.HdrOffStringSpecs))
+	if specs <= 0x100000 || specs+abi.EEPROMStringsSize > abi.BAR0Size {
 		return fmt.Errorf("string_specs %#x (header at %#x) outside (1 MiB, BAR0 end - 256]", specs, hdr)
 	}
-	var raw [eepromLen]byte
+	var raw [abi.EEPROMStringsSize]byte
 	n.readBAR(specs, raw[:])
 	for _, s := range strings.Split(string(raw[:]), "\x00") {
 		if v, ok := strings.CutPrefix(s, "MAC="); ok {
@@ -273,11 +157,11 @@ func (n *nic) readMAC() error {
 
 // postCommand PIO-writes the mailbox as eight 8-byte stores (§4.1) after
 // presetting the guest's response buffer to "no response yet".
-func (n *nic) postCommand(resp uint64, c cmd, d0, d1, d2 uint32) {
+func (n *nic) postCommand(resp uint64, c abi.Cmd, d0, d1, d2 uint32) {
 	ctrl := n.mem.Page(pageCtrl)
 	storeBE32(ctrl, 0, 0)
-	storeBE32(ctrl, 4, uint32(statusNone))
-	var blk [cmdBlockSize]byte
+	storeBE32(ctrl, 4, uint32(abi.StatusNoResponse))
+	var blk [abi.BlockSize]byte
 	be := binary.BigEndian
 	be.PutUint32(blk[0x00:], uint32(c))
 	be.PutUint32(blk[0x04:], d0)
@@ -285,63 +169,63 @@ func (n *nic) postCommand(resp uint64, c cmd, d0, d1, d2 uint32) {
 	be.PutUint32(blk[0x0C:], d2)
 	be.PutUint32(blk[0x10:], uint32(resp>>32))
 	be.PutUint32(blk[0x14:], uint32(resp))
-	for i := 0; i < cmdBlockSize; i += 8 {
-		n.store64(offCmd+uint64(i), blk[i:i+8])
+	for i := 0; i < abi.BlockSize; i += 8 {
+		n.store64(abi.OffCmd+uint64(i), blk[i:i+8])
 	}
 }
 
 // command runs one command and returns the response's data and result.
 // The error is set only when no response came within cmdTimeout.
-func (n *nic) command(c cmd, d0, d1, d2 uint32) (uint32, status, error) {
+func (n *nic) command(c abi.Cmd, d0, d1, d2 uint32) (uint32, abi.Status, error) {
 	n.postCommand(n.respAddr(), c, d0, d1, d2)
 	ctrl := n.mem.Page(pageCtrl)
 	deadline := time.Now().Add(cmdTimeout)
 	for {
 		// result first, then data: the device writes data first (§4.1).
-		if r := status(loadBE32(ctrl, 4)); r != statusNone {
+		if r := abi.Status(loadBE32(ctrl, 4)); r != abi.StatusNoResponse {
 			return loadBE32(ctrl, 0), r, nil
 		}
 		if time.Now().After(deadline) {
-			return 0, statusNone, fmt.Errorf("%v: no response within %v", c, cmdTimeout)
+			return 0, abi.StatusNoResponse, fmt.Errorf("%v: no response within %v", c, cmdTimeout)
 		}
 		time.Sleep(20 * time.Microsecond)
 	}
 }
 
 // mustCommand runs a command that must answer OK.
-func (n *nic) mustCommand(c cmd, d0, d1, d2 uint32) (uint32, error) {
+func (n *nic) mustCommand(c abi.Cmd, d0, d1, d2 uint32) (uint32, error) {
 	v, st, err := n.command(c, d0, d1, d2)
 	if err != nil {
 		return 0, err
 	}
-	if st != statusOK {
+	if st != abi.StatusOK {
 		return 0, fmt.Errorf("%v(%#x, %#x, %#x): %v, want OK", c, d0, d1, d2, st)
 	}
 	return v, nil
 }
 
 // irqBlock is a copy of the interrupt block the device DMA'd.
-type irqBlock [irqBlockSize]byte
+type irqBlock [abi.IRQDataSize]byte
 
 func (b *irqBlock) be32(off int) uint32 { return binary.BigEndian.Uint32(b[off:]) }
-func (b *irqBlock) sendDone() uint32    { return b.be32(irqOffSendDoneCount) }
-func (b *irqBlock) linkUp() uint32      { return b.be32(irqOffLinkUp) }
-func (b *irqBlock) noSmall() uint32     { return b.be32(irqOffDroppedNoSm) }
-func (b *irqBlock) valid() byte         { return b[irqBlockSize-1] }
+func (b *irqBlock) sendDone() uint32    { return b.be32(abi.IRQOffSendDoneCount) }
+func (b *irqBlock) linkUp() uint32      { return b.be32(abi.IRQOffLinkUp) }
+func (b *irqBlock) noSmall() uint32     { return b.be32(abi.IRQOffDroppedNoSmall) }
+func (b *irqBlock) valid() byte         { return b[abi.IRQDataSize-1] }
 
 // takeBlock returns the block if the device wrote one (valid != 0), and
 // then does what the driver's ISR and NAPI do with it: clear valid and
 // hand both tokens back (claim words 0 and 1, §6.2).
 func (n *nic) takeBlock() (*irqBlock, bool) {
 	ctrl := n.mem.Page(pageCtrl)
-	if loadBE32(ctrl, ctrlStats+irqOffFlagsWord)&0xFF == 0 {
+	if loadBE32(ctrl, ctrlStats+abi.IRQOffFlagsWord)&0xFF == 0 {
 		return nil, false
 	}
 	var b irqBlock
-	for o := 0; o < irqBlockSize; o += 4 {
+	for o := 0; o < abi.IRQDataSize; o += 4 {
 		binary.BigEndian.PutUint32(b[o:], loadBE32(ctrl, ctrlStats+o))
 	}
-	storeBE32(ctrl, ctrlStats+irqOffFlagsWord, 0)
+	storeBE32(ctrl, ctrlStats+abi.IRQOffFlagsWord, 0)
 	n.putBE32(n.irqAck, 3)
 	n.putBE32(n.irqAck+4, 3)
 	return &b, true
@@ -388,43 +272,43 @@ func (n *nic) noBlock(d time.Duration) error {
 // block, MTU and buffer sizes, ETHERNET_UP; then it takes the link report.
 func (n *nic) bringUp(rx func() error) error {
 	clear(n.mem.Page(pageRxDone))
-	clear(n.mem.Page(pageCtrl)[ctrlStats : ctrlStats+irqBlockSize])
+	clear(n.mem.Page(pageCtrl)[ctrlStats : ctrlStats+abi.IRQDataSize])
 	n.txIdx, n.sent, n.rxSlot, n.rxPosted = 0, 0, 0, 0
-	v, err := n.mustCommand(cmdReset, 0, 0, 0)
+	v, err := n.mustCommand(abi.CmdReset, 0, 0, 0)
 	if err != nil {
 		return err
 	}
-	if v%4 != 0 || v/4 < recvGroup {
+	if v%4 != 0 || v/4 < abi.RecvGroup {
 		return fmt.Errorf("RESET: interrupt queue of %d bytes", v)
 	}
 	rxd := n.rxDoneAddr()
 	var sizes [2]uint32
 	steps := []struct {
-		c          cmd
+		c          abi.Cmd
 		d0, d1, d2 uint32
 		out        *uint64
 		out32      *uint32
 	}{
-		{c: cmdSetIntrqSize, d0: rxDoneSlots * 4},
-		{c: cmdSetIntrqDMA, d0: uint32(rxd), d1: uint32(rxd >> 32)},
-		{c: cmdGetIRQAckOffset, out: &n.irqAck},
-		{c: cmdGetIRQDeassertOff},
-		{c: cmdGetIntrCoalDelayOff},
-		{c: cmdSetMACAddress, d0: binary.BigEndian.Uint32(n.mac[:4]), d1: uint32(binary.BigEndian.Uint16(n.mac[4:]))},
-		{c: cmdDisablePromisc},
-		{c: cmdGetSendOffset, out: &n.sendRing},
-		{c: cmdGetSmallRxOffset, out: &n.smallRing},
-		{c: cmdGetBigRxOffset, out: &n.bigRing},
-		{c: cmdGetSendRingSize, out32: &sizes[0]},
-		{c: cmdGetRxRingSize, out32: &sizes[1]},
+		{c: abi.CmdSetIntrqSize, d0: rxDoneSlots * 4},
+		{c: abi.CmdSetIntrqDMA, d0: uint32(rxd), d1: uint32(rxd >> 32)},
+		{c: abi.CmdGetIRQAckOffset, out: &n.irqAck},
+		{c: abi.CmdGetIRQDeassertOffset},
+		{c: abi.CmdGetIntrCoalDelayOffset},
+		{c: abi.CmdSetMACAddress, d0: binary.BigEndian.Uint32(n.mac[:4]), d1: uint32(binary.BigEndian.Uint16(n.mac[4:]))},
+		{c: abi.CmdDisablePromisc},
+		{c: abi.CmdGetSendOffset, out: &n.sendRing},
+		{c: abi.CmdGetSmallRxOffset, out: &n.smallRing},
+		{c: abi.CmdGetBigRxOffset, out: &n.bigRing},
+		{c: abi.CmdGetSendRingSize, out32: &sizes[0]},
+		{c: abi.CmdGetRxRingSize, out32: &sizes[1]},
 	}
 	for _, s := range steps {
 		v, err := n.mustCommand(s.c, s.d0, s.d1, s.d2)
 		if err != nil {
 			return err
 		}
-		if s.c == cmdGetIntrCoalDelayOff {
-			if uint64(v)+4 > bar0Size {
+		if s.c == abi.CmdGetIntrCoalDelayOffset {
+			if uint64(v)+4 > abi.BAR0Size {
 				return fmt.Errorf("%v: %#x is outside BAR0", s.c, v)
 			}
 			n.putBE32(uint64(v), 75) // the driver's default delay, µs
@@ -436,13 +320,13 @@ func (n *nic) bringUp(rx func() error) error {
 			*s.out32 = v
 		}
 	}
-	n.sendEntries, n.rxEntries = int(sizes[0]/sendDescSize), int(sizes[1]/recvDescSize)
+	n.sendEntries, n.rxEntries = int(sizes[0]/abi.SendDescSize), int(sizes[1]/abi.RecvDescSize)
 	for _, r := range []struct {
 		name  string
 		off   uint64
 		bytes uint32
 	}{{"send ring", n.sendRing, sizes[0]}, {"small ring", n.smallRing, sizes[1]}, {"big ring", n.bigRing, sizes[1]}, {"claim words", n.irqAck, 8}} {
-		if r.bytes == 0 || r.off+uint64(r.bytes) > bar0Size {
+		if r.bytes == 0 || r.off+uint64(r.bytes) > abi.BAR0Size {
 			return fmt.Errorf("%s of %d bytes at %#x: not inside BAR0", r.name, r.bytes, r.off)
 		}
 	}
@@ -454,16 +338,16 @@ func (n *nic) bringUp(rx func() error) error {
 	}
 	st := n.statsAddr()
 	for _, s := range []struct {
-		c          cmd
+		c          abi.Cmd
 		d0, d1, d2 uint32
 	}{
-		{cmdSetStatsDMAV2, uint32(st), uint32(st >> 32), irqBlockSize},
-		{cmdSetMTU, maxFrameSize, 0, 0},
-		{cmdSetSmallBufferSize, smallBytes, 0, 0},
-		{cmdSetBigBufferSize, 2048, 0, 0},
-		{cmdSetTSOMode, 0, 0, 0},
-		{cmdEthernetUp, 0, 0, 0},
-		{cmdDisableAllMulti, 0, 0, 0}, // broadcasts only: less traffic to sort
+		{abi.CmdSetStatsDMAV2, uint32(st), uint32(st >> 32), abi.IRQDataSize},
+		{abi.CmdSetMTU, maxFrameSize, 0, 0},
+		{abi.CmdSetSmallBufferSize, smallBytes, 0, 0},
+		{abi.CmdSetBigBufferSize, 2048, 0, 0},
+		{abi.CmdSetTSOMode, 0, 0, 0},
+		{abi.CmdEthernetUp, 0, 0, 0},
+		{abi.CmdDisableAllMulti, 0, 0, 0}, // broadcasts only: less traffic to sort
 	} {
 		if _, err := n.mustCommand(s.c, s.d0, s.d1, s.d2); err != nil {
 			return err
@@ -478,8 +362,8 @@ func (n *nic) bringUp(rx func() error) error {
 // fillRx posts every small receive buffer, in order.
 func (n *nic) fillRx() error {
 	for n.rxPosted < rxBufs {
-		n.postGroup(n.rxPosted/recvGroup, func(i int) uint64 { a, _ := n.rxBuf(i); return a })
-		n.rxPosted += recvGroup
+		n.postGroup(n.rxPosted/abi.RecvGroup, func(i int) uint64 { a, _ := n.rxBuf(i); return a })
+		n.rxPosted += abi.RecvGroup
 	}
 	return nil
 }
@@ -489,15 +373,15 @@ func (n *nic) fillRx() error {
 // then the real addr_low as one 4-byte store, the doorbell. addr gives
 // the buffer of entry i.
 func (n *nic) postGroup(g int, addr func(i int) uint64) {
-	var b [recvGroup * recvDescSize]byte
-	for j := range recvGroup {
-		a := addr(g*recvGroup + j)
+	var b [abi.RecvGroup * abi.RecvDescSize]byte
+	for j := range abi.RecvGroup {
+		a := addr(g*abi.RecvGroup + j)
 		binary.BigEndian.PutUint32(b[j*8:], uint32(a>>32))
 		binary.BigEndian.PutUint32(b[j*8+4:], uint32(a))
 	}
 	low := append([]byte(nil), b[4:8]...)
-	binary.BigEndian.PutUint32(b[4:], recvInvalidLow)
-	off := n.smallRing + uint64(g%(n.rxEntries/recvGroup))*uint64(len(b))
+	binary.BigEndian.PutUint32(b[4:], abi.RecvInvalidLow)
+	off := n.smallRing + uint64(g%(n.rxEntries/abi.RecvGroup))*uint64(len(b))
 	for i := 0; i < len(b); i += 8 {
 		n.store64(off+uint64(i), b[i:i+8])
 	}
@@ -505,8 +389,8 @@ func (n *nic) postGroup(g int, addr func(i int) uint64) {
 }
 
 // desc builds a send descriptor (§5.4).
-func desc(addr uint64, length, pseudo int, rdma, cksumOff, flags uint8) [sendDescSize]byte {
-	var d [sendDescSize]byte
+func desc(addr uint64, length, pseudo int, rdma, cksumOff, flags uint8) [abi.SendDescSize]byte {
+	var d [abi.SendDescSize]byte
 	be := binary.BigEndian
 	be.PutUint32(d[0:], uint32(addr>>32))
 	be.PutUint32(d[4:], uint32(addr))
@@ -520,27 +404,27 @@ func desc(addr uint64, length, pseudo int, rdma, cksumOff, flags uint8) [sendDes
 // the descriptors forward as 8-byte stores with the first one's flags 0,
 // then bytes 12..15 of the first one as one 4-byte store, the doorbell.
 // It returns the ring index of the first descriptor.
-func (n *nic) post(descs ...[sendDescSize]byte) (int, error) {
+func (n *nic) post(descs ...[abi.SendDescSize]byte) (int, error) {
 	idx := n.txIdx % n.sendEntries
 	if idx+len(descs) >= n.sendEntries-1 {
 		return 0, errors.New("send ring would wrap; this program posts fewer packets between resets")
 	}
 	for j, d := range descs {
 		if j == 0 {
-			d[sendOffFlags] = 0
+			d[abi.SendOffFlags] = 0
 		}
-		off := n.sendRing + uint64(idx+j)*sendDescSize
+		off := n.sendRing + uint64(idx+j)*abi.SendDescSize
 		n.store64(off, d[0:8])
 		n.store64(off+8, d[8:16])
 	}
-	n.store32(n.sendRing+uint64(idx)*sendDescSize+12, descs[0][12:16])
+	n.store32(n.sendRing+uint64(idx)*abi.SendDescSize+12, descs[0][12:16])
 	return idx, nil
 }
 
 // ring reads k descriptors of the send ring from index idx.
 func (n *nic) ring(idx, k int) []byte {
-	b := make([]byte, k*sendDescSize)
-	n.readBAR(n.sendRing+uint64(idx)*sendDescSize, b)
+	b := make([]byte, k*abi.SendDescSize)
+	n.readBAR(n.sendRing+uint64(idx)*abi.SendDescSize, b)
 	return b
 }
 
@@ -579,7 +463,7 @@ func (n *nic) txFrame(f []byte) uint64 {
 
 // send posts a chain the device must consume (zeroing it) and count once
 // in send_done_count, and returns the interrupt block that reports it.
-func (n *nic) send(descs ...[sendDescSize]byte) (*irqBlock, error) {
+func (n *nic) send(descs ...[abi.SendDescSize]byte) (*irqBlock, error) {
 	idx, err := n.post(descs...)
 	if err != nil {
 		return nil, err
@@ -602,7 +486,7 @@ func (n *nic) send(descs ...[sendDescSize]byte) (*irqBlock, error) {
 
 // sendFrame sends one well-formed frame in one descriptor.
 func (n *nic) sendFrame(f []byte) (*irqBlock, error) {
-	return n.send(desc(n.txFrame(f), len(f), 0, 1, 0, flagNoTSO|flagFirst|flagSmall))
+	return n.send(desc(n.txFrame(f), len(f), 0, 1, 0, abi.FlagNoTSO|abi.FlagFirst|abi.FlagSmall))
 }
 
 // receive looks at every rx_done slot the device filled (§5.3), hands
@@ -624,9 +508,9 @@ func (n *nic) receive(match func(f []byte) bool) bool {
 		}
 		storeBE32(done, off, 0)
 		n.rxSlot++
-		for n.rxPosted+recvGroup-n.rxSlot <= rxBufs {
-			n.postGroup(n.rxPosted/recvGroup, func(i int) uint64 { a, _ := n.rxBuf(i); return a })
-			n.rxPosted += recvGroup
+		for n.rxPosted+abi.RecvGroup-n.rxSlot <= rxBufs {
+			n.postGroup(n.rxPosted/abi.RecvGroup, func(i int) uint64 { a, _ := n.rxBuf(i); return a })
+			n.rxPosted += abi.RecvGroup
 		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 )
 
 // underPoller: send descriptors that change while the device may be
@@ -26,8 +28,8 @@ func (a *abuser) underPoller() {
 	// device's.
 	silent := arpFrame(n.mac, a.ip, a.ip)
 	copy(silent[0:6], n.mac[:])
-	good := func() [sendDescSize]byte {
-		return desc(n.txFrame(silent), len(silent), 0, 1, 0, flagNoTSO|flagFirst|flagSmall)
+	good := func() [abi.SendDescSize]byte {
+		return desc(n.txFrame(silent), len(silent), 0, 1, 0, abi.FlagNoTSO|abi.FlagFirst|abi.FlagSmall)
 	}
 	a.p.Check("tx.torn_chain", a.tornChain(silent),
 		"a 2-descriptor chain whose head (flags included) lands before its continuation: the head is consumed and "+
@@ -82,7 +84,7 @@ func (a *abuser) underPoller() {
 func (a *abuser) tornChain(f []byte) error {
 	n := &a.n
 	addr, half := n.txFrame(f), len(f)/2
-	idx, err := n.post(desc(addr, half, 0, 2, 0, flagNoTSO|flagFirst|flagSmall))
+	idx, err := n.post(desc(addr, half, 0, 2, 0, abi.FlagNoTSO|abi.FlagFirst|abi.FlagSmall))
 	if err != nil {
 		return err
 	}
@@ -95,7 +97,7 @@ func (a *abuser) tornChain(f []byte) error {
 		func(b *irqBlock) bool { return b.sendDone() >= uint32(n.sent) }); err != nil {
 		return err
 	}
-	n.storeDesc(idx+1, desc(addr+uint64(half), len(f)-half, 0, 2, 0, flagNoTSO|flagSmall), true)
+	n.storeDesc(idx+1, desc(addr+uint64(half), len(f)-half, 0, 2, 0, abi.FlagNoTSO|abi.FlagSmall), true)
 	n.txIdx++
 	if err := n.consumed(idx+1, 1); err != nil {
 		return fmt.Errorf("the late continuation: %w", err)
@@ -108,11 +110,11 @@ func (a *abuser) tornChain(f []byte) error {
 
 // storeDesc writes d into send slot k: as two 8-byte stores if whole (a
 // stray or rewriting store), else the driver's way, flags last.
-func (n *nic) storeDesc(k int, d [sendDescSize]byte, whole bool) {
-	off := n.sendRing + uint64(k)*sendDescSize
+func (n *nic) storeDesc(k int, d [abi.SendDescSize]byte, whole bool) {
+	off := n.sendRing + uint64(k)*abi.SendDescSize
 	flags := d
 	if !whole {
-		d[sendOffFlags] = 0
+		d[abi.SendOffFlags] = 0
 	}
 	n.store64(off, d[0:8])
 	n.store64(off+8, d[8:16])
