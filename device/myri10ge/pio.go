@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/wcbar"
 	"github.com/sirupsen/logrus"
 )
@@ -79,7 +80,7 @@ type pioState struct {
 // newPIOWindow makes BAR0's memory for PIOMmap: the rings of the slices
 // the NIC has are mmappable, all else trapped.
 func newPIOWindow(cfg Config) (*wcbar.Window, error) {
-	w, err := wcbar.New(cfg.Name+"-bar0", bar0Size, cfg.Log)
+	w, err := wcbar.New(cfg.Name+"-bar0", abi.BAR0Size, cfg.Log)
 	if err != nil {
 		return nil, fmt.Errorf("myri10ge: %s: BAR0 window: %w", cfg.Name, err)
 	}
@@ -101,7 +102,7 @@ func newPIOWindow(cfg Config) (*wcbar.Window, error) {
 		}
 		pos = a.Offset + a.Size
 	}
-	w.Trap(pos, bar0Size-pos)
+	w.Trap(pos, abi.BAR0Size-pos)
 	return w, nil
 }
 
@@ -152,7 +153,7 @@ func (n *NIC) scanLocked() bool {
 		if s.halted {
 			continue
 		}
-		flags := sendRingOff(s.idx) + uint64(s.txIdx%sendRingEntries)*sendDescSize + sendOffPad
+		flags := sendRingOff(s.idx) + uint64(s.txIdx%sendRingEntries)*abi.SendDescSize + abi.SendOffPad
 		if n.load32BE(flags)&0xFF != 0 {
 			n.transmitLocked(s)
 			work = true
@@ -177,13 +178,13 @@ func (n *NIC) takePostedLocked(s *slice, ring int) bool {
 	}
 	r := &s.rx[ring]
 	work := false
-	for r.avail()+recvGroup <= rxRingEntries {
-		g := uint64(r.posted/recvGroup) % (rxRingEntries / recvGroup)
-		if n.load32BE(base+g*recvGroup*recvDescSize+recvOffAddrLow) == recvInvalidLow {
+	for r.avail()+abi.RecvGroup <= rxRingEntries {
+		g := uint64(r.posted/abi.RecvGroup) % (rxRingEntries / abi.RecvGroup)
+		if n.load32BE(base+g*abi.RecvGroup*abi.RecvDescSize+abi.RecvOffAddrLow) == abi.RecvInvalidLow {
 			n.rxOutOfOrderLocked(r, base, g)
 			break
 		}
-		r.posted += recvGroup
+		r.posted += abi.RecvGroup
 		work = true
 	}
 	return work
@@ -210,9 +211,9 @@ func (n *NIC) markUsedLocked(base uint64, from, to uint32) {
 		return
 	}
 	for e := from; e != to; e++ {
-		if (e+1)%recvGroup == 0 {
-			g := uint64(e/recvGroup) % (rxRingEntries / recvGroup)
-			n.storeInvalidLow(base + g*recvGroup*recvDescSize)
+		if (e+1)%abi.RecvGroup == 0 {
+			g := uint64(e/abi.RecvGroup) % (rxRingEntries / abi.RecvGroup)
+			n.storeInvalidLow(base + g*abi.RecvGroup*abi.RecvDescSize)
 		}
 	}
 }
@@ -221,8 +222,8 @@ func (n *NIC) markUsedLocked(base uint64, from, to uint32) {
 // off, as one atomic store.
 func (n *NIC) storeInvalidLow(off uint64) {
 	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], recvInvalidLow)
-	n.pio.win.Store32(off+recvOffAddrLow, binary.NativeEndian.Uint32(b[:]))
+	binary.BigEndian.PutUint32(b[:], abi.RecvInvalidLow)
+	n.pio.win.Store32(off+abi.RecvOffAddrLow, binary.NativeEndian.Uint32(b[:]))
 }
 
 // markAllUnpostedLocked marks every receive group unposted (after reset).
@@ -232,8 +233,8 @@ func (n *NIC) markAllUnpostedLocked() {
 	}
 	for _, s := range n.slices {
 		for _, base := range [2]uint64{smallRingOff(s.idx), bigRingOff(s.idx)} {
-			for g := uint64(0); g < rxRingEntries/recvGroup; g++ {
-				n.storeInvalidLow(base + g*recvGroup*recvDescSize)
+			for g := uint64(0); g < rxRingEntries/abi.RecvGroup; g++ {
+				n.storeInvalidLow(base + g*abi.RecvGroup*abi.RecvDescSize)
 			}
 		}
 	}

@@ -251,10 +251,10 @@ func TestPIOMmapRefillSeenOnArrival(t *testing.T) {
 	}
 	m.waitFor("the small ring used up", func() bool { return m.nic.stats.RxFrames == uint64(avail) })
 
-	first := smallRingOff(0) + uint64(m.nic.slices[0].rx[ringSmall].consumed%rxRingEntries)*recvDescSize
-	for i := range recvGroup {
+	first := smallRingOff(0) + uint64(m.nic.slices[0].rx[ringSmall].consumed%rxRingEntries)*abi.RecvDescSize
+	for i := range abi.RecvGroup {
 		a := bufAddr(0, false, i)
-		e := first + uint64(i)*recvDescSize
+		e := first + uint64(i)*abi.RecvDescSize
 		m.store32(e+abi.RecvOffAddrHigh, uint32(a>>32))
 		if i > 0 {
 			m.store32(e+abi.RecvOffAddrLow, uint32(a))
