@@ -145,15 +145,7 @@ func TestPIOMmapSendAndPost(t *testing.T) {
 	m.nic.mu.Lock()
 	before := m.nic.slices[0].rx[ringSmall].posted
 	m.nic.mu.Unlock()
-	for i := range abi.RecvGroup {
-		a := bufAddr(0, false, i)
-		e := first + uint64(i)*abi.RecvDescSize
-		m.store32(e+abi.RecvOffAddrHigh, uint32(a>>32))
-		if i > 0 {
-			m.store32(e+abi.RecvOffAddrLow, uint32(a))
-		}
-	}
-	m.store32(first+abi.RecvOffAddrLow, uint32(bufAddr(0, false, 0)))
+	m.postSmallGroup(first)
 	m.waitFor("group 0 reposted", func() bool { return m.nic.slices[0].rx[ringSmall].posted == before+abi.RecvGroup })
 	if st := m.nic.Stats(); st.GuestErrors != 0 || st.RxDropped != 0 {
 		t.Errorf("guest errors %d, rx dropped %d", st.GuestErrors, st.RxDropped)
@@ -252,15 +244,7 @@ func TestPIOMmapRefillSeenOnArrival(t *testing.T) {
 	m.waitFor("the small ring used up", func() bool { return m.nic.stats.RxFrames == uint64(avail) })
 
 	first := smallRingOff(0) + uint64(m.nic.slices[0].rx[ringSmall].consumed%rxRingEntries)*abi.RecvDescSize
-	for i := range abi.RecvGroup {
-		a := bufAddr(0, false, i)
-		e := first + uint64(i)*abi.RecvDescSize
-		m.store32(e+abi.RecvOffAddrHigh, uint32(a>>32))
-		if i > 0 {
-			m.store32(e+abi.RecvOffAddrLow, uint32(a))
-		}
-	}
-	m.store32(first+abi.RecvOffAddrLow, uint32(bufAddr(0, false, 0)))
+	m.postSmallGroup(first)
 	m.port.Inject(testFrame(testMAC, 60))
 	m.waitFor("the frame after the reposting", func() bool {
 		return m.nic.stats.RxFrames == uint64(avail)+1 || m.nic.stats.RxDropped > 0
@@ -274,4 +258,20 @@ func TestPIOMmapRefillSeenOnArrival(t *testing.T) {
 	if late != 1 {
 		t.Errorf("late refills %d, want 1", late)
 	}
+}
+
+// postSmallGroup posts slice 0's first eight small buffers as the group
+// whose first descriptor is at BAR0 offset first, through the mapping and
+// in the driver's order: the first addr_low last, so the group turns valid
+// with one store (§5.2).
+func (m *mmapRig) postSmallGroup(first uint64) {
+	for i := range abi.RecvGroup {
+		a := bufAddr(0, false, i)
+		e := first + uint64(i)*abi.RecvDescSize
+		m.store32(e+abi.RecvOffAddrHigh, uint32(a>>32))
+		if i > 0 {
+			m.store32(e+abi.RecvOffAddrLow, uint32(a))
+		}
+	}
+	m.store32(first+abi.RecvOffAddrLow, uint32(bufAddr(0, false, 0)))
 }
