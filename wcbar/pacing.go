@@ -1,9 +1,6 @@
 package wcbar
 
-import (
-	"runtime"
-	"time"
-)
+import "time"
 
 // Pacing is how a poller of mmapped memory waits between passes. Guests
 // post in bursts (a batch of descriptors, a doorbell, more), so after a
@@ -17,47 +14,11 @@ import (
 // and FineFor set the latency and the cost of a driver that works in
 // bursts with pauses (request and answer, an ACK clock), MaxSleep bounds
 // the latency of one that is working slowly, IdleSleep the cost of one
-// that is not. A kick ends any sleep at once. Sleeps shorter than a
-// millisecond need a Poller: Poll's Go timer rounds them up to one.
+// that is not. A kick ends any sleep at once. A Poller runs a Pacing.
 type Pacing struct {
 	Spin, MinSleep, MaxSleep time.Duration
 	FineFor                  time.Duration
 	IdleAfter, IdleSleep     time.Duration
-}
-
-// Poll calls pass until stop is closed; pass reports whether it found
-// work. A receive on kick (nil for none) ends a sleep at once and counts as
-// work, for a caller that learns of activity another way (a trapped
-// access). Poll returns only once stop is closed, never during a pass.
-func (p Pacing) Poll(stop, kick <-chan struct{}, pass func() bool) {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	lastWork := time.Now()
-	var sleep time.Duration // 0 while spinning
-	for {
-		if pass() {
-			lastWork, sleep = time.Now(), 0
-		}
-		if sleep == 0 && time.Since(lastWork) < p.Spin {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			runtime.Gosched() // two cores are shared with QEMU's vCPUs
-			continue
-		}
-		sleep = p.next(sleep, lastWork)
-		timer.Reset(sleep)
-		select {
-		case <-stop:
-			return
-		case <-kick:
-			lastWork, sleep = time.Now(), 0
-		case <-timer.C:
-		}
-	}
 }
 
 // next is the sleep after one of sleep, the last work found at lastWork.

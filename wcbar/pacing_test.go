@@ -1,8 +1,6 @@
 package wcbar
 
 import (
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -55,39 +53,5 @@ func TestPacingFineFor(t *testing.T) {
 	}
 	if s := p.next(p.MaxSleep, past); s != p.IdleSleep {
 		t.Errorf("past FineFor and IdleAfter at MaxSleep: next sleep %v, want IdleSleep", s)
-	}
-}
-
-// A kick ends an idle sleep at once: the pass after it comes long before
-// IdleSleep (an hour here) is over.
-func TestPacingKickEndsIdleSleep(t *testing.T) {
-	p := Pacing{MinSleep: 20 * time.Microsecond, MaxSleep: 100 * time.Microsecond, IdleSleep: time.Hour}
-	stop, kick := make(chan struct{}), make(chan struct{}, 1)
-	var passes atomic.Int64
-	var wg sync.WaitGroup
-	wg.Go(func() { p.Poll(stop, kick, func() bool { passes.Add(1); return false }) })
-	defer wg.Wait()
-	defer close(stop)
-
-	// Wait until the poller is in its hour-long sleep: passes stop.
-	deadline := time.Now().Add(20 * time.Second)
-	for n := passes.Load(); ; {
-		time.Sleep(50 * time.Millisecond)
-		m := passes.Load()
-		if m == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("poller still passing after 20 s (%d passes)", m)
-		}
-		n = m
-	}
-	n := passes.Load()
-	kick <- struct{}{}
-	for passes.Load() == n {
-		if time.Now().After(deadline) {
-			t.Fatal("a kick did not end the idle sleep")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

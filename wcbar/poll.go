@@ -27,18 +27,18 @@ func (w *Window) Watch(off uint64, fn func(v uint32)) {
 	}
 	w.ctl.Lock()
 	defer w.ctl.Unlock()
-	if w.stop != nil {
+	if w.poller != nil {
 		panic("wcbar: Watch while the poller runs; register watches before Start")
 	}
 	w.watches = append(w.watches, watch{off: off, fn: fn})
 }
 
-// Start starts the poller (runPoll) if there are watches and it is not
+// Start starts the doorbell poller (a Poller) if there are watches and it is not
 // running. A window can be started again after Stop (client reconnects).
 func (w *Window) Start() {
 	w.ctl.Lock()
 	defer w.ctl.Unlock()
-	if w.stop != nil || len(w.watches) == 0 {
+	if w.poller != nil || len(w.watches) == 0 {
 		return
 	}
 	w.mu.RLock()
@@ -54,9 +54,13 @@ func (w *Window) Start() {
 	for i, wt := range ws {
 		last[i] = atomic.LoadUint32(word32(w.mem, wt.off))
 	}
-	w.stop = make(chan struct{})
-	w.wg.Add(1)
-	go w.runPoll(ws, last, w.stop)
+	pl, err := StartPoller(doorbellPacing, w.doorbellPass(ws, last))
+	if err != nil {
+		w.log.WithError(err).Error("no doorbell poller: stores to watched words go unseen")
+		return
+	}
+	w.poller = pl
+	w.log.WithField("watches", len(ws)).Debug("poller started")
 }
 
 // Stop stops the poller and waits for it (and any fn it is running) to
@@ -64,26 +68,23 @@ func (w *Window) Start() {
 func (w *Window) Stop() {
 	w.ctl.Lock()
 	defer w.ctl.Unlock()
-	if w.stop == nil {
+	if w.poller == nil {
 		return
 	}
-	close(w.stop)
-	w.wg.Wait()
-	w.stop = nil
+	w.poller.Stop()
+	w.poller = nil
+	w.log.Debug("poller stopped")
 }
 
-// runPoll polls the watched words until stop is closed. Close unmaps only
-// after Stop joined it, so it reads the mapping without the lock.
-func (w *Window) runPoll(ws []watch, last []uint32, stop <-chan struct{}) {
-	defer w.wg.Done()
-	w.log.WithField("watches", len(ws)).Debug("poller started")
-	defer w.log.Debug("poller stopped")
-
+// doorbellPass is the poller's pass over the watched words: it calls each
+// changed word's fn and reports whether any changed. Close unmaps only
+// after Stop joined the poller, so it reads the mapping without the lock.
+func (w *Window) doorbellPass(ws []watch, last []uint32) func() bool {
 	words := make([]*uint32, len(ws))
 	for i, wt := range ws {
 		words[i] = word32(w.mem, wt.off)
 	}
-	doorbellPacing.Poll(stop, nil, func() bool {
+	return func() bool {
 		w.polls.Add(1)
 		changed := false
 		for i, p := range words {
@@ -94,5 +95,5 @@ func (w *Window) runPoll(ws []watch, last []uint32, stop <-chan struct{}) {
 			}
 		}
 		return changed
-	})
+	}
 }

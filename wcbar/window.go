@@ -60,8 +60,7 @@ type Window struct {
 	ctl     sync.Mutex // traps, watches and the poller's lifecycle
 	traps   []Area     // page-rounded, unsorted, may overlap
 	watches []watch
-	stop    chan struct{} // non-nil while the poller runs
-	wg      sync.WaitGroup
+	poller  *Poller // the doorbell poller, non-nil while it runs
 
 	polls atomic.Uint64 // poller passes, to check the idle backoff
 }
