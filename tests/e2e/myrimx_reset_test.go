@@ -82,6 +82,16 @@ func mxUnmaps(mon *qmp.SocketMonitor, dev string) (uint64, error) {
 	return r.Return[0].Unmaps, nil
 }
 
+// mxTable is what the reset is watched by: dev's registrations and the
+// DMA_UNMAPs it has seen.
+func mxTable(mon *qmp.SocketMonitor, dev string) (regs int, unmaps uint64, err error) {
+	if regs, err = mxRegistrations(mon, dev); err != nil {
+		return 0, 0, err
+	}
+	unmaps, err = mxUnmaps(mon, dev)
+	return regs, unmaps, err
+}
+
 // mxResetA is guest A's Control: at A's mx:21-ready it reboots A's QEMU
 // (set-action reboot=reset first: the harness's -no-reboot would make it
 // a shutdown), waits until mxa's table is empty and a DMA_UNMAP arrived,
@@ -92,11 +102,7 @@ func mxResetA(ctx context.Context, l *harness.Live, mon *qmp.SocketMonitor, srv 
 		return r
 	}
 	var err error
-	if r.regsBefore, err = mxRegistrations(mon, "mxa"); err != nil {
-		r.err = err
-		return r
-	}
-	if r.unmapsBefore, err = mxUnmaps(mon, "mxa"); err != nil {
+	if r.regsBefore, r.unmapsBefore, err = mxTable(mon, "mxa"); err != nil {
 		r.err = err
 		return r
 	}
@@ -138,12 +144,7 @@ func mxResetA(ctx context.Context, l *harness.Live, mon *qmp.SocketMonitor, srv 
 	deadline := time.After(time.Minute)
 	var unmapWait <-chan time.Time
 	for {
-		n, err := mxRegistrations(mon, "mxa")
-		if err != nil {
-			r.err = err
-			return r
-		}
-		u, err := mxUnmaps(mon, "mxa")
+		n, u, err := mxTable(mon, "mxa")
 		if err != nil {
 			r.err = err
 			return r
