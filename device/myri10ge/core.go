@@ -63,6 +63,7 @@ func (n *NIC) resetFirmwareLocked() {
 	n.drops = dropCounters{}
 	n.epoch++
 	for _, s := range n.slices {
+		n.discardHeldLocked(s)
 		s.reset()
 		clear(n.bar0[sendRingOff(s.idx) : sendRingOff(s.idx)+sendRingBytes])
 	}

@@ -36,6 +36,7 @@ type SliceCounters struct {
 	BigPosted      uint32
 	BigFilled      uint32
 	RxDone         uint32 // rx_done slots written
+	Held           int    // frames waiting in the slice's FIFO for buffers now (rxhold.go)
 	IRQTokenHome   bool   // the NIC holds the interrupt token (§6.2)
 	RxTokenHome    bool   // the NIC holds the receive token
 	Halted         bool   // stopped by a DMA abort until the driver resets the NIC
@@ -56,7 +57,7 @@ func (n *NIC) Counters() Counters {
 			SmallPosted: s.rx[ringSmall].posted, SmallFilled: s.rx[ringSmall].consumed,
 			BigPosted: s.rx[ringBig].posted, BigFilled: s.rx[ringBig].consumed,
 			RxDone: s.rxDoneIdx, IRQTokenHome: s.irqToken, RxTokenHome: s.rxToken, Halted: s.halted,
-			SendDoneInIRQ: s.txReported, RxDoneAnnounce: s.rxPending})
+			SendDoneInIRQ: s.txReported, RxDoneAnnounce: s.rxPending, Held: s.hold.n})
 	}
 	return c
 }

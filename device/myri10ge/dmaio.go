@@ -78,5 +78,6 @@ func (n *NIC) haltLocked(s *slice) {
 	}
 	s.halted = true
 	s.stopTimer()
+	n.discardHeldLocked(s)
 	n.log.WithField("slice", s.idx).Error("DMA abort: slice halted until the driver resets the NIC")
 }

@@ -246,6 +246,9 @@ func (n *NIC) setRunningLocked(up bool) {
 	} else {
 		n.fw.linkEvent = linkEventDown
 		n.log.Info("ethernet down")
+		for _, s := range n.slices {
+			n.discardHeldLocked(s)
+		}
 	}
 	n.maybeInterruptLocked(n.slices[0])
 }

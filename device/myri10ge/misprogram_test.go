@@ -324,15 +324,29 @@ func TestStackMisprogramming(t *testing.T) {
 			t.Errorf("group 1 posted first: %d guest errors, want 1", d.GuestErrors)
 		}
 		wantLog(t, m, mark, logrus.WarnLevel, "receive buffers posted out of order", map[string]string{"group": "1"})
-		// Nothing was posted: a frame is dropped, for lack of a small buffer.
-		peer.send(peerFrame(100, 1))
-		waitStats(t, m, func(s myri10ge.Stats) bool { return s.RxDropped > before.RxDropped })
-		g.noIntr(20*time.Millisecond, "dropped frame")
-		// All 64 groups in order; then one more is an overfill.
+		// Nothing was posted: a frame waits in the slice's FIFO, no interrupt.
+		held := peerFrame(100, 1)
+		peer.send(held)
+		waitStats(t, m, func(s myri10ge.Stats) bool { return s.RxHeld > before.RxHeld })
+		g.noIntr(20*time.Millisecond, "held frame")
+		if c := m.nic.Counters(); c.Slices[0].Held != 1 || c.Stats.RxDropped != before.RxDropped {
+			t.Errorf("slice 0 holds %d frames, %d dropped; want 1 held, none dropped", c.Slices[0].Held, c.Stats.RxDropped-before.RxDropped)
+		}
+		// All 64 groups in order: the held frame lands in buffer 0 at the
+		// first; then one more group is an overfill.
 		for grp := range 64 {
 			g.postRx(false, grp, func(i int) uint64 { return g.rxBuf(i % 128) })
 		}
 		g.sync()
+		g.intr()
+		if csum, n := g.rxDoneSlot(); int(n) != len(held) || !csumEq(csum, myritest.Checksum(held[14:])) {
+			t.Errorf("held frame's rx_done slot: length %d, checksum %#04x; want %d", n, csum, len(held))
+		}
+		if got := g.bytesAt(g.rxBuf(0)+2, len(held)); !bytes.Equal(got, held) {
+			t.Errorf("buffer 0 does not hold the held frame")
+		}
+		g.claim(0)
+		g.claim(1)
 		gb := m.nic.Stats()
 		g.postRx(false, 0, g.rxBuf)
 		g.sync()
@@ -340,22 +354,22 @@ func TestStackMisprogramming(t *testing.T) {
 			t.Errorf("overfill: %d guest errors, want 1", d.GuestErrors)
 		}
 		wantLog(t, m, mark, logrus.WarnLevel, "receive ring overfilled", nil)
-		// A frame now lands in buffer 0, behind the pad, with its slot.
+		// A frame now lands in buffer 1, behind the pad, with its slot.
 		f := peerFrame(100, 2)
 		peer.send(f)
 		blk := g.intr()
 		if blk[0x3F] != 1 {
 			t.Errorf("valid %#x, want 1 (RX token passed)", blk[0x3F])
 		}
-		if v := binary.BigEndian.Uint32(blk[blkDroppedNoSmall:]); v != 1 {
-			t.Errorf("dropped_no_small %d, want 1", v)
+		if v := binary.BigEndian.Uint32(blk[blkDroppedNoSmall:]); v != 0 {
+			t.Errorf("dropped_no_small %d, want 0: the frame without a buffer waited", v)
 		}
 		csum, n := g.rxDoneSlot()
 		if int(n) != len(f) || !csumEq(csum, myritest.Checksum(f[14:])) {
 			t.Errorf("rx_done slot: length %d, checksum %#04x; want %d, %#04x", n, csum, len(f), myritest.Checksum(f[14:]))
 		}
-		if got := g.bytesAt(g.rxBuf(0)+2, len(f)); !bytes.Equal(got, f) {
-			t.Errorf("buffer 0 does not hold the frame")
+		if got := g.bytesAt(g.rxBuf(1)+2, len(f)); !bytes.Equal(got, f) {
+			t.Errorf("buffer 1 does not hold the frame")
 		}
 		g.claim(0)
 		g.claim(1)

@@ -236,6 +236,7 @@ func (n *NIC) Detach() {
 	n.epoch++
 	for _, s := range n.slices {
 		s.stopTimer()
+		n.discardHeldLocked(s)
 	}
 	n.stopSlowLocked()
 	n.host = pci.DetachedHost()
@@ -287,7 +288,7 @@ func (s Stats) fields() logrus.Fields {
 	return logrus.Fields{
 		"commands": s.Commands, "unknown_cmds": s.UnknownCmds, "failed_cmds": s.FailedCmds,
 		"tx_packets": s.TxPackets, "tx_frames": s.TxFrames, "tx_bytes": s.TxBytes, "tx_dropped": s.TxDropped,
-		"rx_frames": s.RxFrames, "rx_bytes": s.RxBytes, "rx_dropped": s.RxDropped,
+		"rx_frames": s.RxFrames, "rx_bytes": s.RxBytes, "rx_dropped": s.RxDropped, "rx_held": s.RxHeld,
 		"interrupts": s.Interrupts, "guest_errors": s.GuestErrors, "dma_errors": s.DMAErrors,
 		"unclaimed_writes": s.UnclaimedWrites, "handoffs": s.Handoffs, "link_up_events": s.LinkUpEvents, "link_down_events": s.LinkDownEvents,
 	}
@@ -305,6 +306,7 @@ type Stats struct {
 	RxFrames    uint64 // frames written to guest buffers
 	RxBytes     uint64
 	RxDropped   uint64 // every receive drop, whatever the cause
+	RxHeld      uint64 // frames that waited in a slice's FIFO for buffers (rxhold.go)
 	Interrupts  uint64 // interrupt blocks written and vectors raised
 	GuestErrors uint64 // protocol violations by the guest driver
 	DMAErrors   uint64 // DMA that failed (unmapped, bus master off, ...)

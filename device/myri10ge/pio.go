@@ -158,10 +158,9 @@ func (n *NIC) scanLocked() bool {
 			n.transmitLocked(s)
 			work = true
 		}
-		if n.takePostedLocked(s, ringSmall) {
-			work = true
-		}
-		if n.takePostedLocked(s, ringBig) {
+		small, big := n.takePostedLocked(s, ringSmall), n.takePostedLocked(s, ringBig)
+		if small || big {
+			n.drainPostedLocked(s)
 			work = true
 		}
 	}

@@ -71,6 +71,7 @@ func (n *NIC) recvRingWrittenLocked(s *slice, big bool, rel uint64, size int) {
 			n.guestErrorLocked("receive ring overfilled", "posted", ring.avail())
 		default:
 			ring.posted += abi.RecvGroup
+			n.drainPostedLocked(s)
 		}
 	}
 }
@@ -118,7 +119,8 @@ func (n *NIC) accepts(dst []byte) bool {
 }
 
 // receiveLocked writes one frame into the guest's buffers and its rx_done
-// slot (§5.3). It returns the slice that got it, or nil for a drop.
+// slot (§5.3), or keeps it until buffers come (rxhold.go). It returns the
+// slice that got it, or nil for a frame dropped or held.
 func (n *NIC) receiveLocked(f []byte) *slice {
 	switch {
 	case !n.fw.running:
@@ -132,27 +134,49 @@ func (n *NIC) receiveLocked(f []byte) *slice {
 	case !n.accepts(f[:6]):
 	default:
 		s := n.steerLocked(f)
-		if n.fillLocked(s, f) {
+		landed := n.drainHoldLocked(s) // frames before f go first
+		got := rxShort
+		if s.hold.empty() {
+			got = n.fillLocked(s, f)
+		}
+		switch {
+		case got == rxFilled:
 			n.stats.RxFrames++
 			n.stats.RxBytes += uint64(len(f))
+			landed = true
+		case got == rxShort && n.holdLocked(s, f):
+		default:
+			n.stats.RxDropped++
+		}
+		if landed {
 			return s
 		}
+		return nil
 	}
 	n.stats.RxDropped++
 	return nil
 }
 
+// rxFill is what became of a frame offered to a slice's buffers.
+type rxFill uint8
+
+const (
+	rxFilled rxFill = iota // written, with its rx_done slot
+	rxShort                // too few buffers posted: the frame may wait
+	rxFailed               // dropped: the slice cannot receive (halted, no rx_done ring, DMA failed)
+)
+
 // fillLocked copies f into slice s's buffers: the small ring for frames of
 // up to small_bytes, else the big ring in chunks of the big buffer size,
 // always behind the 2-byte pad (§5.3 steps 3-6). The other ring is never
 // used as a fallback: the driver picks the ring by length the same way.
-func (n *NIC) fillLocked(s *slice, f []byte) bool {
+func (n *NIC) fillLocked(s *slice, f []byte) rxFill {
 	if s.halted {
-		return false
+		return rxFailed
 	}
 	if !s.rxDoneSet {
 		n.guestErrorLocked("frame for a slice without an rx_done ring", "slice", s.idx)
-		return false
+		return rxFailed
 	}
 	ringIdx, base, chunk := ringSmall, smallRingOff(s.idx), n.fw.smallBytes+abi.RxPad
 	if len(f) > n.fw.smallBytes {
@@ -164,12 +188,7 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 		n.rxShortLocked(s, ringIdx, need) // pio.go: postings the poller has not taken yet
 	}
 	if r.avail() < need {
-		if ringIdx == ringSmall {
-			n.drops.noSmall++
-		} else {
-			n.drops.noBig++
-		}
-		return false
+		return rxShort
 	}
 	// The pad bytes are the driver's to ignore; only the frame is written.
 	stream := -abi.RxPad // frame offset at the start of the current buffer
@@ -178,7 +197,7 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 		addr := n.recvDescAt(e).addr()
 		lo, hi := max(stream, 0), min(stream+chunk, len(f))
 		if !n.dmaWriteLocked(s, "receive buffer", addr+uint64(lo-stream), f[lo:hi]) {
-			return false
+			return rxFailed
 		}
 		stream += chunk
 	}
@@ -190,11 +209,11 @@ func (n *NIC) fillLocked(s *slice, f []byte) bool {
 	binary.BigEndian.PutUint16(w[0:], rxChecksum(f))
 	binary.BigEndian.PutUint16(w[2:], uint16(len(f)))
 	if !n.rxDoneStoreLocked(s, slot, w) {
-		return false
+		return rxFailed
 	}
 	s.rxDoneIdx++
 	s.rxPending = true
-	return true
+	return rxFilled
 }
 
 // steerLocked picks the slice for a received frame: slice 0 unless several

@@ -31,6 +31,7 @@ type slice struct {
 
 	// Receive.
 	rx         [2]rxRing
+	hold       *rxHold // frames waiting for buffers (rxhold.go)
 	rxDoneAddr uint64
 	rxDoneSet  bool
 	rxDoneIdx  uint32
@@ -54,13 +55,14 @@ type slice struct {
 	block [abi.IRQDataSize]byte // scratch for the interrupt block
 }
 
-func newSlice(idx int) *slice { return &slice{idx: idx, tx: newSender()} }
+func newSlice(idx int) *slice { return &slice{idx: idx, tx: newSender(), hold: new(rxHold)} }
 
 // reset is CMD_RESET for one slice: counters to zero, both tokens home.
+// The caller has discarded the held frames (discardHeldLocked).
 func (s *slice) reset() {
 	s.stopTimer()
-	tx := s.tx
-	*s = slice{idx: s.idx, tx: tx, irqToken: true, rxToken: true}
+	tx, hold := s.tx, s.hold
+	*s = slice{idx: s.idx, tx: tx, hold: hold, irqToken: true, rxToken: true}
 }
 
 func (s *slice) stopTimer() {

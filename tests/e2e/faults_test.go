@@ -42,7 +42,7 @@ dmesg | grep myri10ge | sed 's/^/E2E-RESULT name=dmesg.line status=info detail=/
 // TX completions still arrive (so the watchdog sees no stuck TX), and bus
 // master stays on (so its idle check passes). It logs nothing; the
 // firmware counts dropped_no_small/big_buffer once the posted buffers run
-// out. Only a close and open (which zero the rx_done ring) recovers, so
+// out and its receive FIFO is full. Only a close and open (which zero the rx_done ring) recovers, so
 // the watcher takes eth0 down and up once rx_packets has not moved for
 // 10 s with carrier on and no driver reset line appeared meanwhile: a
 // silent RX stall. The close logs "link down" too: the watcher records
