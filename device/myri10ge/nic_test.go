@@ -188,13 +188,18 @@ func bufAddr(slice int, big bool, e int) uint64 {
 // postGroup posts 8 buffers the driver's way: entries 0-3 with the first
 // addr_low invalid, entries 4-7, then the real addr_low as the doorbell.
 func (r *rig) postGroup(slice int, big bool, g int) {
+	r.postGroupOf(slice, big, g, func(e int) uint64 { return bufAddr(slice, big, e) })
+}
+
+// postGroupOf is postGroup with the buffer of entry e at addr(e).
+func (r *rig) postGroupOf(slice int, big bool, g int, addr func(e int) uint64) {
 	base := smallRingOff(slice)
 	if big {
 		base = bigRingOff(slice)
 	}
 	var grp [abi.RecvGroup * abi.RecvDescSize]byte
 	for i := 0; i < abi.RecvGroup; i++ {
-		a := bufAddr(slice, big, g*abi.RecvGroup+i)
+		a := addr(g*abi.RecvGroup + i)
 		binary.BigEndian.PutUint32(grp[i*8:], uint32(a>>32))
 		binary.BigEndian.PutUint32(grp[i*8+4:], uint32(a))
 	}
@@ -568,6 +573,32 @@ func TestHeldFramesDiscarded(t *testing.T) {
 	r.mustCmd(abi.CmdEthernetDown, 0, 0, 0)
 	if st := r.nic.Stats(); r.nic.slices[0].hold.n != 0 || st.RxDropped != 3 || st.RxFrames != rxRingEntries {
 		t.Errorf("after ETHERNET_DOWN: %d held, RxDropped %d, RxFrames %d", r.nic.slices[0].hold.n, st.RxDropped, st.RxFrames)
+	}
+}
+
+func TestHeldFramesDroppedByHalt(t *testing.T) {
+	r := newRig(t, 1)
+	r.open(1500)
+	for i := 0; i < rxRingEntries+3; i++ {
+		r.port.Inject(testFrame(testMAC, 60))
+		r.claim(0, true)
+		r.claim(0, false)
+	}
+	// The buffers posted for them are outside guest RAM: the first held
+	// frame's DMA aborts, the slice halts, and every held frame is
+	// dropped once.
+	r.postGroupOf(0, false, 0, func(e int) uint64 { return 1<<40 + uint64(e)*4096 })
+	s := r.nic.slices[0]
+	st := r.nic.Stats()
+	if !s.halted || s.hold.n != 0 || st.RxDropped != 3 || st.DMAErrors != 1 {
+		t.Errorf("halted %v, %d held, RxDropped %d, DMAErrors %d; want true, 0, 3, 1", s.halted, s.hold.n, st.RxDropped, st.DMAErrors)
+	}
+	// The FIFO is whole again after the driver's reset.
+	r.irq.Take()
+	r.open(1500)
+	r.port.Inject(testFrame(testMAC, 60))
+	if st := r.nic.Stats(); st.RxFrames != rxRingEntries+1 || s.hold.n != 0 {
+		t.Errorf("after reset: RxFrames %d, %d held", st.RxFrames, s.hold.n)
 	}
 }
 

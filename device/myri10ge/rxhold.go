@@ -83,10 +83,15 @@ func (n *NIC) drainHoldLocked(s *slice) bool {
 	landed := false
 	for !s.hold.empty() {
 		f := s.hold.front()
-		switch n.fillLocked(s, f) {
-		case rxShort:
+		got := n.fillLocked(s, f)
+		switch {
+		case got == rxShort:
 			return landed
-		case rxFilled:
+		case s.hold.empty():
+			// A DMA abort halted the slice, and haltLocked dropped every
+			// held frame, f among them.
+			return landed
+		case got == rxFilled:
 			n.stats.RxFrames++
 			n.stats.RxBytes += uint64(len(f))
 			landed = true
