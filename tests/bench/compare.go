@@ -37,13 +37,14 @@ func compare(ctx context.Context, env *harness.Env, dir string, args []string) e
 	}
 	type sample struct {
 		mbps, rttAvg, rttMin float64
+		rttMedian            float64
 		rawMBps              float64
 		irqPerFrame          float64 // Myri-10G only: interrupts per frame received, both NICs
 		ok                   bool
 	}
 	got := map[string][]sample{}
-	row := "%-5s  %-36s  %8s  %8s  %11s  %11s  %12s  %6s  %s\n"
-	fmt.Printf(row, "round", "kind", "MB/s", "raw MB/s", "ping avg ms", "ping min ms", "irq/rx frame", "wall s", "problems")
+	row := "%-5s  %-36s  %8s  %8s  %11s  %11s  %11s  %12s  %6s  %s\n"
+	fmt.Printf(row, "round", "kind", "MB/s", "raw MB/s", "ping avg ms", "ping med ms", "ping min ms", "irq/rx frame", "wall s", "problems")
 	for r := range *rounds {
 		for _, name := range order {
 			k := kinds[name]
@@ -79,6 +80,7 @@ func compare(ctx context.Context, env *harness.Env, dir string, args []string) e
 			}
 			if p, ok := myripair.Find(pr.right, "ping:rtt"); ok {
 				s.rttAvg, s.rttMin = myripair.FieldFloat(p.Detail, "rtt_avg_ms"), myripair.FieldFloat(p.Detail, "rtt_min_ms")
+				s.rttMedian = myripair.FieldFloat(p.Detail, "rtt_median_ms")
 			} else {
 				problems = append(problems, "no ping result")
 			}
@@ -105,7 +107,7 @@ func compare(ctx context.Context, env *harness.Env, dir string, args []string) e
 			if pr.server != nil {
 				irq = fmt.Sprintf("%.2f", s.irqPerFrame)
 			}
-			fmt.Printf(row, fmt.Sprint(r+1), k.name, fmt.Sprintf("%.2f", s.mbps), fmt.Sprintf("%.2f", s.rawMBps), fmt.Sprintf("%.3f", s.rttAvg), fmt.Sprintf("%.3f", s.rttMin), irq,
+			fmt.Printf(row, fmt.Sprint(r+1), k.name, fmt.Sprintf("%.2f", s.mbps), fmt.Sprintf("%.2f", s.rawMBps), fmt.Sprintf("%.3f", s.rttAvg), fmt.Sprintf("%.3f", s.rttMedian), fmt.Sprintf("%.3f", s.rttMin), irq,
 				fmt.Sprintf("%.0f", time.Since(start).Seconds()), strings.Join(problems, "; "))
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -113,18 +115,18 @@ func compare(ctx context.Context, env *harness.Env, dir string, args []string) e
 		}
 	}
 	fmt.Printf("\nmedians over %d rounds (%d bytes checked, %d raw, %d pings %ss apart; failed boots left out):\n", *rounds, *size, *raw, *pings, *interval)
-	mrow := "%-36s  %5s  %8s  %8s  %11s  %11s  %s\n"
+	mrow := "%-36s  %5s  %8s  %8s  %11s  %11s  %11s  %s\n"
 	last := kinds[order[len(order)-1]].name
-	fmt.Printf(mrow, "kind", "boots", "MB/s", "raw MB/s", "ping avg ms", "ping min ms", "MB/s, raw MB/s against "+last)
-	med := map[string][4]float64{}
+	fmt.Printf(mrow, "kind", "boots", "MB/s", "raw MB/s", "ping avg ms", "ping med ms", "ping min ms", "MB/s, raw MB/s against "+last)
+	med := map[string][5]float64{}
 	for _, name := range order {
-		var m, w, a, n []float64
+		var m, w, a, d, n []float64
 		for _, s := range got[name] {
 			if s.ok {
-				m, w, a, n = append(m, s.mbps), append(w, s.rawMBps), append(a, s.rttAvg), append(n, s.rttMin)
+				m, w, a, d, n = append(m, s.mbps), append(w, s.rawMBps), append(a, s.rttAvg), append(d, s.rttMedian), append(n, s.rttMin)
 			}
 		}
-		med[name] = [4]float64{median(m), median(w), median(a), median(n)}
+		med[name] = [5]float64{median(m), median(w), median(a), median(d), median(n)}
 	}
 	base := med[order[len(order)-1]] // the last kind: e1000e by default
 	for _, name := range order {
@@ -143,7 +145,7 @@ func compare(ctx context.Context, env *harness.Env, dir string, args []string) e
 			}
 		}
 		fmt.Printf(mrow, kinds[name].name, fmt.Sprintf("%d/%d", ok, len(got[name])), fmt.Sprintf("%.2f", v[0]), fmt.Sprintf("%.2f", v[1]),
-			fmt.Sprintf("%.3f", v[2]), fmt.Sprintf("%.3f", v[3]), ratio)
+			fmt.Sprintf("%.3f", v[2]), fmt.Sprintf("%.3f", v[3]), fmt.Sprintf("%.3f", v[4]), ratio)
 	}
 	return nil
 }

@@ -51,6 +51,7 @@ type pingSummary struct {
 	Transmitted, Received, Duplicates int
 	LossPercent                       int
 	Min, Avg, Max                     time.Duration
+	Median                            time.Duration // of the replies received
 	Missing                           []int // sequence numbers never answered
 	// Tail is how long after the last request the last reply came.
 	Tail time.Duration
@@ -87,6 +88,7 @@ func (s *echoSeries) summary() pingSummary {
 	p.Duplicates = s.dups
 	if p.Received > 0 {
 		p.Avg = sum / time.Duration(p.Received)
+		p.Median = medianRTT(s.rtt)
 	}
 	if p.Transmitted > 0 {
 		p.LossPercent = (p.Transmitted - p.Received) * 100 / p.Transmitted
@@ -116,11 +118,29 @@ func (s *echoSeries) summary() pingSummary {
 	return p
 }
 
+// medianRTT is the median of the round trips answered (rtt >= 0); the
+// mean of the middle two for an even count. A few late replies move the
+// average by milliseconds; the median says what a typical one took.
+func medianRTT(rtt []time.Duration) time.Duration {
+	var got []time.Duration
+	for _, r := range rtt {
+		if r >= 0 {
+			got = append(got, r)
+		}
+	}
+	sort.Slice(got, func(i, j int) bool { return got[i] < got[j] })
+	n := len(got)
+	if n%2 == 1 {
+		return got[n/2]
+	}
+	return (got[n/2-1] + got[n/2]) / 2
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func (p pingSummary) String() string {
-	return fmt.Sprintf("transmitted=%d received=%d duplicates=%d loss=%d%% rtt_min_ms=%.3f rtt_avg_ms=%.3f rtt_max_ms=%.3f missing=%s tail_ms=%.0f busybox_would_lose=%d",
-		p.Transmitted, p.Received, p.Duplicates, p.LossPercent, ms(p.Min), ms(p.Avg), ms(p.Max),
+	return fmt.Sprintf("transmitted=%d received=%d duplicates=%d loss=%d%% rtt_min_ms=%.3f rtt_avg_ms=%.3f rtt_median_ms=%.3f rtt_max_ms=%.3f missing=%s tail_ms=%.0f busybox_would_lose=%d",
+		p.Transmitted, p.Received, p.Duplicates, p.LossPercent, ms(p.Min), ms(p.Avg), ms(p.Median), ms(p.Max),
 		seqRanges(p.Missing), ms(p.Tail), p.BusyboxLost)
 }
 
