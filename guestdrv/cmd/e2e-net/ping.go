@@ -52,7 +52,7 @@ type pingSummary struct {
 	LossPercent                       int
 	Min, Avg, Max                     time.Duration
 	Median                            time.Duration // of the replies received
-	Missing                           []int // sequence numbers never answered
+	Missing                           []int         // sequence numbers never answered
 	// Tail is how long after the last request the last reply came.
 	Tail time.Duration
 	// BusyboxLost counts the replies busybox ping -c would have counted as
