@@ -212,6 +212,16 @@ func (r *rig) postGroupOf(slice int, big bool, g int, addr func(e int) uint64) {
 	r.put32(off+4, real)
 }
 
+// receiveSmall injects n small frames for slice 0, handing both tokens
+// back after each as the driver would.
+func (r *rig) receiveSmall(n int) {
+	for range n {
+		r.port.Inject(testFrame(testMAC, 60))
+		r.claim(0, true)
+		r.claim(0, false)
+	}
+}
+
 func (r *rig) claim(slice int, irqWord bool) {
 	off := irqAckBase + 8*uint64(slice)
 	if irqWord {
@@ -496,12 +506,7 @@ func TestReceiveDropsAndFilter(t *testing.T) {
 func TestReceiveWithoutBuffers(t *testing.T) {
 	r := newRig(t, 1)
 	r.open(1500)
-	// Use up the small ring.
-	for i := 0; i < rxRingEntries; i++ {
-		r.port.Inject(testFrame(testMAC, 60))
-		r.claim(0, true)
-		r.claim(0, false)
-	}
+	r.receiveSmall(rxRingEntries) // the small ring used up
 	r.irq.Take()
 	// Small frames with nowhere to go wait in the slice's FIFO, the big
 	// ring never used instead, and so does a big frame behind them (one
@@ -560,11 +565,7 @@ func TestReceiveWithoutBuffers(t *testing.T) {
 func TestHeldFramesDiscarded(t *testing.T) {
 	r := newRig(t, 1)
 	r.open(1500)
-	for i := 0; i < rxRingEntries+3; i++ {
-		r.port.Inject(testFrame(testMAC, 60))
-		r.claim(0, true)
-		r.claim(0, false)
-	}
+	r.receiveSmall(rxRingEntries + 3) // 3 held
 	if n := r.nic.slices[0].hold.n; n != 3 {
 		t.Fatalf("%d held, want 3", n)
 	}
@@ -579,11 +580,7 @@ func TestHeldFramesDiscarded(t *testing.T) {
 func TestHeldFramesDroppedByHalt(t *testing.T) {
 	r := newRig(t, 1)
 	r.open(1500)
-	for i := 0; i < rxRingEntries+3; i++ {
-		r.port.Inject(testFrame(testMAC, 60))
-		r.claim(0, true)
-		r.claim(0, false)
-	}
+	r.receiveSmall(rxRingEntries + 3) // 3 held
 	// The buffers posted for them are outside guest RAM: the first held
 	// frame's DMA aborts, the slice halts, and every held frame is
 	// dropped once.
