@@ -240,7 +240,7 @@ func (n *NIC) Detach() {
 	}
 	n.stopSlowLocked()
 	n.host = pci.DetachedHost()
-	n.log.WithFields(n.stats.fields()).Info("NIC detached")
+	n.log.WithFields(n.stats.fields()).WithFields(n.drops.fields()).Info("NIC detached")
 }
 
 // Reset implements pci.Device: back to power-on (the SRAM image reloads,

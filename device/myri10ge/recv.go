@@ -5,6 +5,7 @@ import (
 
 	"github.com/myriemu/myriemu/device/myri10ge/abi"
 	"github.com/myriemu/myriemu/internal/header"
+	"github.com/sirupsen/logrus"
 )
 
 // recvDesc is a view of one receive ring entry (mcp_kreq_ether_recv,
@@ -32,6 +33,16 @@ type dropCounters struct {
 	runt, overrun                      uint32
 	pause                              uint32 // PAUSE frames received (pause.go)
 	noSmall, noBig                     uint32
+}
+
+// fields renders the drop counters for the detach log line, so that a
+// receive drop can be told apart from a filtered frame after the fact.
+func (d dropCounters) fields() logrus.Fields {
+	return logrus.Fields{
+		"drop_unicast_filtered": d.unicastFiltered, "drop_multicast_filtered": d.multicastFiltered,
+		"drop_link_error": d.linkError, "drop_runt": d.runt, "drop_overrun": d.overrun,
+		"drop_no_small": d.noSmall, "drop_no_big": d.noBig,
+	}
 }
 
 // smallRingWrittenLocked looks at a store into slice i's small receive

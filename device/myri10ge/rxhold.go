@@ -18,8 +18,8 @@ package myri10ge
 // detaches.
 
 const (
-	rxHoldFrames = 64        // frames a slice's FIFO holds at most
-	rxHoldBytes  = 256 << 10 // frame bytes a slice's FIFO holds at most
+	rxHoldFrames = 128     // frames a slice's FIFO holds at most
+	rxHoldBytes  = 1 << 20 // frame bytes a slice's FIFO holds at most
 )
 
 // rxHold is one slice's FIFO of frames waiting for buffers. Each slot

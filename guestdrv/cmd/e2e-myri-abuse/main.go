@@ -340,7 +340,7 @@ func (a *abuser) receives() {
 	}
 	arp := arpFrame(n.mac, a.ip, a.ready[0])
 	err = errors.New("no frame was dropped for lack of a small buffer")
-	// The replies wait in the NIC's receive FIFO (64 frames) for buffers
+	// The replies wait in the NIC's receive FIFO (128 frames) for buffers
 	// that never come; the one after those is dropped.
 	deadline := time.Now().Add(4 * netTimeout)
 	for time.Now().Before(deadline) {
