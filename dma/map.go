@@ -464,6 +464,12 @@ func (m *Map) ReadAt(p []byte, addr uint64) (int, error) {
 	if err := m.gate(Read, addr, len(p)); err != nil {
 		return 0, err
 	}
+	if done, err := m.copyWhole(Read, p, addr); done {
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
 	return m.transfer(Read, p, addr)
 }
 
@@ -474,6 +480,12 @@ func (m *Map) WriteAt(p []byte, addr uint64) (int, error) {
 	}
 	if err := m.gate(Write, addr, len(p)); err != nil {
 		return 0, err
+	}
+	if done, err := m.copyWhole(Write, p, addr); done {
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
 	}
 	return m.transfer(Write, p, addr)
 }
@@ -554,6 +566,44 @@ func (m *Map) gate(op Op, addr uint64, n int) error {
 		}
 	}
 	return nil
+}
+
+// copyWhole is the common case of an access, done in one step: all of p
+// lies in one shared map that grants op. done is false, with nothing
+// copied, when that is not so; transfer then does the access piece by
+// piece. done is true with a non-nil err only when the copy hit a fault
+// (see fault): the access failed at its first byte, as transfer reports it.
+func (m *Map) copyWhole(op Op, p []byte, addr uint64) (done bool, err error) {
+	m.mu.RLock()
+	if m.closedLocked {
+		m.mu.RUnlock()
+		return false, nil
+	}
+	r := m.regions.at(m.regions.find(addr))
+	want := ProtRead
+	if op == Write {
+		want = ProtWrite
+	}
+	if r == nil || r.iova > addr || r.last-addr < uint64(len(p)-1) || !r.shared || r.prot&want == 0 {
+		m.mu.RUnlock()
+		return false, nil
+	}
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		m.mu.RUnlock()
+		if e := recover(); e != nil {
+			m.fault(e)
+			done, err = true, &Error{Op: op, Addr: addr, Len: len(p), Err: ErrUnmapped}
+		}
+	}()
+	off := addr - r.iova
+	if op == Read {
+		copy(p, r.mem[off:])
+	} else {
+		copy(r.mem[off:], p)
+	}
+	return true, nil
 }
 
 // transfer moves p to or from guest memory piece by piece, shared pieces
