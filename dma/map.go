@@ -457,54 +457,62 @@ func (m *Map) Faults() uint64 { return m.faults.Load() }
 //
 // On failure the *Error's Addr is the first byte not transferred and Len
 // the number of bytes not transferred; p[:n] holds what was read before it.
-func (m *Map) ReadAt(p []byte, addr uint64) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	if err := m.gate(Read, addr, len(p)); err != nil {
-		return 0, err
-	}
-	if done, err := m.copyWhole(Read, p, addr); done {
-		if err != nil {
-			return 0, err
-		}
-		return len(p), nil
-	}
-	return m.transfer(Read, p, addr)
-}
+func (m *Map) ReadAt(p []byte, addr uint64) (int, error) { return m.access(Read, p, addr, false) }
 
 // WriteAt copies p into guest memory at addr. Errors as for ReadAt.
-func (m *Map) WriteAt(p []byte, addr uint64) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	if err := m.gate(Write, addr, len(p)); err != nil {
-		return 0, err
-	}
-	if done, err := m.copyWhole(Write, p, addr); done {
-		if err != nil {
-			return 0, err
-		}
-		return len(p), nil
-	}
-	return m.transfer(Write, p, addr)
-}
+func (m *Map) WriteAt(p []byte, addr uint64) (int, error) { return m.access(Write, p, addr, false) }
 
 // Store32 writes v at addr as one atomic store when addr is 4-aligned and
 // the word lies in one shared map; otherwise as WriteAt of v's four bytes
 // in host order.
-func (m *Map) Store32(addr uint64, v uint32) error {
+func (m *Map) Store32(addr uint64, v uint32) error { return m.store32(addr, v, false) }
+
+// access is ReadAt or WriteAt. held: the caller holds m.mu for reading
+// and the map has no message maps (a Run); otherwise every piece takes
+// the lock itself.
+func (m *Map) access(op Op, p []byte, addr uint64, held bool) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := m.gate(op, addr, len(p)); err != nil {
+		return 0, err
+	}
+	var done bool
+	var err error
+	if held {
+		done, err = m.copyWholeLocked(op, p, addr)
+	} else {
+		done, err = m.copyWhole(op, p, addr)
+	}
+	if done {
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return m.transfer(op, p, addr, held)
+}
+
+// store32 is Store32; held as for access.
+func (m *Map) store32(addr uint64, v uint32, held bool) error {
 	if err := m.gate(Write, addr, 4); err != nil {
 		return err
 	}
 	if addr%4 == 0 {
-		if done, err := m.store32Atomic(addr, v); done {
+		var done bool
+		var err error
+		if held {
+			done, err = m.store32Locked(addr, v)
+		} else {
+			done, err = m.store32Atomic(addr, v)
+		}
+		if done {
 			return err
 		}
 	}
 	var b [4]byte
 	binary.NativeEndian.PutUint32(b[:], v)
-	_, err := m.transfer(Write, b[:], addr)
+	_, err := m.transfer(Write, b[:], addr, held)
 	return err
 }
 
@@ -513,6 +521,11 @@ func (m *Map) Store32(addr uint64, v uint32) error {
 func (m *Map) store32Atomic(addr uint64, v uint32) (done bool, err error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	return m.store32Locked(addr, v)
+}
+
+// store32Locked is store32Atomic with m.mu held for reading.
+func (m *Map) store32Locked(addr uint64, v uint32) (done bool, err error) {
 	if m.closedLocked {
 		return false, nil
 	}
@@ -575,8 +588,13 @@ func (m *Map) gate(op Op, addr uint64, n int) error {
 // (see fault): the access failed at its first byte, as transfer reports it.
 func (m *Map) copyWhole(op Op, p []byte, addr uint64) (done bool, err error) {
 	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.copyWholeLocked(op, p, addr)
+}
+
+// copyWholeLocked is copyWhole with m.mu held for reading.
+func (m *Map) copyWholeLocked(op Op, p []byte, addr uint64) (done bool, err error) {
 	if m.closedLocked {
-		m.mu.RUnlock()
 		return false, nil
 	}
 	r := m.regions.at(m.regions.find(addr))
@@ -585,13 +603,11 @@ func (m *Map) copyWhole(op Op, p []byte, addr uint64) (done bool, err error) {
 		want = ProtWrite
 	}
 	if r == nil || r.iova > addr || r.last-addr < uint64(len(p)-1) || !r.shared || r.prot&want == 0 {
-		m.mu.RUnlock()
 		return false, nil
 	}
 	old := debug.SetPanicOnFault(true)
 	defer func() {
 		debug.SetPanicOnFault(old)
-		m.mu.RUnlock()
 		if e := recover(); e != nil {
 			m.fault(e)
 			done, err = true, &Error{Op: op, Addr: addr, Len: len(p), Err: ErrUnmapped}
@@ -607,28 +623,41 @@ func (m *Map) copyWhole(op Op, p []byte, addr uint64) (done bool, err error) {
 }
 
 // transfer moves p to or from guest memory piece by piece, shared pieces
-// under the read lock, message pieces through the messenger.
-func (m *Map) transfer(op Op, p []byte, addr uint64) (int, error) {
+// under the read lock (held: the caller holds it), message pieces through
+// the messenger.
+func (m *Map) transfer(op Op, p []byte, addr uint64, held bool) (int, error) {
 	if uint64(len(p)-1) > math.MaxUint64-addr {
 		// No map reaches past 2^64-1: the bytes that wrap are unmapped.
-		return m.transferPrefix(op, p[:math.MaxUint64-addr+1], addr, len(p))
+		return m.transferPrefix(op, p[:math.MaxUint64-addr+1], addr, len(p), held)
 	}
-	return m.transferPrefix(op, p, addr, len(p))
+	return m.transferPrefix(op, p, addr, len(p), held)
 }
 
 // transferPrefix transfers p (a prefix of an access of total bytes) and
 // fails with ErrUnmapped after it if p is shorter than total.
-func (m *Map) transferPrefix(op Op, p []byte, addr uint64, total int) (int, error) {
+func (m *Map) transferPrefix(op Op, p []byte, addr uint64, total int, held bool) (int, error) {
 	done := 0
 	for done < len(p) {
 		a := addr + uint64(done)
-		n, msgLen, err := m.copyShared(op, p[done:], a)
+		var n, msgLen int
+		var err error
+		if held {
+			n, msgLen, err = m.copySharedLocked(op, p[done:], a)
+		} else {
+			n, msgLen, err = m.copyShared(op, p[done:], a)
+		}
 		done += n
 		if err != nil {
 			return done, &Error{Op: op, Addr: addr + uint64(done), Len: total - done, Err: err}
 		}
 		if msgLen == 0 {
 			continue
+		}
+		if held {
+			// A Run begins only on a map without message maps, and none
+			// can be added while it holds the lock; messaging under it
+			// could deadlock against the client's DMA_UNMAP.
+			panic("dma: message map reached inside a Run")
 		}
 		a += uint64(n)
 		piece := p[done : done+msgLen]
@@ -648,19 +677,23 @@ func (m *Map) transferPrefix(op Op, p []byte, addr uint64, total int) (int, erro
 // message map: then msgLen is how much of the rest of p lies in that map.
 func (m *Map) copyShared(op Op, p []byte, addr uint64) (n, msgLen int, err error) {
 	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.copySharedLocked(op, p, addr)
+}
+
+// copySharedLocked is copyShared with m.mu held for reading.
+func (m *Map) copySharedLocked(op Op, p []byte, addr uint64) (n, msgLen int, err error) {
+	if m.closedLocked {
+		return 0, 0, ErrClosed
+	}
 	old := debug.SetPanicOnFault(true)
-	// One deferred function (not four): this runs on every access.
 	defer func() {
 		debug.SetPanicOnFault(old)
-		m.mu.RUnlock()
 		if e := recover(); e != nil {
 			m.fault(e)
 			err = ErrUnmapped
 		}
 	}()
-	if m.closedLocked {
-		return 0, 0, ErrClosed
-	}
 	i := m.regions.find(addr)
 	for n < len(p) {
 		a := addr + uint64(n)
