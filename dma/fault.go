@@ -27,7 +27,9 @@ func WithFaults(s Space, set *fault.Set, device string) Space {
 func (f *faultSpace) Unwrap() Space { return f.Space }
 
 // Rewrap returns the door over inner, sharing this door's state (see Run).
-func (f *faultSpace) Rewrap(inner Space) Space { return &faultSpace{Space: inner, faultDoor: f.faultDoor} }
+func (f *faultSpace) Rewrap(inner Space) Space {
+	return &faultSpace{Space: inner, faultDoor: f.faultDoor}
+}
 
 type faultSpace struct {
 	Space

@@ -457,20 +457,20 @@ func (m *Map) Faults() uint64 { return m.faults.Load() }
 //
 // On failure the *Error's Addr is the first byte not transferred and Len
 // the number of bytes not transferred; p[:n] holds what was read before it.
-func (m *Map) ReadAt(p []byte, addr uint64) (int, error) { return m.access(Read, p, addr, false) }
+func (m *Map) ReadAt(p []byte, addr uint64) (int, error) { return m.access(Read, p, addr, nil) }
 
 // WriteAt copies p into guest memory at addr. Errors as for ReadAt.
-func (m *Map) WriteAt(p []byte, addr uint64) (int, error) { return m.access(Write, p, addr, false) }
+func (m *Map) WriteAt(p []byte, addr uint64) (int, error) { return m.access(Write, p, addr, nil) }
 
 // Store32 writes v at addr as one atomic store when addr is 4-aligned and
 // the word lies in one shared map; otherwise as WriteAt of v's four bytes
 // in host order.
-func (m *Map) Store32(addr uint64, v uint32) error { return m.store32(addr, v, false) }
+func (m *Map) Store32(addr uint64, v uint32) error { return m.store32(addr, v, nil) }
 
-// access is ReadAt or WriteAt. held: the caller holds m.mu for reading
-// and the map has no message maps (a Run); otherwise every piece takes
-// the lock itself.
-func (m *Map) access(op Op, p []byte, addr uint64, held bool) (int, error) {
+// access is ReadAt or WriteAt. run is nil, and every piece takes the lock
+// itself, or the Run whose accesses these are: it holds m.mu for reading
+// and the map has no message maps.
+func (m *Map) access(op Op, p []byte, addr uint64, run *heldSpace) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -479,8 +479,8 @@ func (m *Map) access(op Op, p []byte, addr uint64, held bool) (int, error) {
 	}
 	var done bool
 	var err error
-	if held {
-		done, err = m.copyWholeLocked(op, p, addr)
+	if run != nil {
+		done, err = m.copyWholeLocked(op, p, addr, &run.last)
 	} else {
 		done, err = m.copyWhole(op, p, addr)
 	}
@@ -490,19 +490,19 @@ func (m *Map) access(op Op, p []byte, addr uint64, held bool) (int, error) {
 		}
 		return len(p), nil
 	}
-	return m.transfer(op, p, addr, held)
+	return m.transfer(op, p, addr, run != nil)
 }
 
-// store32 is Store32; held as for access.
-func (m *Map) store32(addr uint64, v uint32, held bool) error {
+// store32 is Store32; run as for access.
+func (m *Map) store32(addr uint64, v uint32, run *heldSpace) error {
 	if err := m.gate(Write, addr, 4); err != nil {
 		return err
 	}
 	if addr%4 == 0 {
 		var done bool
 		var err error
-		if held {
-			done, err = m.store32Locked(addr, v)
+		if run != nil {
+			done, err = m.store32Locked(addr, v, &run.last)
 		} else {
 			done, err = m.store32Atomic(addr, v)
 		}
@@ -512,7 +512,7 @@ func (m *Map) store32(addr uint64, v uint32, held bool) error {
 	}
 	var b [4]byte
 	binary.NativeEndian.PutUint32(b[:], v)
-	_, err := m.transfer(Write, b[:], addr, held)
+	_, err := m.transfer(Write, b[:], addr, run != nil)
 	return err
 }
 
@@ -521,19 +521,20 @@ func (m *Map) store32(addr uint64, v uint32, held bool) error {
 func (m *Map) store32Atomic(addr uint64, v uint32) (done bool, err error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.store32Locked(addr, v)
+	return m.store32Locked(addr, v, nil)
 }
 
-// store32Locked is store32Atomic with m.mu held for reading.
-func (m *Map) store32Locked(addr uint64, v uint32) (done bool, err error) {
+// store32Locked is store32Atomic with m.mu held for reading; last as for
+// regionLocked.
+func (m *Map) store32Locked(addr uint64, v uint32, last **region) (done bool, err error) {
 	if m.closedLocked {
 		return false, nil
 	}
-	r := m.regions.at(m.regions.find(addr))
+	r := m.regionLocked(addr, last)
 	if r == nil {
 		return false, nil
 	}
-	if r.iova > addr || r.last-addr < 3 || !r.shared || r.prot&ProtWrite == 0 {
+	if r.last-addr < 3 || !r.shared || r.prot&ProtWrite == 0 {
 		return false, nil
 	}
 	p := unsafe.Pointer(&r.mem[addr-r.iova])
@@ -589,20 +590,21 @@ func (m *Map) gate(op Op, addr uint64, n int) error {
 func (m *Map) copyWhole(op Op, p []byte, addr uint64) (done bool, err error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.copyWholeLocked(op, p, addr)
+	return m.copyWholeLocked(op, p, addr, nil)
 }
 
-// copyWholeLocked is copyWhole with m.mu held for reading.
-func (m *Map) copyWholeLocked(op Op, p []byte, addr uint64) (done bool, err error) {
+// copyWholeLocked is copyWhole with m.mu held for reading; last as for
+// regionLocked.
+func (m *Map) copyWholeLocked(op Op, p []byte, addr uint64, last **region) (done bool, err error) {
 	if m.closedLocked {
 		return false, nil
 	}
-	r := m.regions.at(m.regions.find(addr))
+	r := m.regionLocked(addr, last)
 	want := ProtRead
 	if op == Write {
 		want = ProtWrite
 	}
-	if r == nil || r.iova > addr || r.last-addr < uint64(len(p)-1) || !r.shared || r.prot&want == 0 {
+	if r == nil || r.last-addr < uint64(len(p)-1) || !r.shared || r.prot&want == 0 {
 		return false, nil
 	}
 	old := debug.SetPanicOnFault(true)
@@ -620,6 +622,26 @@ func (m *Map) copyWholeLocked(op Op, p []byte, addr uint64) (done bool, err erro
 		copy(r.mem[off:], p)
 	}
 	return true, nil
+}
+
+// regionLocked returns the map holding addr, or nil. m.mu is held. last,
+// if not nil, is a Run's memo of the map it found last, tried first and
+// updated: the table cannot change while the run holds the lock (a lookup
+// is two binary searches, a fifth of a small access).
+func (m *Map) regionLocked(addr uint64, last **region) *region {
+	if last != nil {
+		if r := *last; r != nil && r.iova <= addr && addr <= r.last {
+			return r
+		}
+	}
+	r := m.regions.at(m.regions.find(addr))
+	if r == nil || r.iova > addr {
+		return nil
+	}
+	if last != nil {
+		*last = r
+	}
+	return r
 }
 
 // transfer moves p to or from guest memory piece by piece, shared pieces

@@ -78,6 +78,7 @@ func (r *Run) Begin(s Space) Space {
 func (r *Run) End() {
 	if r.locked {
 		r.locked = false
+		r.bottom.last = nil // the table may change once the lock is dropped
 		r.bottom.m.mu.RUnlock()
 	}
 }
@@ -85,7 +86,7 @@ func (r *Run) End() {
 // build makes r's chain for s. It reports false, and forgets the last
 // chain, when s cannot have one.
 func (r *Run) build(s Space) bool {
-	r.of, r.chain, r.bottom.m = nil, nil, nil
+	r.of, r.chain, r.bottom.m, r.bottom.last = nil, nil, nil, nil
 	chain, m := rebuild(s, &r.bottom)
 	if chain == nil {
 		return false
@@ -111,19 +112,22 @@ func rebuild(s Space, bottom Space) (Space, *Map) {
 }
 
 // heldSpace is a Map accessed by a Run, its read lock held.
-type heldSpace struct{ m *Map }
+type heldSpace struct {
+	m    *Map
+	last *region // the map the run's last access found (regionLocked)
+}
 
 var _ Wrapper = (*heldSpace)(nil)
 
 func (h *heldSpace) ReadAt(p []byte, addr uint64) (int, error) {
-	return h.m.access(Read, p, addr, true)
+	return h.m.access(Read, p, addr, h)
 }
 
 func (h *heldSpace) WriteAt(p []byte, addr uint64) (int, error) {
-	return h.m.access(Write, p, addr, true)
+	return h.m.access(Write, p, addr, h)
 }
 
-func (h *heldSpace) Store32(addr uint64, v uint32) error { return h.m.store32(addr, v, true) }
+func (h *heldSpace) Store32(addr uint64, v uint32) error { return h.m.store32(addr, v, h) }
 
 // Unwrap returns the Map, for MapOf.
 func (h *heldSpace) Unwrap() Space { return h.m }
