@@ -414,71 +414,60 @@ type frame struct {
 // smallFrame fits every frame of a 1500-byte MTU with a VLAN tag.
 const smallFrame = 1536
 
-// Frame size classes, so that small frames do not pin jumbo-sized buffers.
-const (
-	classSmall = iota
-	classBig
-	classes
-)
-
-func (f *frame) class() int {
-	if f.big {
-		return classBig
-	}
-	return classSmall
-}
-
-// framePool recycles frame buffers between the senders, which take them
-// under the switch's mu, and the delivery goroutines, which give them back
-// a batch at a time: a frame costs no atomic operation of its own, where a
-// sync.Pool Get and Put cost two per frame.
+// framePool recycles frame buffers in two size classes, so that small
+// frames do not pin jumbo-sized buffers.
 //
-// It keeps at most poolKeep frames of a class on its free list (and as
-// many again in the senders' stash, and up to returnBatch per delivery
-// goroutine); beyond that frames go to a sync.Pool, which the GC empties.
+// Small frames go round between the senders, which take them under the
+// switch's mu, and the delivery goroutines, which give them back a batch
+// at a time: a small frame costs no atomic operation of its own, where a
+// sync.Pool Get and Put cost two. It keeps at most poolKeep of them on its
+// free list, as many again in the senders' stash and returnBatch per
+// delivery goroutine (1.5 MiB each); beyond that they go to a sync.Pool,
+// which the GC empties. Big frames, whose copy costs far more than two
+// atomic operations, only use their sync.Pool.
 type framePool struct {
-	stash [classes][]*frame // what senders take from; guarded by the switch's mu
+	stash []*frame // small frames senders take; guarded by the switch's mu
 
 	mu   sync.Mutex
-	free [classes][]*frame // given back; a sender swaps it for its empty stash
+	free []*frame // small frames given back; a sender swaps it for its empty stash
 
-	spill [classes]sync.Pool
+	small, big sync.Pool
 }
 
-// poolKeep bounds a class's free list: 1.5 MiB of small, 576 KiB of big
-// buffers. returnBatch is how many frames a delivery goroutine collects
-// before it gives them back.
-var (
-	poolKeep    = [classes]int{1024, 64}
-	returnBatch = [classes]int{32, 8}
+// poolKeep bounds the small free list and the stash; returnBatch is how
+// many small frames a delivery goroutine collects before it gives them
+// back.
+const (
+	poolKeep    = 1024
+	returnBatch = 32
 )
 
 // get returns a frame of n bytes. The switch's mu is held.
 func (fp *framePool) get(n int) *frame {
-	c := classSmall
 	if n > smallFrame {
-		c = classBig
+		if f, ok := fp.big.Get().(*frame); ok {
+			f.b = f.b[:n]
+			return f
+		}
+		return &frame{b: make([]byte, n, MaxFrame), big: true}
 	}
-	st := fp.stash[c]
+	st := fp.stash
 	if len(st) == 0 {
 		fp.mu.Lock()
-		st, fp.free[c] = fp.free[c], st
+		st, fp.free = fp.free, st
 		fp.mu.Unlock()
 	}
 	if k := len(st); k > 0 {
 		f := st[k-1]
 		st[k-1] = nil
-		fp.stash[c] = st[:k-1]
+		fp.stash = st[:k-1]
 		f.b = f.b[:n]
 		return f
 	}
-	fp.stash[c] = st
-	if f, ok := fp.spill[c].Get().(*frame); ok {
+	fp.stash = st
+	if f, ok := fp.small.Get().(*frame); ok {
 		f.b = f.b[:n]
 		return f
-	}
-	if c == classBig {
-		return &frame{b: make([]byte, n, MaxFrame), big: true}
 	}
 	return &frame{b: make([]byte, n, smallFrame)}
 }
@@ -486,48 +475,53 @@ func (fp *framePool) get(n int) *frame {
 // unget puts back a frame get returned and that was not used. The
 // switch's mu is held.
 func (fp *framePool) unget(f *frame) {
-	c := f.class()
-	if len(fp.stash[c]) < poolKeep[c] {
-		fp.stash[c] = append(fp.stash[c], f)
-		return
+	switch {
+	case f.big:
+		fp.big.Put(f)
+	case len(fp.stash) < poolKeep:
+		fp.stash = append(fp.stash, f)
+	default:
+		fp.small.Put(f)
 	}
-	fp.spill[c].Put(f)
 }
 
-// give returns frames, of any class, under one lock.
+// give returns frames under one lock.
 func (fp *framePool) give(fs []*frame) {
 	fp.mu.Lock()
 	defer fp.mu.Unlock()
 	for i, f := range fs {
 		fs[i] = nil
-		c := f.class()
-		if len(fp.free[c]) < poolKeep[c] {
-			fp.free[c] = append(fp.free[c], f)
-		} else {
-			fp.spill[c].Put(f)
+		switch {
+		case f.big:
+			fp.big.Put(f)
+		case len(fp.free) < poolKeep:
+			fp.free = append(fp.free, f)
+		default:
+			fp.small.Put(f)
 		}
 	}
 }
 
-// frameReturns collects the frames one delivery goroutine is done with and
-// gives them back to the pool returnBatch at a time.
+// frameReturns collects the small frames one delivery goroutine is done
+// with and gives them back to the pool returnBatch at a time.
 type frameReturns struct {
-	fs [classes][]*frame
+	fs []*frame
 }
 
 func (r *frameReturns) add(fp *framePool, f *frame) {
-	c := f.class()
-	r.fs[c] = append(r.fs[c], f)
-	if len(r.fs[c]) >= returnBatch[c] {
-		fp.give(r.fs[c])
-		r.fs[c] = r.fs[c][:0]
+	if f.big {
+		fp.big.Put(f)
+		return
+	}
+	r.fs = append(r.fs, f)
+	if len(r.fs) >= returnBatch {
+		fp.give(r.fs)
+		r.fs = r.fs[:0]
 	}
 }
 
 // flush gives back every frame collected.
 func (r *frameReturns) flush(fp *framePool) {
-	for c := range r.fs {
-		fp.give(r.fs[c])
-		r.fs[c] = r.fs[c][:0]
-	}
+	fp.give(r.fs)
+	r.fs = r.fs[:0]
 }
