@@ -457,89 +457,128 @@ func (m *Map) Faults() uint64 { return m.faults.Load() }
 //
 // On failure the *Error's Addr is the first byte not transferred and Len
 // the number of bytes not transferred; p[:n] holds what was read before it.
-func (m *Map) ReadAt(p []byte, addr uint64) (int, error) { return m.access(Read, p, addr, nil) }
+func (m *Map) ReadAt(p []byte, addr uint64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := m.gate(Read, addr, len(p)); err != nil {
+		return 0, err
+	}
+	if done, err := m.copyWhole(Read, p, addr); done {
+		return whole(len(p), err)
+	}
+	return m.transfer(Read, p, addr, false)
+}
 
 // WriteAt copies p into guest memory at addr. Errors as for ReadAt.
-func (m *Map) WriteAt(p []byte, addr uint64) (int, error) { return m.access(Write, p, addr, nil) }
+func (m *Map) WriteAt(p []byte, addr uint64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := m.gate(Write, addr, len(p)); err != nil {
+		return 0, err
+	}
+	if done, err := m.copyWhole(Write, p, addr); done {
+		return whole(len(p), err)
+	}
+	return m.transfer(Write, p, addr, false)
+}
 
 // Store32 writes v at addr as one atomic store when addr is 4-aligned and
 // the word lies in one shared map; otherwise as WriteAt of v's four bytes
 // in host order.
-func (m *Map) Store32(addr uint64, v uint32) error { return m.store32(addr, v, nil) }
+func (m *Map) Store32(addr uint64, v uint32) error {
+	if err := m.gate(Write, addr, 4); err != nil {
+		return err
+	}
+	if addr%4 == 0 {
+		if done, err := m.store32Atomic(addr, v); done {
+			return err
+		}
+	}
+	return m.store32Bytes(addr, v, false)
+}
 
-// access is ReadAt or WriteAt. run is nil, and every piece takes the lock
-// itself, or the Run whose accesses these are: it holds m.mu for reading
-// and the map has no message maps.
-func (m *Map) access(op Op, p []byte, addr uint64, run *heldSpace) (int, error) {
+// whole is the result of an access copyWhole did: all n bytes, or none.
+func whole(n int, err error) (int, error) {
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// store32Bytes is Store32 as a WriteAt of v's four bytes in host order;
+// held: the caller holds m.mu for reading (a Run).
+func (m *Map) store32Bytes(addr uint64, v uint32, held bool) error {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v)
+	_, err := m.transfer(Write, b[:], addr, held)
+	return err
+}
+
+// accessLocked is ReadAt or WriteAt for run, which holds m.mu for reading
+// over a map without message maps.
+func (m *Map) accessLocked(op Op, p []byte, addr uint64, run *heldSpace) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	if err := m.gate(op, addr, len(p)); err != nil {
 		return 0, err
 	}
-	var done bool
-	var err error
-	if run != nil {
-		done, err = m.copyWholeLocked(op, p, addr, &run.last)
-	} else {
-		done, err = m.copyWhole(op, p, addr)
+	if done, err := m.copyWholeLocked(op, p, addr, &run.last); done {
+		return whole(len(p), err)
 	}
-	if done {
-		if err != nil {
-			return 0, err
-		}
-		return len(p), nil
-	}
-	return m.transfer(op, p, addr, run != nil)
+	return m.transfer(op, p, addr, true)
 }
 
-// store32 is Store32; run as for access.
-func (m *Map) store32(addr uint64, v uint32, run *heldSpace) error {
+// store32Held is Store32 for run, as accessLocked.
+func (m *Map) store32Held(addr uint64, v uint32, run *heldSpace) error {
 	if err := m.gate(Write, addr, 4); err != nil {
 		return err
 	}
 	if addr%4 == 0 {
-		var done bool
-		var err error
-		if run != nil {
-			done, err = m.store32Locked(addr, v, &run.last)
-		} else {
-			done, err = m.store32Atomic(addr, v)
-		}
-		if done {
+		if done, err := m.store32Locked(addr, v, &run.last); done {
 			return err
 		}
 	}
-	var b [4]byte
-	binary.NativeEndian.PutUint32(b[:], v)
-	_, err := m.transfer(Write, b[:], addr, run != nil)
-	return err
+	return m.store32Bytes(addr, v, true)
 }
 
 // store32Atomic does the fast path of Store32. done is false when it does
 // not apply (and it then changed nothing).
 func (m *Map) store32Atomic(addr uint64, v uint32) (done bool, err error) {
 	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.store32Locked(addr, v, nil)
+	var w *uint32
+	if !m.closedLocked {
+		w = word32(m.regions.at(m.regions.find(addr)), addr)
+	}
+	if w == nil {
+		m.mu.RUnlock()
+		return false, nil
+	}
+	old := debug.SetPanicOnFault(true)
+	// One deferred function: this runs on every access.
+	defer func() {
+		debug.SetPanicOnFault(old)
+		m.mu.RUnlock()
+		if e := recover(); e != nil {
+			m.fault(e)
+			done, err = true, &Error{Op: Write, Addr: addr, Len: 4, Err: ErrUnmapped}
+		}
+	}()
+	atomic.StoreUint32(w, v)
+	return true, nil
 }
 
-// store32Locked is store32Atomic with m.mu held for reading; last as for
-// regionLocked.
+// store32Locked is store32Atomic with m.mu held for reading, for a Run
+// (last: see regionLocked).
 func (m *Map) store32Locked(addr uint64, v uint32, last **region) (done bool, err error) {
-	if m.closedLocked {
-		return false, nil
+	var w *uint32
+	if !m.closedLocked {
+		w = word32(m.regionLocked(addr, last), addr)
 	}
-	r := m.regionLocked(addr, last)
-	if r == nil {
+	if w == nil {
 		return false, nil
-	}
-	if r.last-addr < 3 || !r.shared || r.prot&ProtWrite == 0 {
-		return false, nil
-	}
-	p := unsafe.Pointer(&r.mem[addr-r.iova])
-	if uintptr(p)%4 != 0 {
-		return false, nil // the client's file offset misaligned the host address
 	}
 	old := debug.SetPanicOnFault(true)
 	defer func() {
@@ -549,8 +588,22 @@ func (m *Map) store32Locked(addr uint64, v uint32, last **region) (done bool, er
 			done, err = true, &Error{Op: Write, Addr: addr, Len: 4, Err: ErrUnmapped}
 		}
 	}()
-	atomic.StoreUint32((*uint32)(p), v)
+	atomic.StoreUint32(w, v)
 	return true, nil
+}
+
+// word32 returns the host address of the 4-aligned word at addr if it
+// lies in r (the map find found for addr, or nil) and r is shared and
+// writable, else nil.
+func word32(r *region, addr uint64) *uint32 {
+	if r == nil || r.iova > addr || r.last-addr < 3 || !r.shared || r.prot&ProtWrite == 0 {
+		return nil
+	}
+	p := unsafe.Pointer(&r.mem[addr-r.iova])
+	if uintptr(p)%4 != 0 {
+		return nil // the client's file offset misaligned the host address
+	}
+	return (*uint32)(p)
 }
 
 // fault handles a value recovered during a copy with SetPanicOnFault on:
@@ -589,22 +642,39 @@ func (m *Map) gate(op Op, addr uint64, n int) error {
 // (see fault): the access failed at its first byte, as transfer reports it.
 func (m *Map) copyWhole(op Op, p []byte, addr uint64) (done bool, err error) {
 	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.copyWholeLocked(op, p, addr, nil)
-}
-
-// copyWholeLocked is copyWhole with m.mu held for reading; last as for
-// regionLocked.
-func (m *Map) copyWholeLocked(op Op, p []byte, addr uint64, last **region) (done bool, err error) {
-	if m.closedLocked {
+	var mem []byte
+	if !m.closedLocked {
+		mem = span(m.regions.at(m.regions.find(addr)), op, addr, len(p))
+	}
+	if mem == nil {
+		m.mu.RUnlock()
 		return false, nil
 	}
-	r := m.regionLocked(addr, last)
-	want := ProtRead
-	if op == Write {
-		want = ProtWrite
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		m.mu.RUnlock()
+		if e := recover(); e != nil {
+			m.fault(e)
+			done, err = true, &Error{Op: op, Addr: addr, Len: len(p), Err: ErrUnmapped}
+		}
+	}()
+	if op == Read {
+		copy(p, mem)
+	} else {
+		copy(mem, p)
 	}
-	if r == nil || r.last-addr < uint64(len(p)-1) || !r.shared || r.prot&want == 0 {
+	return true, nil
+}
+
+// copyWholeLocked is copyWhole with m.mu held for reading, for a Run
+// (last: see regionLocked).
+func (m *Map) copyWholeLocked(op Op, p []byte, addr uint64, last **region) (done bool, err error) {
+	var mem []byte
+	if !m.closedLocked {
+		mem = span(m.regionLocked(addr, last), op, addr, len(p))
+	}
+	if mem == nil {
 		return false, nil
 	}
 	old := debug.SetPanicOnFault(true)
@@ -615,32 +685,41 @@ func (m *Map) copyWholeLocked(op Op, p []byte, addr uint64, last **region) (done
 			done, err = true, &Error{Op: op, Addr: addr, Len: len(p), Err: ErrUnmapped}
 		}
 	}()
-	off := addr - r.iova
 	if op == Read {
-		copy(p, r.mem[off:])
+		copy(p, mem)
 	} else {
-		copy(r.mem[off:], p)
+		copy(mem, p)
 	}
 	return true, nil
 }
 
-// regionLocked returns the map holding addr, or nil. m.mu is held. last,
-// if not nil, is a Run's memo of the map it found last, tried first and
-// updated: the table cannot change while the run holds the lock (a lookup
-// is two binary searches, a fifth of a small access).
+// span returns the host bytes of [addr, addr+n) if they lie in r (the map
+// find found for addr, or nil) and r is shared and grants op, else nil.
+func span(r *region, op Op, addr uint64, n int) []byte {
+	want := ProtRead
+	if op == Write {
+		want = ProtWrite
+	}
+	if r == nil || r.iova > addr || r.last-addr < uint64(n-1) || !r.shared || r.prot&want == 0 {
+		return nil
+	}
+	off := addr - r.iova
+	return r.mem[off : off+uint64(n)]
+}
+
+// regionLocked returns the map holding addr, or nil, for a Run: last is
+// its memo of the map it found last, tried first and updated. The table
+// cannot change while the run holds m.mu (a lookup is two binary searches,
+// a fifth of a small access).
 func (m *Map) regionLocked(addr uint64, last **region) *region {
-	if last != nil {
-		if r := *last; r != nil && r.iova <= addr && addr <= r.last {
-			return r
-		}
+	if r := *last; r != nil && r.iova <= addr && addr <= r.last {
+		return r
 	}
 	r := m.regions.at(m.regions.find(addr))
 	if r == nil || r.iova > addr {
 		return nil
 	}
-	if last != nil {
-		*last = r
-	}
+	*last = r
 	return r
 }
 

@@ -120,14 +120,14 @@ type heldSpace struct {
 var _ Wrapper = (*heldSpace)(nil)
 
 func (h *heldSpace) ReadAt(p []byte, addr uint64) (int, error) {
-	return h.m.access(Read, p, addr, h)
+	return h.m.accessLocked(Read, p, addr, h)
 }
 
 func (h *heldSpace) WriteAt(p []byte, addr uint64) (int, error) {
-	return h.m.access(Write, p, addr, h)
+	return h.m.accessLocked(Write, p, addr, h)
 }
 
-func (h *heldSpace) Store32(addr uint64, v uint32) error { return h.m.store32(addr, v, h) }
+func (h *heldSpace) Store32(addr uint64, v uint32) error { return h.m.store32Held(addr, v, h) }
 
 // Unwrap returns the Map, for MapOf.
 func (h *heldSpace) Unwrap() Space { return h.m }
