@@ -20,14 +20,24 @@ func WithFaults(s Space, set *fault.Set, device string) Space {
 	if set == nil {
 		return s
 	}
-	return &faultSpace{Space: s, set: set, device: device}
+	return &faultSpace{Space: s, faultDoor: &faultDoor{set: set, device: device}}
 }
 
 // Unwrap returns the Space behind the door (see MapOf).
 func (f *faultSpace) Unwrap() Space { return f.Space }
 
+// Rewrap returns the door over inner, sharing this door's state (see Run).
+func (f *faultSpace) Rewrap(inner Space) Space {
+	return &faultSpace{Space: inner, faultDoor: f.faultDoor}
+}
+
 type faultSpace struct {
 	Space
+	*faultDoor
+}
+
+// faultDoor is a door's state, shared by its copies over a Run.
+type faultDoor struct {
 	set    *fault.Set
 	device string
 

@@ -464,7 +464,10 @@ func (m *Map) ReadAt(p []byte, addr uint64) (int, error) {
 	if err := m.gate(Read, addr, len(p)); err != nil {
 		return 0, err
 	}
-	return m.transfer(Read, p, addr)
+	if done, err := m.copyWhole(Read, p, addr); done {
+		return whole(len(p), err)
+	}
+	return m.transfer(Read, p, addr, false)
 }
 
 // WriteAt copies p into guest memory at addr. Errors as for ReadAt.
@@ -475,7 +478,10 @@ func (m *Map) WriteAt(p []byte, addr uint64) (int, error) {
 	if err := m.gate(Write, addr, len(p)); err != nil {
 		return 0, err
 	}
-	return m.transfer(Write, p, addr)
+	if done, err := m.copyWhole(Write, p, addr); done {
+		return whole(len(p), err)
+	}
+	return m.transfer(Write, p, addr, false)
 }
 
 // Store32 writes v at addr as one atomic store when addr is 4-aligned and
@@ -490,30 +496,89 @@ func (m *Map) Store32(addr uint64, v uint32) error {
 			return err
 		}
 	}
+	return m.store32Bytes(addr, v, false)
+}
+
+// whole is the result of an access copyWhole did: all n bytes, or none.
+func whole(n int, err error) (int, error) {
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// store32Bytes is Store32 as a WriteAt of v's four bytes in host order;
+// held: the caller holds m.mu for reading (a Run).
+func (m *Map) store32Bytes(addr uint64, v uint32, held bool) error {
 	var b [4]byte
 	binary.NativeEndian.PutUint32(b[:], v)
-	_, err := m.transfer(Write, b[:], addr)
+	_, err := m.transfer(Write, b[:], addr, held)
 	return err
+}
+
+// accessLocked is ReadAt or WriteAt for run, which holds m.mu for reading
+// over a map without message maps.
+func (m *Map) accessLocked(op Op, p []byte, addr uint64, run *heldSpace) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := m.gate(op, addr, len(p)); err != nil {
+		return 0, err
+	}
+	if done, err := m.copyWholeLocked(op, p, addr, &run.last); done {
+		return whole(len(p), err)
+	}
+	return m.transfer(op, p, addr, true)
+}
+
+// store32Held is Store32 for run, as accessLocked.
+func (m *Map) store32Held(addr uint64, v uint32, run *heldSpace) error {
+	if err := m.gate(Write, addr, 4); err != nil {
+		return err
+	}
+	if addr%4 == 0 {
+		if done, err := m.store32Locked(addr, v, &run.last); done {
+			return err
+		}
+	}
+	return m.store32Bytes(addr, v, true)
 }
 
 // store32Atomic does the fast path of Store32. done is false when it does
 // not apply (and it then changed nothing).
 func (m *Map) store32Atomic(addr uint64, v uint32) (done bool, err error) {
 	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if m.closedLocked {
+	var w *uint32
+	if !m.closedLocked {
+		w = word32(m.regions.at(m.regions.find(addr)), addr)
+	}
+	if w == nil {
+		m.mu.RUnlock()
 		return false, nil
 	}
-	r := m.regions.at(m.regions.find(addr))
-	if r == nil {
-		return false, nil
+	old := debug.SetPanicOnFault(true)
+	// One deferred function: this runs on every access.
+	defer func() {
+		debug.SetPanicOnFault(old)
+		m.mu.RUnlock()
+		if e := recover(); e != nil {
+			m.fault(e)
+			done, err = true, &Error{Op: Write, Addr: addr, Len: 4, Err: ErrUnmapped}
+		}
+	}()
+	atomic.StoreUint32(w, v)
+	return true, nil
+}
+
+// store32Locked is store32Atomic with m.mu held for reading, for a Run
+// (last: see regionLocked).
+func (m *Map) store32Locked(addr uint64, v uint32, last **region) (done bool, err error) {
+	var w *uint32
+	if !m.closedLocked {
+		w = word32(m.regionLocked(addr, last), addr)
 	}
-	if r.iova > addr || r.last-addr < 3 || !r.shared || r.prot&ProtWrite == 0 {
+	if w == nil {
 		return false, nil
-	}
-	p := unsafe.Pointer(&r.mem[addr-r.iova])
-	if uintptr(p)%4 != 0 {
-		return false, nil // the client's file offset misaligned the host address
 	}
 	old := debug.SetPanicOnFault(true)
 	defer func() {
@@ -523,8 +588,22 @@ func (m *Map) store32Atomic(addr uint64, v uint32) (done bool, err error) {
 			done, err = true, &Error{Op: Write, Addr: addr, Len: 4, Err: ErrUnmapped}
 		}
 	}()
-	atomic.StoreUint32((*uint32)(p), v)
+	atomic.StoreUint32(w, v)
 	return true, nil
+}
+
+// word32 returns the host address of the 4-aligned word at addr if it
+// lies in r (the map find found for addr, or nil) and r is shared and
+// writable, else nil.
+func word32(r *region, addr uint64) *uint32 {
+	if r == nil || r.iova > addr || r.last-addr < 3 || !r.shared || r.prot&ProtWrite == 0 {
+		return nil
+	}
+	p := unsafe.Pointer(&r.mem[addr-r.iova])
+	if uintptr(p)%4 != 0 {
+		return nil // the client's file offset misaligned the host address
+	}
+	return (*uint32)(p)
 }
 
 // fault handles a value recovered during a copy with SetPanicOnFault on:
@@ -556,29 +635,130 @@ func (m *Map) gate(op Op, addr uint64, n int) error {
 	return nil
 }
 
+// copyWhole is the common case of an access, done in one step: all of p
+// lies in one shared map that grants op. done is false, with nothing
+// copied, when that is not so; transfer then does the access piece by
+// piece. done is true with a non-nil err only when the copy hit a fault
+// (see fault): the access failed at its first byte, as transfer reports it.
+func (m *Map) copyWhole(op Op, p []byte, addr uint64) (done bool, err error) {
+	m.mu.RLock()
+	var mem []byte
+	if !m.closedLocked {
+		mem = span(m.regions.at(m.regions.find(addr)), op, addr, len(p))
+	}
+	if mem == nil {
+		m.mu.RUnlock()
+		return false, nil
+	}
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		m.mu.RUnlock()
+		if e := recover(); e != nil {
+			m.fault(e)
+			done, err = true, &Error{Op: op, Addr: addr, Len: len(p), Err: ErrUnmapped}
+		}
+	}()
+	if op == Read {
+		copy(p, mem)
+	} else {
+		copy(mem, p)
+	}
+	return true, nil
+}
+
+// copyWholeLocked is copyWhole with m.mu held for reading, for a Run
+// (last: see regionLocked).
+func (m *Map) copyWholeLocked(op Op, p []byte, addr uint64, last **region) (done bool, err error) {
+	var mem []byte
+	if !m.closedLocked {
+		mem = span(m.regionLocked(addr, last), op, addr, len(p))
+	}
+	if mem == nil {
+		return false, nil
+	}
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if e := recover(); e != nil {
+			m.fault(e)
+			done, err = true, &Error{Op: op, Addr: addr, Len: len(p), Err: ErrUnmapped}
+		}
+	}()
+	if op == Read {
+		copy(p, mem)
+	} else {
+		copy(mem, p)
+	}
+	return true, nil
+}
+
+// span returns the host bytes of [addr, addr+n) if they lie in r (the map
+// find found for addr, or nil) and r is shared and grants op, else nil.
+func span(r *region, op Op, addr uint64, n int) []byte {
+	want := ProtRead
+	if op == Write {
+		want = ProtWrite
+	}
+	if r == nil || r.iova > addr || r.last-addr < uint64(n-1) || !r.shared || r.prot&want == 0 {
+		return nil
+	}
+	off := addr - r.iova
+	return r.mem[off : off+uint64(n)]
+}
+
+// regionLocked returns the map holding addr, or nil, for a Run: last is
+// its memo of the map it found last, tried first and updated. The table
+// cannot change while the run holds m.mu (a lookup is two binary searches,
+// a fifth of a small access).
+func (m *Map) regionLocked(addr uint64, last **region) *region {
+	if r := *last; r != nil && r.iova <= addr && addr <= r.last {
+		return r
+	}
+	r := m.regions.at(m.regions.find(addr))
+	if r == nil || r.iova > addr {
+		return nil
+	}
+	*last = r
+	return r
+}
+
 // transfer moves p to or from guest memory piece by piece, shared pieces
-// under the read lock, message pieces through the messenger.
-func (m *Map) transfer(op Op, p []byte, addr uint64) (int, error) {
+// under the read lock (held: the caller holds it), message pieces through
+// the messenger.
+func (m *Map) transfer(op Op, p []byte, addr uint64, held bool) (int, error) {
 	if uint64(len(p)-1) > math.MaxUint64-addr {
 		// No map reaches past 2^64-1: the bytes that wrap are unmapped.
-		return m.transferPrefix(op, p[:math.MaxUint64-addr+1], addr, len(p))
+		return m.transferPrefix(op, p[:math.MaxUint64-addr+1], addr, len(p), held)
 	}
-	return m.transferPrefix(op, p, addr, len(p))
+	return m.transferPrefix(op, p, addr, len(p), held)
 }
 
 // transferPrefix transfers p (a prefix of an access of total bytes) and
 // fails with ErrUnmapped after it if p is shorter than total.
-func (m *Map) transferPrefix(op Op, p []byte, addr uint64, total int) (int, error) {
+func (m *Map) transferPrefix(op Op, p []byte, addr uint64, total int, held bool) (int, error) {
 	done := 0
 	for done < len(p) {
 		a := addr + uint64(done)
-		n, msgLen, err := m.copyShared(op, p[done:], a)
+		var n, msgLen int
+		var err error
+		if held {
+			n, msgLen, err = m.copySharedLocked(op, p[done:], a)
+		} else {
+			n, msgLen, err = m.copyShared(op, p[done:], a)
+		}
 		done += n
 		if err != nil {
 			return done, &Error{Op: op, Addr: addr + uint64(done), Len: total - done, Err: err}
 		}
 		if msgLen == 0 {
 			continue
+		}
+		if held {
+			// A Run begins only on a map without message maps, and none
+			// can be added while it holds the lock; messaging under it
+			// could deadlock against the client's DMA_UNMAP.
+			panic("dma: message map reached inside a Run")
 		}
 		a += uint64(n)
 		piece := p[done : done+msgLen]
@@ -598,19 +778,23 @@ func (m *Map) transferPrefix(op Op, p []byte, addr uint64, total int) (int, erro
 // message map: then msgLen is how much of the rest of p lies in that map.
 func (m *Map) copyShared(op Op, p []byte, addr uint64) (n, msgLen int, err error) {
 	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.copySharedLocked(op, p, addr)
+}
+
+// copySharedLocked is copyShared with m.mu held for reading.
+func (m *Map) copySharedLocked(op Op, p []byte, addr uint64) (n, msgLen int, err error) {
+	if m.closedLocked {
+		return 0, 0, ErrClosed
+	}
 	old := debug.SetPanicOnFault(true)
-	// One deferred function (not four): this runs on every access.
 	defer func() {
 		debug.SetPanicOnFault(old)
-		m.mu.RUnlock()
 		if e := recover(); e != nil {
 			m.fault(e)
 			err = ErrUnmapped
 		}
 	}()
-	if m.closedLocked {
-		return 0, 0, ErrClosed
-	}
 	i := m.regions.find(addr)
 	for n < len(p) {
 		a := addr + uint64(n)

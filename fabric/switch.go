@@ -110,11 +110,11 @@ func (s *Switch) forward(src *SwitchPort, frames [][]byte) {
 	defer s.mu.Unlock()
 	for _, f := range frames {
 		if len(f) < MinFrame || len(f) > MaxFrame {
-			src.stats.txErrors.Add(1)
+			src.tx.errors++
 			continue
 		}
-		src.stats.txFrames.Add(1)
-		src.stats.txBytes.Add(uint64(len(f)))
+		src.tx.frames++
+		src.tx.bytes += uint64(len(f))
 		var dst, srcMAC [6]byte
 		copy(dst[:], f[0:6])
 		copy(srcMAC[:], f[6:12])
@@ -192,8 +192,15 @@ type PortStats struct {
 }
 
 type portCounters struct {
-	txFrames, txBytes, txErrors, txDropped atomic.Uint64
-	rxFrames, rxBytes, rxDropped           atomic.Uint64
+	txDropped                    atomic.Uint64
+	rxFrames, rxBytes, rxDropped atomic.Uint64
+}
+
+// txCounters are what the switch took from a port, counted under the
+// switch's mu that forward holds anyway: two atomic adds per frame cost
+// more than the rest of the table work.
+type txCounters struct {
+	frames, bytes, errors uint64
 }
 
 // SwitchPort is one port of a Switch. It implements Port.
@@ -202,7 +209,8 @@ type SwitchPort struct {
 	name  string
 	queue *frameQueue
 	stats portCounters
-	cache portCache // guarded by sw.mu
+	tx    txCounters // guarded by sw.mu
+	cache portCache  // guarded by sw.mu
 
 	adminUp  atomic.Bool
 	attached atomic.Bool
@@ -259,10 +267,13 @@ func (p *SwitchPort) SetLink(up bool) {
 
 // Stats returns the port's counters.
 func (p *SwitchPort) Stats() PortStats {
+	p.sw.mu.Lock()
+	tx := p.tx
+	p.sw.mu.Unlock()
 	c := &p.stats
 	return PortStats{
-		TxFrames: c.txFrames.Load(), TxBytes: c.txBytes.Load(),
-		TxErrors: c.txErrors.Load(), TxDropped: c.txDropped.Load(),
+		TxFrames: tx.frames, TxBytes: tx.bytes,
+		TxErrors: tx.errors, TxDropped: c.txDropped.Load(),
 		RxFrames: c.rxFrames.Load(), RxBytes: c.rxBytes.Load(),
 		RxDropped: c.rxDropped.Load(),
 	}
@@ -314,13 +325,12 @@ func (p *SwitchPort) drain() {
 			return
 		}
 		p.stats.rxDropped.Add(uint64(len(fs)))
-		for _, f := range fs {
-			p.sw.bufs.put(f)
-		}
+		p.sw.bufs.give(fs)
 	}
 }
 
-// enqueue queues a copy of f for delivery, or drops it.
+// enqueue queues a copy of f for delivery, or drops it. The switch's mu is
+// held (the pool's sender side and the queue's producer side need it).
 func (p *SwitchPort) enqueue(pool *framePool, f []byte) {
 	if !p.LinkUp() {
 		p.stats.rxDropped.Add(1)
@@ -330,7 +340,7 @@ func (p *SwitchPort) enqueue(pool *framePool, f []byte) {
 	copy(fr.b, f)
 	if !p.queue.push(fr) {
 		p.stats.rxDropped.Add(1)
-		pool.put(fr)
+		pool.unget(fr)
 	}
 }
 
@@ -342,6 +352,8 @@ func (p *SwitchPort) runDeliver(r Receiver, stop, done chan struct{}) {
 	defer log.Debug("delivery stopped")
 	batch := make([]*frame, 0, deliverBatch)
 	views := make([][]byte, 0, deliverBatch)
+	var used frameReturns
+	defer used.flush(&p.sw.bufs)
 	for {
 		select {
 		case <-stop:
@@ -362,7 +374,7 @@ func (p *SwitchPort) runDeliver(r Receiver, stop, done chan struct{}) {
 				if len(batch) == 0 {
 					break
 				}
-				p.deliver(r, batch, views)
+				p.deliver(r, batch, views, &used)
 				select {
 				case <-stop:
 					return
@@ -373,9 +385,9 @@ func (p *SwitchPort) runDeliver(r Receiver, stop, done chan struct{}) {
 	}
 }
 
-// deliver hands a batch of frames to r, then their buffers to the pool.
+// deliver hands a batch of frames to r, then their buffers to used.
 // views is scratch space of the batch's capacity.
-func (p *SwitchPort) deliver(r Receiver, batch []*frame, views [][]byte) {
+func (p *SwitchPort) deliver(r Receiver, batch []*frame, views [][]byte, used *frameReturns) {
 	views = views[:0]
 	var bytes uint64
 	for _, f := range batch {
@@ -388,7 +400,7 @@ func (p *SwitchPort) deliver(r Receiver, batch []*frame, views [][]byte) {
 	p.stats.rxBytes.Add(bytes)
 	r.Deliver(views)
 	for i, f := range batch {
-		p.sw.bufs.put(f)
+		used.add(&p.sw.bufs, f)
 		batch[i], views[i] = nil, nil
 	}
 }
@@ -402,31 +414,114 @@ type frame struct {
 // smallFrame fits every frame of a 1500-byte MTU with a VLAN tag.
 const smallFrame = 1536
 
-// framePool keeps two size classes so that small frames do not pin
-// jumbo-sized buffers.
+// framePool recycles frame buffers in two size classes, so that small
+// frames do not pin jumbo-sized buffers.
+//
+// Small frames go round between the senders, which take them under the
+// switch's mu, and the delivery goroutines, which give them back a batch
+// at a time: a small frame costs no atomic operation of its own, where a
+// sync.Pool Get and Put cost two. It keeps at most poolKeep of them on its
+// free list, as many again in the senders' stash and returnBatch per
+// delivery goroutine (1.5 MiB each); beyond that they go to a sync.Pool,
+// which the GC empties. Big frames, whose copy costs far more than two
+// atomic operations, only use their sync.Pool.
 type framePool struct {
+	stash []*frame // small frames senders take; guarded by the switch's mu
+
+	mu   sync.Mutex
+	free []*frame // small frames given back; a sender swaps it for its empty stash
+
 	small, big sync.Pool
 }
 
+// poolKeep bounds the small free list and the stash; returnBatch is how
+// many small frames a delivery goroutine collects before it gives them
+// back.
+const (
+	poolKeep    = 1024
+	returnBatch = 32
+)
+
+// get returns a frame of n bytes. The switch's mu is held.
 func (fp *framePool) get(n int) *frame {
-	if n <= smallFrame {
-		if f, ok := fp.small.Get().(*frame); ok {
+	if n > smallFrame {
+		if f, ok := fp.big.Get().(*frame); ok {
 			f.b = f.b[:n]
 			return f
 		}
-		return &frame{b: make([]byte, n, smallFrame)}
+		return &frame{b: make([]byte, n, MaxFrame), big: true}
 	}
-	if f, ok := fp.big.Get().(*frame); ok {
+	st := fp.stash
+	if len(st) == 0 {
+		fp.mu.Lock()
+		st, fp.free = fp.free, st
+		fp.mu.Unlock()
+	}
+	if k := len(st); k > 0 {
+		f := st[k-1]
+		st[k-1] = nil
+		fp.stash = st[:k-1]
 		f.b = f.b[:n]
 		return f
 	}
-	return &frame{b: make([]byte, n, MaxFrame), big: true}
+	fp.stash = st
+	if f, ok := fp.small.Get().(*frame); ok {
+		f.b = f.b[:n]
+		return f
+	}
+	return &frame{b: make([]byte, n, smallFrame)}
 }
 
-func (fp *framePool) put(f *frame) {
-	if f.big {
+// unget puts back a frame get returned and that was not used. The
+// switch's mu is held.
+func (fp *framePool) unget(f *frame) {
+	switch {
+	case f.big:
 		fp.big.Put(f)
-	} else {
+	case len(fp.stash) < poolKeep:
+		fp.stash = append(fp.stash, f)
+	default:
 		fp.small.Put(f)
 	}
+}
+
+// give returns frames under one lock.
+func (fp *framePool) give(fs []*frame) {
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	for i, f := range fs {
+		fs[i] = nil
+		switch {
+		case f.big:
+			fp.big.Put(f)
+		case len(fp.free) < poolKeep:
+			fp.free = append(fp.free, f)
+		default:
+			fp.small.Put(f)
+		}
+	}
+}
+
+// frameReturns collects the small frames one delivery goroutine is done
+// with and gives them back to the pool returnBatch at a time.
+type frameReturns struct {
+	fs []*frame
+}
+
+func (r *frameReturns) add(fp *framePool, f *frame) {
+	if f.big {
+		fp.big.Put(f)
+		return
+	}
+	r.fs = append(r.fs, f)
+	if len(r.fs) >= returnBatch {
+		fp.give(r.fs)
+		r.fs = r.fs[:0]
+	}
+}
+
+// flush gives back every frame collected.
+func (r *frameReturns) flush(fp *framePool) {
+	fp.give(r.fs)
+	r.fs = r.fs[:0]
 }

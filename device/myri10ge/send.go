@@ -82,6 +82,7 @@ type sender struct {
 	buf    []byte   // the gathered byte stream
 	out    []byte   // TSO segments, back to back
 	frames [][]byte // what take returns
+	run    dma.Run  // the transmit path's run of gathers (transmitLocked)
 }
 
 func newSender() *sender { return &sender{} }

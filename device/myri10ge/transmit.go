@@ -25,13 +25,21 @@ func (n *NIC) sendRingWrittenLocked(i int, rel uint64, size int) {
 // reports the completions. Every packet taken counts as done, sent or
 // dropped: the driver frees descriptors by that count, and one it never
 // sees completed would trip its watchdog.
+//
+// The gathers of the packets taken in one call are one dma.Run: guest
+// memory's read lock is taken once, not once a packet. Within the run
+// nothing but take touches guest memory (Port.Send copies the frames and
+// never waits for the guest); it ends before a DMA abort or a guest error
+// is reported and before the completions are written.
 func (n *NIC) transmitLocked(s *slice) {
 	if s.halted || n.fw.txPaused {
 		return
 	}
 	ring := n.bar0[sendRingOff(s.idx):][:sendRingBytes]
+	run := &s.tx.run
+	defer run.End()
 	for budget := sendRingEntries; budget > 0; {
-		cnt, frames, err := s.tx.take(ring, s.txIdx, n.host.Mem)
+		cnt, frames, err := s.tx.take(ring, s.txIdx, run.Begin(n.host.Mem))
 		if cnt == 0 {
 			break
 		}
@@ -40,6 +48,7 @@ func (n *NIC) transmitLocked(s *slice) {
 		if errors.Is(err, errSendNotFirst) {
 			// A stray descriptor, not a packet the driver posted: it is
 			// consumed but does not count in send_done_count.
+			run.End()
 			n.guestErrorLocked("send descriptor without FIRST skipped", "slice", s.idx)
 			continue
 		}
@@ -48,10 +57,12 @@ func (n *NIC) transmitLocked(s *slice) {
 		switch {
 		case err != nil && isDMAError(err):
 			n.stats.TxDropped++
+			run.End()
 			n.dmaAbortLocked(s, "send gather", err)
 			return
 		case err != nil:
 			n.stats.TxDropped++
+			run.End()
 			n.guestErrorLocked("malformed send chain dropped", "error", err.Error())
 		case !n.fw.running || !n.cfg.Port.LinkUp():
 			n.stats.TxDropped++
@@ -63,6 +74,7 @@ func (n *NIC) transmitLocked(s *slice) {
 			n.cfg.Port.Send(frames)
 		}
 	}
+	run.End()
 	n.maybeInterruptLocked(s)
 }
 
