@@ -322,6 +322,15 @@ type observedSpace struct {
 // watcher and the audit's mapping checks found no Map under serve.
 func (o *observedSpace) Unwrap() dma.Space { return o.Space }
 
+// Rewrap puts a copy of the observer over inner, for a dma.Run: the
+// accesses of a run are observed too (report never blocks, so it may run
+// while a run holds guest memory's read lock).
+func (o *observedSpace) Rewrap(inner dma.Space) dma.Space {
+	return &observedSpace{Space: inner, report: o.report}
+}
+
+var _ dma.Rewrapper = (*observedSpace)(nil)
+
 func (o *observedSpace) ReadAt(p []byte, addr uint64) (int, error) {
 	n, err := o.Space.ReadAt(p, addr)
 	if err != nil {
