@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/myriemu/myriemu/device/myri10ge"
+	"github.com/myriemu/myriemu/dma"
+	"github.com/myriemu/myriemu/dma/dmatest"
 	"github.com/myriemu/myriemu/fabric"
 	"github.com/myriemu/myriemu/internal/leaktest"
 )
@@ -40,5 +42,32 @@ func TestDeviceErrorEvents(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("no DEVICE_ERROR %v", want["kind"])
 		}
+	}
+}
+
+// TestObservedSpaceRuns: serve's chain over guest memory (the fault door,
+// then the observer) gets a dma.Run of its own, not the fallback that
+// locks per access, and a failed access inside the run is still reported.
+func TestObservedSpaceRuns(t *testing.T) {
+	m := dma.NewMap(nil)
+	m.SetBusMaster(true)
+	defer m.Close()
+	ram := dmatest.NewRAM(t, 0x1000)
+	if err := m.Add(dma.Mapping{IOVA: 0x10000, Size: 0x1000, Fd: ram.Fd(), Prot: dma.ProtRead | dma.ProtWrite}); err != nil {
+		t.Fatal(err)
+	}
+	var reported []error
+	obs := &observedSpace{Space: dma.WithFaults(m, nil, "myri0"), report: func(err error) { reported = append(reported, err) }}
+	var run dma.Run
+	mem := run.Begin(obs)
+	defer run.End()
+	if mem == dma.Space(obs) {
+		t.Fatal("Begin handed back the chain itself: no run under serve's observer")
+	}
+	if err := mem.Store32(0x10004, 0x11223344); err != nil {
+		t.Fatalf("Store32 in the run: %v", err)
+	}
+	if _, err := mem.ReadAt(make([]byte, 4), 0x20000); err == nil || len(reported) != 1 {
+		t.Errorf("read outside the maps: %v, %d reported; want an error, reported once", err, len(reported))
 	}
 }
