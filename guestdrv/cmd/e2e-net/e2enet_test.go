@@ -193,11 +193,13 @@ func TestEchoSeries(t *testing.T) {
 		Min: 2 * time.Millisecond, Max: 1500*time.Millisecond + 100*time.Millisecond,
 		Avg:     (2 + 400 + 1600 + 950) * time.Millisecond / 4,
 		Median:  (400 + 950) * time.Millisecond / 2, // of 2, 400, 950, 1600
+		Slowest: []slowReply{{3, 1600 * time.Millisecond}, {4, 950 * time.Millisecond}, {1, 400 * time.Millisecond}},
 		Missing: []int{2, 5}, Tail: 1500 * time.Millisecond, BusyboxLost: 1}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	if s := got.String(); !strings.Contains(s, "loss=33% ") || !strings.Contains(s, "missing=2,5 ") || !strings.Contains(s, "rtt_median_ms=675.000 ") {
+	if s := got.String(); !strings.Contains(s, "loss=33% ") || !strings.Contains(s, "missing=2,5 ") || !strings.Contains(s, "rtt_median_ms=675.000 ") ||
+		!strings.Contains(s, "slowest=3:1600.0,4:950.0,1:400.0 ") {
 		t.Errorf("detail %q", s)
 	}
 }

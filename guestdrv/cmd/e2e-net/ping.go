@@ -52,6 +52,7 @@ type pingSummary struct {
 	LossPercent                       int
 	Min, Avg, Max                     time.Duration
 	Median                            time.Duration // of the replies received
+	Slowest                           []slowReply   // the slowest replies, slowest first (at most 3)
 	Missing                           []int         // sequence numbers never answered
 	// Tail is how long after the last request the last reply came.
 	Tail time.Duration
@@ -89,6 +90,7 @@ func (s *echoSeries) summary() pingSummary {
 	if p.Received > 0 {
 		p.Avg = sum / time.Duration(p.Received)
 		p.Median = medianRTT(s.rtt)
+		p.Slowest = slowest(s.rtt, 3)
 	}
 	if p.Transmitted > 0 {
 		p.LossPercent = (p.Transmitted - p.Received) * 100 / p.Transmitted
@@ -136,12 +138,46 @@ func medianRTT(rtt []time.Duration) time.Duration {
 	return (got[n/2-1] + got[n/2]) / 2
 }
 
+// slowReply is one reply of a series' tail.
+type slowReply struct {
+	Seq int
+	RTT time.Duration
+}
+
+// slowest returns the k slowest replies received, slowest first: where an
+// average's tail comes from.
+func slowest(rtt []time.Duration, k int) []slowReply {
+	var got []slowReply
+	for i, r := range rtt {
+		if r >= 0 {
+			got = append(got, slowReply{i, r})
+		}
+	}
+	sort.SliceStable(got, func(i, j int) bool { return got[i].RTT > got[j].RTT })
+	return got[:min(k, len(got))]
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func (p pingSummary) String() string {
-	return fmt.Sprintf("transmitted=%d received=%d duplicates=%d loss=%d%% rtt_min_ms=%.3f rtt_avg_ms=%.3f rtt_median_ms=%.3f rtt_max_ms=%.3f missing=%s tail_ms=%.0f busybox_would_lose=%d",
+	return fmt.Sprintf("transmitted=%d received=%d duplicates=%d loss=%d%% rtt_min_ms=%.3f rtt_avg_ms=%.3f rtt_median_ms=%.3f rtt_max_ms=%.3f slowest=%s missing=%s tail_ms=%.0f busybox_would_lose=%d",
 		p.Transmitted, p.Received, p.Duplicates, p.LossPercent, ms(p.Min), ms(p.Avg), ms(p.Median), ms(p.Max),
-		seqRanges(p.Missing), ms(p.Tail), p.BusyboxLost)
+		p.slowestString(), seqRanges(p.Missing), ms(p.Tail), p.BusyboxLost)
+}
+
+// slowestString writes the slowest replies as seq:ms pairs; "-" for none.
+func (p pingSummary) slowestString() string {
+	if len(p.Slowest) == 0 {
+		return "-"
+	}
+	var b strings.Builder
+	for i, r := range p.Slowest {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%d:%.1f", r.Seq, ms(r.RTT))
+	}
+	return b.String()
 }
 
 // seqRanges writes sorted sequence numbers compactly: "3,7-9"; "-" for none.
