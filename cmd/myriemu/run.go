@@ -205,6 +205,7 @@ type served struct {
 // and serves until ctx is done (nil) or a server fails (its error).
 func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	root := a.logger(cfg)
+	setServeProcs(root, len(cfg.Devices))
 	a.limits = newLimiter(cfg.Limits, root)
 	wire := fabric.NewSwitch(root)
 	defer wire.Close()
