@@ -545,29 +545,14 @@ func (m *Map) store32Held(addr uint64, v uint32, run *heldSpace) error {
 }
 
 // store32Atomic does the fast path of Store32. done is false when it does
-// not apply (and it then changed nothing).
+// not apply (and it then changed nothing). store32Locked recovers a fault
+// itself, so the lock is dropped without a deferred call.
 func (m *Map) store32Atomic(addr uint64, v uint32) (done bool, err error) {
+	var last *region
 	m.mu.RLock()
-	var w *uint32
-	if !m.closedLocked {
-		w = word32(m.regions.at(m.regions.find(addr)), addr)
-	}
-	if w == nil {
-		m.mu.RUnlock()
-		return false, nil
-	}
-	old := debug.SetPanicOnFault(true)
-	// One deferred function: this runs on every access.
-	defer func() {
-		debug.SetPanicOnFault(old)
-		m.mu.RUnlock()
-		if e := recover(); e != nil {
-			m.fault(e)
-			done, err = true, &Error{Op: Write, Addr: addr, Len: 4, Err: ErrUnmapped}
-		}
-	}()
-	atomic.StoreUint32(w, v)
-	return true, nil
+	done, err = m.store32Locked(addr, v, &last)
+	m.mu.RUnlock()
+	return done, err
 }
 
 // store32Locked is store32Atomic with m.mu held for reading, for a Run
@@ -641,30 +626,11 @@ func (m *Map) gate(op Op, addr uint64, n int) error {
 // piece. done is true with a non-nil err only when the copy hit a fault
 // (see fault): the access failed at its first byte, as transfer reports it.
 func (m *Map) copyWhole(op Op, p []byte, addr uint64) (done bool, err error) {
+	var last *region
 	m.mu.RLock()
-	var mem []byte
-	if !m.closedLocked {
-		mem = span(m.regions.at(m.regions.find(addr)), op, addr, len(p))
-	}
-	if mem == nil {
-		m.mu.RUnlock()
-		return false, nil
-	}
-	old := debug.SetPanicOnFault(true)
-	defer func() {
-		debug.SetPanicOnFault(old)
-		m.mu.RUnlock()
-		if e := recover(); e != nil {
-			m.fault(e)
-			done, err = true, &Error{Op: op, Addr: addr, Len: len(p), Err: ErrUnmapped}
-		}
-	}()
-	if op == Read {
-		copy(p, mem)
-	} else {
-		copy(mem, p)
-	}
-	return true, nil
+	done, err = m.copyWholeLocked(op, p, addr, &last) // recovers a fault itself
+	m.mu.RUnlock()
+	return done, err
 }
 
 // copyWholeLocked is copyWhole with m.mu held for reading, for a Run

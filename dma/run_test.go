@@ -16,18 +16,9 @@ import (
 // run is never begun over a map with one).
 func runFixture(t *testing.T) (*Map, *dmatest.RAM) {
 	t.Helper()
-	ram := dmatest.NewRAM(t, 0x10000)
-	copy(ram.Bytes(), pattern(0x10000, 1))
-	m := newMap(t)
-	for _, mp := range []Mapping{
-		{IOVA: 0x10000, Size: 0x4000, Offset: 0, Fd: ram.Fd(), Prot: rw},
-		{IOVA: 0x14000, Size: 0x4000, Offset: 0x8000, Fd: ram.Fd(), Prot: rw},
-		{IOVA: 0x20000, Size: 0x1000, Offset: 0x4000, Fd: ram.Fd(), Prot: ProtRead},
-		{IOVA: 0x22000, Size: 0x1000, Offset: 0xc000, Fd: ram.Fd(), Prot: ProtWrite},
-	} {
-		if err := m.Add(mp); err != nil {
-			t.Fatal(err)
-		}
+	m, ram, _ := accessFixture(t)
+	if err := m.Remove(0x21000, 0x1000); err != nil {
+		t.Fatal(err)
 	}
 	return m, ram
 }
