@@ -65,7 +65,7 @@ func TestPollerRunsAndStops(t *testing.T) {
 
 func pioLikePacing() Pacing {
 	return Pacing{Spin: 50 * time.Microsecond, MinSleep: 150 * time.Microsecond, FineFor: 100 * time.Millisecond,
-		MaxSleep: time.Millisecond, IdleAfter: time.Second, IdleSleep: 8 * time.Millisecond}
+		MaxSleep: time.Millisecond, IdleAfter: time.Second, IdleSleep: 12 * time.Millisecond}
 }
 
 // A Kick ends a sleep that would otherwise last an hour, and counts as

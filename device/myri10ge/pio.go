@@ -52,7 +52,9 @@ func (m PIOMode) String() string {
 // the driver posts outside NAPI (a ping, a delayed ACK, a write from
 // process context once the window opens) waits about as long as a trapped
 // store's round trip; then sleeps doubling up to 1 ms; after a second
-// without work, 8 ms at a time, so that an idle NIC costs the host little.
+// without work, 12 ms at a time, so that an idle NIC costs the host little
+// (with 8 ms it cost 1.4-2.1% of a core on the project's machine, at the
+// issue's 2% line; with 12 ms 1.3-1.7%, docs/speed.md).
 // Every wakeup costs this process 20-40 µs of CPU on the project's VM
 // (BenchmarkPollerSleep), taken from the vCPUs of a two-core host: the
 // fine tier costs up to 15% of a core while it lasts. Finer sleeps were
@@ -61,10 +63,10 @@ func (m PIOMode) String() string {
 // active wakes the poller at once: a trapped access (a claim, a command)
 // or a frame delivered to the NIC (the driver will repost the buffer and,
 // likely, answer). What stays slow is a first send after a second of
-// silence: up to 8 ms, as a ping -i 1 shows.
+// silence: up to 12 ms, as a ping -i 1 shows.
 var pioPacing = wcbar.Pacing{
 	Spin: 50 * time.Microsecond, MinSleep: 150 * time.Microsecond, FineFor: 100 * time.Millisecond,
-	MaxSleep: time.Millisecond, IdleAfter: time.Second, IdleSleep: 8 * time.Millisecond,
+	MaxSleep: time.Millisecond, IdleAfter: time.Second, IdleSleep: 12 * time.Millisecond,
 }
 
 // pioState is the NIC's PIO window and poller; zero in trap mode.
