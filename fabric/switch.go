@@ -474,16 +474,7 @@ func (fp *framePool) get(n int) *frame {
 
 // unget puts back a frame get returned and that was not used. The
 // switch's mu is held.
-func (fp *framePool) unget(f *frame) {
-	switch {
-	case f.big:
-		fp.big.Put(f)
-	case len(fp.stash) < poolKeep:
-		fp.stash = append(fp.stash, f)
-	default:
-		fp.small.Put(f)
-	}
-}
+func (fp *framePool) unget(f *frame) { fp.putOn(&fp.stash, f) }
 
 // give returns frames under one lock.
 func (fp *framePool) give(fs []*frame) {
@@ -491,14 +482,20 @@ func (fp *framePool) give(fs []*frame) {
 	defer fp.mu.Unlock()
 	for i, f := range fs {
 		fs[i] = nil
-		switch {
-		case f.big:
-			fp.big.Put(f)
-		case len(fp.free) < poolKeep:
-			fp.free = append(fp.free, f)
-		default:
-			fp.small.Put(f)
-		}
+		fp.putOn(&fp.free, f)
+	}
+}
+
+// putOn keeps a small frame on list while it has room for it, and gives
+// every other frame to its sync.Pool. The caller holds list's lock.
+func (fp *framePool) putOn(list *[]*frame, f *frame) {
+	switch {
+	case f.big:
+		fp.big.Put(f)
+	case len(*list) < poolKeep:
+		*list = append(*list, f)
+	default:
+		fp.small.Put(f)
 	}
 }
 
