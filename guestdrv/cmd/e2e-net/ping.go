@@ -66,6 +66,7 @@ func (s *echoSeries) summary() pingSummary {
 	var p pingSummary
 	var last time.Time
 	var sum time.Duration
+	var byRTT []slowReply // the answered requests
 	for i, t := range s.sent {
 		if t.IsZero() {
 			continue
@@ -79,6 +80,7 @@ func (s *echoSeries) summary() pingSummary {
 			continue
 		}
 		r := s.rtt[i]
+		byRTT = append(byRTT, slowReply{i, r})
 		if p.Received == 0 || r < p.Min {
 			p.Min = r
 		}
@@ -89,8 +91,11 @@ func (s *echoSeries) summary() pingSummary {
 	p.Duplicates = s.dups
 	if p.Received > 0 {
 		p.Avg = sum / time.Duration(p.Received)
-		p.Median = medianRTT(s.rtt)
-		p.Slowest = slowest(s.rtt, 3)
+		// Slowest first; the stable sort keeps equal round trips in
+		// sequence order.
+		sort.SliceStable(byRTT, func(i, j int) bool { return byRTT[i].RTT > byRTT[j].RTT })
+		p.Median = medianRTT(byRTT)
+		p.Slowest = byRTT[:min(3, len(byRTT))]
 	}
 	if p.Transmitted > 0 {
 		p.LossPercent = (p.Transmitted - p.Received) * 100 / p.Transmitted
@@ -120,41 +125,23 @@ func (s *echoSeries) summary() pingSummary {
 	return p
 }
 
-// medianRTT is the median of the round trips answered (rtt >= 0); the
-// mean of the middle two for an even count. A few late replies move the
-// average by milliseconds; the median says what a typical one took.
-func medianRTT(rtt []time.Duration) time.Duration {
-	var got []time.Duration
-	for _, r := range rtt {
-		if r >= 0 {
-			got = append(got, r)
-		}
-	}
-	sort.Slice(got, func(i, j int) bool { return got[i] < got[j] })
-	n := len(got)
-	if n%2 == 1 {
-		return got[n/2]
-	}
-	return (got[n/2-1] + got[n/2]) / 2
-}
-
-// slowReply is one reply of a series' tail.
+// slowReply is one answered request of a series: its sequence number and
+// round trip.
 type slowReply struct {
 	Seq int
 	RTT time.Duration
 }
 
-// slowest returns the k slowest replies received, slowest first: where an
-// average's tail comes from.
-func slowest(rtt []time.Duration, k int) []slowReply {
-	var got []slowReply
-	for i, r := range rtt {
-		if r >= 0 {
-			got = append(got, slowReply{i, r})
-		}
+// medianRTT is the median round trip of byRTT (sorted, any direction; not
+// empty); the mean of the middle two for an even count. A few late replies
+// move the average by milliseconds; the median says what a typical one
+// took.
+func medianRTT(byRTT []slowReply) time.Duration {
+	n := len(byRTT)
+	if n%2 == 1 {
+		return byRTT[n/2].RTT
 	}
-	sort.SliceStable(got, func(i, j int) bool { return got[i].RTT > got[j].RTT })
-	return got[:min(k, len(got))]
+	return (byRTT[n/2-1].RTT + byRTT[n/2].RTT) / 2
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
